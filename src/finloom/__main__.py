@@ -1,0 +1,3 @@
+from finloom.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Preference alignment: GRPO / PPO / DPO."""

@@ -1,0 +1,41 @@
+"""The ``align`` stage: TRL's DPOTrainer on preference pairs, policy and reference both the SFT model."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from finloom.llm.chat_data import load_preferences
+from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.recipe import AlignSection
+from finloom.runner import RunContext, StageResult
+from finloom.training import train_and_save, trainer_kwargs
+
+
+def run(section: AlignSection, ctx: RunContext) -> StageResult:
+    recipe = ctx.recipe
+    _, model_path = ctx.input_model()
+    rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "align")
+    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
+    load = dict(allow_pickle=recipe.model.allow_pickle, trust_remote_code=recipe.model.trust_remote_code,
+                dtype=recipe.model.dtype)
+    config = DPOConfig(
+        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
+        beta=section.dpo.beta,
+        loss_type=section.dpo.loss_type,
+        max_length=section.train.seq_len,
+    )
+    trainer = DPOTrainer(
+        model=load_causal_lm(model_path, **load),
+        ref_model=load_causal_lm(model_path, **load),
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align")
+    logged = [entry for entry in trainer.state.log_history if "rewards/accuracies" in entry]
+    if logged:
+        metrics["reward_accuracy"] = round(logged[-1]["rewards/accuracies"], 4)
+        metrics["reward_margin"] = round(logged[-1]["rewards/margins"], 4)
+    metrics["pairs"] = len(rows)
+    return StageResult(outputs={"model": "align/model"}, metrics=metrics)

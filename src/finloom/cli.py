@@ -1,0 +1,166 @@
+"""The ``finloom`` command: one typer app whose subcommands mirror the stages.
+
+Exit codes: 0 ok, 2 bad input (recipe, data, arguments), 1 internal failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.table import Table
+
+from finloom.errors import BadInput
+from finloom.recipe import STAGE_NAMES, load_recipe, recipe_to_dict
+
+app = typer.Typer(
+    help="finloom: turn a general base LLM into a finance chat model, end to end, and measure it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+recipe_app = typer.Typer(help="Check and inspect recipes.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory.")]
+
+
+def _console():
+    from finloom.runner import console
+
+    return console
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: the recipe's run_dir or runs/<name>.")] = None,
+    only: Annotated[str | None, typer.Option(help=f"Run only this stage ({', '.join(STAGE_NAMES)}).")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="Re-run this stage and every later one.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run stages even if they are up to date.")] = False,
+) -> None:
+    """Run a recipe: every enabled stage, skipping those whose config and inputs are unchanged."""
+    from finloom.runner import Runner, default_run_dir
+
+    loaded = load_recipe(recipe)
+    target = run_dir or default_run_dir(loaded)
+    states = Runner(loaded, target).run(only=only, start=start, force=force)
+    _console().print(f"[bold green]run complete[/bold green]: {target}  ({', '.join(f'{k}={v}' for k, v in states.items())})")
+    if (target / "report.html").exists():
+        _console().print(f"report: {target / 'report.html'}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help=f"Stage name ({', '.join(STAGE_NAMES)}).")],
+    run_dir: RunDirOpt,
+    force: Annotated[bool, typer.Option(help="Re-run even if up to date.")] = True,
+) -> None:
+    """Run one stage of an existing run directory (its upstream stages must have completed)."""
+    from finloom.runner import Runner
+
+    runner = Runner.from_run_dir(run_dir)
+    runner.run(only=name, force=force)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Each stage's state, key metrics, wall time and peak memory."""
+    from finloom.runner import stage_status
+
+    rows = stage_status(run_dir)
+    if not rows:
+        raise BadInput(f"{run_dir}: no stages have run here")
+    table = Table(title=str(run_dir))
+    for column in ("stage", "status", "time (s)", "peak RSS (MB)", "key metrics"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["stage"], row["status"], str(row["wall_time_s"] or "—"), str(row["peak_rss_mb"] or "—"),
+                      _key_metrics(row["metrics"]))
+    _console().print(table)
+
+
+def _key_metrics(metrics: dict) -> str:
+    keys = ("final_loss", "eval_accuracy", "reward_accuracy", "reward_margin", "parameters")
+    parts = [f"{k}={metrics[k]}" for k in keys if metrics.get(k) is not None]
+    if "funnel" in metrics:
+        funnel = metrics["funnel"]
+        parts.append(f"read={funnel['read']} kept={sum(funnel['kept'].values())} rejected={funnel['rejected']}")
+    if "summary" in metrics:
+        for model, values in metrics["summary"].items():
+            parts.append(f"{model}: " + " ".join(f"{k}={v}" for k, v in values.items()))
+    return "\n".join(parts) or "—"
+
+
+@recipe_app.command("validate")
+def recipe_validate(recipe: RecipeArg) -> None:
+    """Validate a recipe (schema and data files); exit 2 naming every bad field."""
+    loaded = load_recipe(recipe)
+    _console().print(f"[green]ok[/green]: {recipe} ({', '.join(loaded.enabled_stages())})")
+
+
+@recipe_app.command("show")
+def recipe_show(recipe: RecipeArg) -> None:
+    """Print the fully resolved recipe, defaults filled in."""
+    loaded = load_recipe(recipe, check_files=False)
+    typer.echo(yaml.safe_dump(recipe_to_dict(loaded), sort_keys=False, allow_unicode=True))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """(Re)build RUN/report.html and RUN/report.md from the run's manifests."""
+    from finloom.eval.report import build_report
+
+    paths = build_report(run_dir)
+    _console().print(f"report: {paths['html']}")
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A local HF model directory (any stage's model).")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    model_name: Annotated[str | None, typer.Option(help="Name reported by /v1/models.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code shipped with the checkpoint.")] = False,
+) -> None:
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/completions, /v1/models)."""
+    import uvicorn
+
+    from finloom.llm.serve import create_app
+
+    app_ = create_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:  # click usage errors arrive here too
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(2)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+

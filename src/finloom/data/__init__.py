@@ -1,0 +1,1 @@
+"""The data pipeline: datatrove steps of our own and theirs, run by datatrove's executors."""

@@ -1,0 +1,161 @@
+"""finloom's own datatrove ``PipelineStep``s: tolerant reading, normalisation, exact dedup, held-out split.
+
+Each step streams documents and records its counts with ``stat_update``, so the data funnel is a
+by-product of running; a malformed input record goes to the rejects file with its reason instead
+of stopping the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+from finloom.files import read_records
+
+
+def source_format(source: dict) -> str:
+    if source["format"] != "auto":
+        return source["format"]
+    return {".parquet": "parquet", ".txt": "text", ".md": "text"}.get(Path(source["path"]).suffix, "jsonl")
+
+
+class SourceReader(PipelineStep):
+    """Read JSONL, Parquet or plain-text sources into documents tagged with their domain.
+
+    ``sources`` is a list of dicts: path, format (jsonl|parquet|text|auto), text_field, domain.
+    Rejected records are appended to ``rejects_path`` as JSON lines with file, line and reason.
+    """
+
+    name = "📖 finloom sources"
+    type = "📖 - READER"
+
+    def __init__(self, sources: list[dict], rejects_path: str):
+        super().__init__()
+        self.sources = sources
+        self.rejects_path = rejects_path
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        with open(self.rejects_path, "w", encoding="utf-8") as rejects_file:
+            for source_index, source in enumerate(self.sources):
+                if source_index % world_size != rank:
+                    continue
+                yield from self._read_source(source, rejects_file)
+
+    def _read_source(self, source: dict, rejects_file) -> DocumentsPipeline:
+        path = Path(source["path"])
+        fmt = source_format(source)
+        if fmt == "text":
+            try:
+                records = [{source["text_field"]: path.read_text(encoding="utf-8"), "id": path.stem}]
+            except UnicodeDecodeError as error:
+                records = []
+                self._reject(rejects_file, {"file": str(path), "line": 0, "reason": f"not UTF-8: {error.reason}"})
+        else:
+            rejects: list[dict] = []
+            records = read_records(path, (source["text_field"],), rejects)
+            for reject in rejects:
+                self._reject(rejects_file, reject)
+        for number, record in enumerate(records):
+            text = record[source["text_field"]]
+            if not isinstance(text, str):
+                self._reject(rejects_file, {"file": str(path), "line": number + 1, "reason": "text is not a string"})
+                continue
+            self.stat_update("read", f"read_{source['domain']}")
+            yield Document(
+                text=text,
+                id=str(record.get("id", f"{path.stem}-{number}")),
+                metadata={"domain": source["domain"], "source": str(record.get("source", path.name)),
+                          "lang": record.get("lang")},
+            )
+
+    def _reject(self, rejects_file, reject: dict) -> None:
+        self.stat_update("rejected", f"rejected_{reject['reason'].split(':')[0].replace(' ', '_')}")
+        rejects_file.write(json.dumps(reject, ensure_ascii=False) + "\n")
+
+
+_SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+class Normalize(PipelineStep):
+    """Unicode NFKC (full-width -> half-width letters and digits), collapsed spaces and blank lines."""
+
+    name = "🔤 normalize"
+    type = "🔻 - FORMAT"
+
+    def __init__(self, form: str = "nfkc"):
+        super().__init__()
+        self.form = form
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            with self.track_time():
+                text = doc.text.replace("\r\n", "\n")
+                if self.form == "nfkc":
+                    text = unicodedata.normalize("NFKC", text)
+                text = _BLANK_LINES.sub("\n\n", "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")))
+                text = text.strip()
+            self.stat_update("changed" if text != doc.text else "unchanged")
+            doc.text = text
+            yield doc
+
+
+class MinLength(BaseFilter):
+    name = "📏 min length"
+
+    def __init__(self, min_chars: int, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_chars = min_chars
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return len(doc.text) >= self.min_chars or (False, "too_short")
+
+
+class ExactDedup(BaseFilter):
+    """Drop documents whose normalised text was already seen (first occurrence wins).
+
+    Single-task and in memory (16 bytes per document): enough for the quickstart and one-box
+    corpora of a few hundred million documents.
+    """
+
+    name = "🫂 exact dedup"
+
+    def __init__(self, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.seen: set[bytes] = set()
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        digest = hashlib.blake2b(doc.text.encode("utf-8"), digest_size=16).digest()
+        if digest in self.seen:
+            return False, "exact_duplicate"
+        self.seen.add(digest)
+        return True
+
+
+class HeldoutSplit(PipelineStep):
+    """Route every ``every``-th document (by id hash) of a domain without held-out sources to ``<domain>_heldout``."""
+
+    name = "✂️ held-out split"
+    type = "🔀 - SPLIT"
+
+    def __init__(self, domains_to_split: list[str], every: int = 20):
+        super().__init__()
+        self.domains_to_split = set(domains_to_split)
+        self.every = every
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            domain = doc.metadata["domain"]
+            if domain in self.domains_to_split:
+                bucket = int(hashlib.sha256(doc.id.encode()).hexdigest(), 16) % self.every
+                if bucket == 0:
+                    doc.metadata["domain"] = f"{domain}_heldout"
+            self.stat_update(f"out_{doc.metadata['domain']}")
+            yield doc

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, scenario scoring, report."""

@@ -1,0 +1,193 @@
+"""The run report: ``RUN/report.html`` (self-contained, plots inline) and ``RUN/report.md``.
+
+Everything is read back from manifests and stage artifacts, so ``finloom report DIR`` can rebuild
+the report of any run, and the report shows exactly what the run recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from finloom.errors import BadInput  # noqa: E402
+from finloom.files import atomic_write_text  # noqa: E402
+from finloom.recipe import STAGE_NAMES, ReportSection  # noqa: E402
+from finloom.runner import RunContext, StageResult, read_manifest  # noqa: E402
+from finloom.training import load_log_history  # noqa: E402
+
+TRAINING_STAGES = ("base", "pretrain", "sft", "reward", "align")
+EVAL_COLUMNS = (
+    ("finance_mcq", "accuracy", "Finance MCQ acc"),
+    ("general_mcq", "accuracy", "General MCQ acc"),
+    ("finance_ppl", "perplexity", "Finance PPL"),
+    ("general_ppl", "perplexity", "General PPL"),
+)
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _loss_curves(run_dir: Path, stages: list[str]) -> str | None:
+    curves = {}
+    for stage in stages:
+        history = load_log_history(run_dir / stage / "log_history.json")
+        points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+        if points:
+            curves[stage] = points
+    if not curves:
+        return None
+    figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+    for axis, (stage, points) in zip(axes[0], curves.items()):
+        axis.plot([p[0] for p in points], [p[1] for p in points], color="#2563eb")
+        axis.set_title(stage)
+        axis.set_xlabel("step")
+        axis.set_ylabel("loss")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _eval_plots(results: dict) -> str | None:
+    models = list(results)
+    if not models:
+        return None
+    figure, (ppl_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for key, label, color in (("finance_ppl", "finance", "#dc2626"), ("general_ppl", "general", "#2563eb")):
+        values = [results[m].get(key, {}).get("perplexity") for m in models]
+        if any(v is not None for v in values):
+            ppl_axis.plot(models, values, marker="o", label=label, color=color)
+    ppl_axis.set_title("Held-out perplexity by stage (lower is better)")
+    ppl_axis.set_yscale("log")
+    ppl_axis.legend()
+    ppl_axis.grid(alpha=0.3)
+    width = 0.38
+    for offset, (key, label, color) in enumerate(
+        (("finance_mcq", "finance MCQ", "#dc2626"), ("general_mcq", "general MCQ", "#2563eb"))
+    ):
+        values = [results[m].get(key, {}).get("accuracy") or 0 for m in models]
+        acc_axis.bar([i + (offset - 0.5) * width for i in range(len(models))], values, width, label=label, color=color)
+    acc_axis.set_xticks(range(len(models)), models)
+    acc_axis.set_title("MCQ accuracy by stage")
+    acc_axis.set_ylim(0, 1)
+    acc_axis.legend()
+    acc_axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
+    """The same table as HTML and as Markdown."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)
+    markdown = "| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n"
+    markdown += "".join("| " + " | ".join(_cell(c) for c in row) + " |\n" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", markdown
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:auto;padding:1rem;color:#111}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}th{background:#f3f4f6}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
+.muted{color:#666;font-size:.85rem}
+"""
+
+
+def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
+    run_dir = Path(run_dir)
+    manifests = {stage: read_manifest(run_dir, stage) for stage in STAGE_NAMES}
+    manifests = {stage: m for stage, m in manifests.items() if m}
+    if not manifests:
+        raise BadInput(f"{run_dir}: no stage manifests found; is this a finloom run directory?")
+    title = title or f"finloom run: {run_dir.name}"
+    sections_html: list[str] = []
+    sections_md: list[str] = [f"# {title}\n", f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"]
+
+    def add(heading: str, table: tuple[str, str] | None = None, image: str | None = None, note: str = "") -> None:
+        sections_html.append(f"<h2>{html.escape(heading)}</h2>")
+        sections_md.append(f"\n## {heading}\n")
+        if note:
+            sections_html.append(f"<p class='muted'>{html.escape(note)}</p>")
+            sections_md.append(f"{note}\n")
+        if table:
+            sections_html.append(table[0])
+            sections_md.append(table[1])
+        if image:
+            sections_html.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{image}'>")
+
+    rows = [[stage, m.get("status"), m.get("wall_time_s"), m.get("peak_rss_mb")]
+            for stage, m in manifests.items() if stage != "report"]
+    add("Stages", _table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows))
+
+    data = manifests.get("data", {}).get("metrics", {}).get("funnel")
+    if data:
+        rows = [["read", data["read"]], ["rejected (malformed input)", data["rejected"]]]
+        rows += [[f"removed: {reason}", count] for reason, count in data["removed"].items()]
+        rows += [[f"kept: {domain}", count] for domain, count in data["kept"].items()]
+        add("Data funnel (documents)", _table(["step", "documents"], rows))
+
+    eval_manifest = manifests.get("eval")
+    results = {}
+    if eval_manifest and (run_dir / "eval" / "results.json").exists():
+        import json
+
+        results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
+        rows = [[model] + [results[model].get(key, {}).get(field) for key, field, _ in EVAL_COLUMNS] for model in results]
+        add(
+            "Evaluation by stage",
+            _table(["model"] + [label for _, _, label in EVAL_COLUMNS], rows),
+            _eval_plots(results),
+            "Each stage's model on the same held-out sets: finance gains should not cost general ability.",
+        )
+        tasks = sorted({t for r in results.values() for t in r.get("finance_mcq", {}).get("by_task", {})})
+        if tasks:
+            rows = [[task] + [results[m]["finance_mcq"]["by_task"].get(task) for m in results] for task in tasks]
+            add("Finance MCQ accuracy by certification", _table(["certification"] + list(results), rows))
+
+    trained = [s for s in TRAINING_STAGES if s in manifests]
+    rows = []
+    for stage in trained:
+        metrics = manifests[stage].get("metrics", {})
+        extra = {k: v for k, v in metrics.items() if k in ("eval_accuracy", "reward_accuracy", "reward_margin")}
+        rows.append([stage, metrics.get("train_steps"), metrics.get("final_loss"), ", ".join(f"{k}={v}" for k, v in extra.items())])
+    if rows:
+        add("Training", _table(["stage", "steps", "final loss", "stage metrics"], rows), _loss_curves(run_dir, trained))
+
+    page = (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p class='muted'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run's manifests.</p>"
+        + "".join(sections_html)
+        + "</body></html>"
+    )
+    html_path, md_path = run_dir / "report.html", run_dir / "report.md"
+    atomic_write_text(html_path, page)
+    atomic_write_text(md_path, "".join(sections_md))
+    return {"html": html_path, "markdown": md_path}
+
+
+def run(section: ReportSection, ctx: RunContext) -> StageResult:
+    paths = build_report(ctx.run_dir, section.title)
+    return StageResult(outputs={name: ctx.relative(path) for name, path in paths.items()})

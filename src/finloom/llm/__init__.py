@@ -1,0 +1,1 @@
+"""Models, tokenizers, generation, the teacher/judge client and the OpenAI-compatible server."""

@@ -1,0 +1,80 @@
+"""Text generation with a local HF model: plain, chat-templated, and streamed.
+
+One ``LocalGenerator`` serves ``finloom serve`` and the in-process backend of the teacher/judge
+client, so both sample the same way. A lock serialises generation: one model, one forward at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import TextIteratorStreamer
+
+from finloom.llm.loading import load_causal_lm, load_tokenizer
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class LocalGenerator:
+    def __init__(self, model_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
+        self.model_dir = Path(model_dir)
+        self.tokenizer = load_tokenizer(model_dir, trust_remote_code)
+        self.model = load_causal_lm(model_dir, allow_pickle, trust_remote_code)
+        self.model.eval()
+        self._lock = threading.Lock()
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _generate_kwargs(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sample = temperature > 0
+        return dict(
+            **inputs,
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None) -> Generation:
+        kwargs = self._generate_kwargs(prompt, max_tokens, temperature, top_p, seed)
+        prompt_len = kwargs["input_ids"].shape[1]
+        with self._lock, torch.no_grad():
+            output = self.model.generate(**kwargs)
+        new_tokens = output[0, prompt_len:]
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        stopped = len(new_tokens) < max_tokens
+        return Generation(text, prompt_len, len(new_tokens), "stop" if stopped else "length")
+
+    def stream(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated."""
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = self._generate_kwargs(prompt, max_tokens, temperature, top_p, seed)
+
+        def work() -> None:
+            with self._lock, torch.no_grad():
+                self.model.generate(**kwargs, streamer=streamer)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()

@@ -1,0 +1,65 @@
+"""Load and save Hugging Face models safely.
+
+Weights load only from safetensors unless the recipe sets ``allow_pickle`` (pickle files can run
+code), and model code shipped with a checkpoint runs only with ``trust_remote_code``. Every model
+finloom writes is a plain HF directory (config, safetensors, tokenizer with chat template,
+generation config) that ``from_pretrained`` and vLLM open directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from finloom.errors import BadInput
+from finloom.files import atomic_dir
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _check_weights(path: Path, allow_pickle: bool) -> None:
+    if not path.is_dir():
+        return  # a Hub id: from_pretrained enforces use_safetensors itself
+    if not any(path.glob("*.safetensors")) and not allow_pickle:
+        raise BadInput(
+            f"{path}: no .safetensors weights; finloom loads pickle weights only with model.allow_pickle: true"
+        )
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    path: str | Path,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    dtype: str = "auto",
+    model_class=AutoModelForCausalLM,
+    **kwargs,
+) -> PreTrainedModel:
+    """Load a model directory (or Hub id) with the recipe's safety switches."""
+    _check_weights(Path(path), allow_pickle)
+    try:
+        return model_class.from_pretrained(
+            str(path),
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+            dtype=DTYPES[dtype],
+            **kwargs,
+        )
+    except OSError as error:
+        raise BadInput(f"cannot load model {path}: {error}") from None
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> Path:
+    """Write a complete HF model directory atomically (safetensors weights)."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return path

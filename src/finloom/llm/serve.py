@@ -1,0 +1,120 @@
+"""An OpenAI-compatible server for a local model directory (``finloom serve``).
+
+Implements the parts of the OpenAI API that evaluation harnesses and the teacher/judge client
+use: ``/v1/models``, ``/v1/chat/completions`` (with SSE streaming) and ``/v1/completions``.
+Meant for loopback use and tests; for production throughput serve the same directory with vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from finloom.llm.generation import LocalGenerator
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = None
+    stream: bool = False
+
+
+class ChatRequest(SamplingParams):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(SamplingParams):
+    prompt: str
+
+
+def _usage(generation) -> dict:
+    return {
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+    }
+
+
+def create_app(model_dir: str | Path, model_name: str | None = None, trust_remote_code: bool = False) -> FastAPI:
+    generator = LocalGenerator(model_dir, trust_remote_code=trust_remote_code)
+    name = model_name or Path(model_dir).resolve().name
+    app = FastAPI(title="finloom serve", version="1")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        message = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in error.errors())
+        return JSONResponse(status_code=400, content={"error": {"message": message, "type": "invalid_request_error"}})
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "finloom"}]}
+
+    def _sse(pieces, build) -> StreamingResponse:
+        def events():
+            for piece in pieces:
+                yield f"data: {json.dumps(build(piece, None), ensure_ascii=False)}\n\n"
+            yield f"data: {json.dumps(build('', 'stop'), ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    def chat(request: ChatRequest):
+        prompt = generator.chat_prompt([m.model_dump() for m in request.messages])
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        params = dict(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                      seed=request.seed)
+        if request.stream:
+            def chunk(piece: str, finish: str | None) -> dict:
+                delta = {"content": piece} if piece or finish is None else {}
+                return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": name,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+            return _sse(generator.stream(prompt, **params), chunk)
+        generation = generator.generate(prompt, **params)
+        return {
+            "id": request_id, "object": "chat.completion", "created": created, "model": name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},
+                         "finish_reason": generation.finish_reason}],
+            "usage": _usage(generation),
+        }
+
+    @app.post("/v1/completions")
+    def completions(request: CompletionRequest):
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        params = dict(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                      seed=request.seed)
+        if request.stream:
+            def chunk(piece: str, finish: str | None) -> dict:
+                return {"id": request_id, "object": "text_completion", "created": created, "model": name,
+                        "choices": [{"index": 0, "text": piece, "finish_reason": finish}]}
+
+            return _sse(generator.stream(request.prompt, **params), chunk)
+        generation = generator.generate(request.prompt, **params)
+        return {
+            "id": request_id, "object": "text_completion", "created": created, "model": name,
+            "choices": [{"index": 0, "text": generation.text, "finish_reason": generation.finish_reason}],
+            "usage": _usage(generation),
+        }
+
+    return app

@@ -1,0 +1,1 @@
+"""Reward models, judges and verifiable rewards."""

@@ -1,0 +1,58 @@
+"""The ``reward`` stage: TRL's RewardTrainer (Bradley-Terry) on preference pairs, from the SFT model.
+
+A deterministic 10% of pairs is held out; the stage reports the reward model's pairwise accuracy
+on them, the number a user checks before trusting the model as a reward.
+"""
+
+from __future__ import annotations
+
+import random
+
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification
+from trl import RewardConfig, RewardTrainer
+
+from finloom.llm.chat_data import load_preferences
+from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.recipe import RewardSection
+from finloom.runner import RunContext, StageResult
+from finloom.training import train_and_save, trainer_kwargs
+
+HOLDOUT_SHARE = 0.1
+
+
+def split_pairs(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = max(1, int(len(rows) * HOLDOUT_SHARE)) if len(rows) >= 10 else 0
+    return [rows[i] for i in order[held:]], [rows[i] for i in order[:held]]
+
+
+def run(section: RewardSection, ctx: RunContext) -> StageResult:
+    recipe = ctx.recipe
+    _, model_path = ctx.input_model()
+    rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "reward")
+    train_rows, eval_rows = split_pairs(rows, recipe.seed)
+    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
+    model = load_causal_lm(
+        model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype,
+        model_class=AutoModelForSequenceClassification, num_labels=1,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    config = RewardConfig(
+        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
+        max_length=section.train.seq_len,
+        per_device_eval_batch_size=section.train.batch_size,
+    )
+    trainer = RewardTrainer(
+        model=model, args=config, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+    )
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward")
+    if eval_rows:
+        evaluation = trainer.evaluate()
+        metrics["eval_accuracy"] = round(evaluation.get("eval_accuracy", float("nan")), 4)
+        metrics["eval_pairs"] = len(eval_rows)
+    metrics["train_pairs"] = len(train_rows)
+    return StageResult(outputs={"model": "reward/model"}, metrics=metrics)

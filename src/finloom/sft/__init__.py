@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: prompt system, SFT, packing, merging."""

@@ -1,0 +1,110 @@
+"""What every training stage shares: arguments from the recipe, checkpoint resume, progress, curves.
+
+Each stage builds its own trainer (HF Trainer, or a TRL trainer) from ``trainer_kwargs`` and hands
+it to ``train_and_save``; so base, pretrain, SFT, reward and DPO all resume the same way, log the
+same curves, and write the same kind of model directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from finloom.files import atomic_dir, atomic_write_json
+from finloom.recipe import TrainArgs
+
+
+def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
+    """Keyword arguments for ``TrainingArguments`` (or a TRL config subclassing it)."""
+    return dict(
+        output_dir=str(output_dir),
+        max_steps=train.max_steps,
+        learning_rate=train.learning_rate,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        logging_steps=train.logging_steps,
+        bf16=train.bf16,
+        activation_checkpointing=train.gradient_checkpointing,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+class RichProgress(TrainerCallback):
+    """A progress bar with the latest loss, instead of tqdm lines in logs."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.progress: Progress | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from finloom.runner import console
+
+        self.progress = Progress(
+            TextColumn(f"  {self.label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, loss="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and self.progress:
+            self.progress.update(self.task, loss=f"loss {logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+
+
+def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) -> dict:
+    """Train (resuming from the last checkpoint of an interrupted attempt) and save the model.
+
+    Writes ``STAGE/model`` (HF directory, safetensors) and ``STAGE/log_history.json`` (the curves
+    the report plots), and returns the final metrics.
+    """
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(RichProgress(label))
+    checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    model_dir = stage_dir / "model"
+    with atomic_dir(model_dir) as tmp:
+        trainer.save_model(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
+    history = trainer.state.log_history
+    atomic_write_json(stage_dir / "log_history.json", history)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    metrics = {
+        "train_steps": trainer.state.global_step,
+        "train_loss": round(output.training_loss, 5),
+        "final_loss": round(losses[-1], 5) if losses else None,
+        "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
+    }
+    return metrics
+
+
+def load_log_history(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).exists() else []
