@@ -41,10 +41,14 @@ def run(
     recipe: RecipeArg,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: the recipe's run_dir or runs/<name>.")] = None,
     only: Annotated[str | None, typer.Option(help=f"Run only this stage ({', '.join(STAGE_NAMES)}).")] = None,
-    start: Annotated[str | None, typer.Option("--from", help="Re-run this stage and every later one.")] = None,
-    force: Annotated[bool, typer.Option(help="Re-run stages even if they are up to date.")] = False,
+    start: Annotated[str | None, typer.Option("--from", help="Run this stage and every later one.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run the selected stages from scratch even if up to date.")] = False,
 ) -> None:
-    """Run a recipe: every enabled stage, skipping those whose config and inputs are unchanged."""
+    """Run a recipe: every enabled stage, skipping those whose config and inputs are unchanged.
+
+    An interrupted stage resumes from its last checkpoint. Stages before --from / --only must
+    have completed already.
+    """
     from finloom.runner import Runner, default_run_dir
 
     loaded = load_recipe(recipe)
@@ -59,7 +63,7 @@ def run(
 def stage(
     name: Annotated[str, typer.Argument(help=f"Stage name ({', '.join(STAGE_NAMES)}).")],
     run_dir: RunDirOpt,
-    force: Annotated[bool, typer.Option(help="Re-run even if up to date.")] = True,
+    force: Annotated[bool, typer.Option(help="Re-run from scratch even if up to date.")] = False,
 ) -> None:
     """Run one stage of an existing run directory (its upstream stages must have completed)."""
     from finloom.runner import Runner
@@ -141,7 +145,16 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        if len(sys.argv) > 1 and sys.argv[1] in ("run", "stage", "serve"):
+            from finloom.logs import quiet_libraries
+
+            quiet_libraries()
+        # Without standalone mode typer returns an exit code instead of exiting (130 for Ctrl-C).
+        code = app(standalone_mode=False)
+        if code == 130:
+            print("interrupted; run the same command again to resume", file=sys.stderr)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

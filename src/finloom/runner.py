@@ -241,18 +241,17 @@ class Runner:
         }
 
     # -- planning -----------------------------------------------------------------------------
-    def select(self, only: str | None, start: str | None) -> tuple[list[str], set[str]]:
-        """Stages to consider, and which of them are forced to re-run."""
+    def select(self, only: str | None, start: str | None) -> list[str]:
+        """The stages to consider: all enabled ones, ``--only`` one, or ``--from`` one onwards."""
         enabled = self.recipe.enabled_stages()
         for name, value in (("--only", only), ("--from", start)):
             if value is not None and value not in enabled:
                 raise BadInput(f"{name} {value}: not an enabled stage of this recipe (enabled: {', '.join(enabled)})")
         if only:
-            return [only], {only}
+            return [only]
         if start:
-            chosen = enabled[enabled.index(start):]
-            return chosen, set(chosen)
-        return enabled, set()
+            return enabled[enabled.index(start):]
+        return enabled
 
     def run(self, only: str | None = None, start: str | None = None, force: bool = False) -> dict[str, str]:
         from finloom.logs import quiet_libraries
@@ -260,15 +259,13 @@ class Runner:
         quiet_libraries()
         if self.recipe.model.scratch is not None and not self.recipe.base.enabled:
             raise BadInput("base.enabled: a model.scratch recipe needs the base stage (it builds the model)")
-        stages, forced = self.select(only, start)
-        if force:
-            forced = set(stages)
+        stages = self.select(only, start)
         states: dict[str, str] = {}
         with RunLock(self.run_dir):
             self._write_recipe()
             cache = self._load_hash_cache()
             for stage in stages:
-                states[stage] = self._run_stage(stage, stage in forced, cache)
+                states[stage] = self._run_stage(stage, force, cache)
                 self._save_hash_cache(cache)
         return states
 

@@ -94,6 +94,9 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     with atomic_dir(model_dir) as tmp:
         trainer.save_model(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
+        # The Trainer pickles its arguments next to the weights; finloom model directories hold no pickles.
+        (tmp / "training_args.bin").unlink(missing_ok=True)
+        (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     history = trainer.state.log_history
     atomic_write_json(stage_dir / "log_history.json", history)
     losses = [entry["loss"] for entry in history if "loss" in entry]

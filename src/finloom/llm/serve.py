@@ -55,7 +55,9 @@ def _usage(generation) -> dict:
 
 def create_app(model_dir: str | Path, model_name: str | None = None, trust_remote_code: bool = False) -> FastAPI:
     generator = LocalGenerator(model_dir, trust_remote_code=trust_remote_code)
-    name = model_name or Path(model_dir).resolve().name
+    resolved = Path(model_dir).resolve()
+    # Stage models all live in RUN/STAGE/model: name them by run and stage instead.
+    name = model_name or ("/".join(resolved.parts[-3:-1]) if resolved.name == "model" else resolved.name)
     app = FastAPI(title="finloom serve", version="1")
 
     @app.exception_handler(RequestValidationError)

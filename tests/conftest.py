@@ -1,0 +1,163 @@
+"""Shared fixtures: a tiny corpus + recipe, and one completed tiny run reused by many tests.
+
+The tiny data is written here (random words from two small vocabularies), so tests need neither
+the network nor the bundled starter data, and one full pipeline run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+FINANCE_WORDS = "bank loan interest deposit bond equity dividend capital risk insurance premium fund futures margin tax audit".split()
+GENERAL_WORDS = "river mountain tree bird music football cooking history science planet ocean city school book garden rain".split()
+
+
+def _sentence(rng: random.Random, words: list[str], n: int) -> str:
+    return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+
+
+def _write_jsonl(path: Path, rows: list) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_tiny_data(folder: Path) -> None:
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    general = [{"id": f"g{i}", "text": _sentence(rng, GENERAL_WORDS, 150)} for i in range(40)]
+    general.append({"id": "short", "text": "Too short."})
+    finance = [{"id": f"f{i}", "text": _sentence(rng, FINANCE_WORDS, 150)} for i in range(40)]
+    finance.append(dict(finance[0], id="f0-copy"))
+    _write_jsonl(folder / "general.jsonl", general)
+    _write_jsonl(folder / "finance.jsonl", finance)
+    with open(folder / "finance.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("{not json\n")
+        handle.write(json.dumps({"id": "no-text"}) + "\n")
+    _write_jsonl(folder / "general_heldout.jsonl", [{"text": _sentence(rng, GENERAL_WORDS, 200)} for _ in range(4)])
+    _write_jsonl(folder / "finance_heldout.jsonl", [{"text": _sentence(rng, FINANCE_WORDS, 200)} for _ in range(4)])
+    sft = [
+        {"messages": [{"role": "user", "content": f"What is {w}?"},
+                      {"role": "assistant", "content": f"{w} is a finance term. " + _sentence(rng, FINANCE_WORDS, 10)}]}
+        for w in FINANCE_WORDS
+    ]
+    sft.append({"messages": [{"role": "user", "content": "no answer here"}]})
+    _write_jsonl(folder / "sft.jsonl", sft)
+    prefs = [
+        {"prompt": [{"role": "user", "content": f"Explain {w}."}],
+         "chosen": [{"role": "assistant", "content": f"{w} means " + _sentence(rng, FINANCE_WORDS, 8)}],
+         "rejected": [{"role": "assistant", "content": "I do not know."}]}
+        for w in FINANCE_WORDS * 2
+    ]
+    _write_jsonl(folder / "prefs.jsonl", prefs)
+    mcq = [
+        {"task_name": "Banking", "second_level": "Basics",
+         "question": f"Which best describes {w}?\nA.{_sentence(rng, FINANCE_WORDS, 5)}\nB.{_sentence(rng, GENERAL_WORDS, 5)}"
+                     f"\nC.{_sentence(rng, GENERAL_WORDS, 5)}\nD.{_sentence(rng, GENERAL_WORDS, 5)}",
+         "answer": "A"}
+        for w in FINANCE_WORDS
+    ]
+    mcq.append({"task_name": "CPA", "second_level": "Audit", "question": "Which are true?\nA．one\nB．two\nC．three\nD．four",
+                "answer": "ABD"})
+    _write_jsonl(folder / "fin_mcq.jsonl", mcq)
+    _write_jsonl(folder / "gen_mcq.jsonl", [
+        {"task_name": "science", "second_level": "General",
+         "question": f"Which describes {w}?\nA.{_sentence(rng, GENERAL_WORDS, 5)}\nB.{_sentence(rng, FINANCE_WORDS, 5)}",
+         "answer": "A"}
+        for w in GENERAL_WORDS
+    ])
+
+
+def tiny_recipe(**overrides) -> dict:
+    recipe = {
+        "name": "tiny",
+        "seed": 7,
+        "threads": 2,
+        "model": {"scratch": {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_layers": 2,
+                              "num_heads": 2, "num_kv_heads": 1, "max_position_embeddings": 256}},
+        "data": {"general": [{"path": "general.jsonl"}], "finance": [{"path": "finance.jsonl"}],
+                 "general_heldout": [{"path": "general_heldout.jsonl"}],
+                 "finance_heldout": [{"path": "finance_heldout.jsonl"}]},
+        "base": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4, "learning_rate": 1e-3}},
+        "pretrain": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
+        "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},
+        "reward": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 4, "seq_len": 96}},
+        "align": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 2, "seq_len": 96}},
+        "eval": {"finance_mcq": [{"path": "fin_mcq.jsonl"}], "general_mcq": [{"path": "gen_mcq.jsonl"}],
+                 "perplexity_max_tokens": 256},
+    }
+    for dotted, value in overrides.items():
+        node = recipe
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return recipe
+
+
+def write_recipe(folder: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def finloom_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "finloom", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_data")
+    write_tiny_data(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data) -> Path:
+    """One complete tiny pipeline run, shared by tests that only read it."""
+    from finloom.recipe import load_recipe
+    from finloom.runner import Runner
+
+    run_dir = tiny_data / "runs" / "shared"
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(), "shared.yaml"))
+    Runner(recipe, run_dir).run()
+    return run_dir
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served_sft(tiny_run):
+    """A real `finloom serve` process on loopback serving the tiny run's SFT model."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "finloom", "serve", str(tiny_run / "sft" / "model"), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        raise RuntimeError(f"finloom serve did not start: {process.stderr.read().decode()[-2000:]}")
+    yield base_url
+    process.terminate()
+    process.wait(timeout=10)

@@ -1,0 +1,37 @@
+"""The data stage: counts add up, malformed records are rejected with reasons, duplicates removed."""
+
+from __future__ import annotations
+
+import json
+
+from finloom.runner import read_manifest
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_funnel_adds_up_and_nothing_is_lost(tiny_run):
+    funnel = read_manifest(tiny_run, "data")["metrics"]["funnel"]
+    # 41 general + 4 heldout + 4 heldout + 41 finance + 2 malformed lines
+    assert funnel["input_records"] == 92
+    assert funnel["rejected"] == 2
+    assert funnel["read"] == 90
+    assert funnel["removed"] == {"exact_duplicate": 1, "too_short": 1}
+    assert funnel["kept"] == {"general": 40, "finance": 40, "general_heldout": 4, "finance_heldout": 4}
+    assert funnel["read"] == sum(funnel["kept"].values()) + sum(funnel["removed"].values())
+
+
+def test_rejects_and_removed_keep_reasons(tiny_run):
+    rejects = _lines(tiny_run / "data" / "rejects.jsonl")
+    assert [r["reason"].split(":")[0] for r in rejects] == ["bad JSON", "missing or empty field(s)"]
+    assert all(r["file"].endswith("finance.jsonl") for r in rejects)
+    removed = _lines(tiny_run / "data" / "removed" / "exact_duplicate.jsonl")
+    assert [doc["id"] for doc in removed] == ["f0-copy"]
+    assert removed[0]["metadata"]["filter_reason"] == "exact_duplicate"
+
+
+def test_clean_documents_are_tagged_by_domain(tiny_run):
+    finance = _lines(tiny_run / "data" / "clean" / "finance.jsonl")
+    assert {doc["metadata"]["domain"] for doc in finance} == {"finance"}
+    assert "f0-copy" not in {doc["id"] for doc in finance}

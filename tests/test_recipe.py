@@ -1,0 +1,72 @@
+"""Recipe validation: every error names its field path and the CLI exits 2 without a traceback."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import finloom_cli, tiny_recipe, write_recipe
+from finloom.errors import BadInput
+from finloom.recipe import load_recipe, parse_recipe
+
+
+def test_defaults_are_filled_and_stages_ordered(tiny_data):
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(), "defaults.yaml"))
+    assert recipe.align.dpo.beta == 0.1
+    assert recipe.enabled_stages() == ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
+    assert recipe.resolve("general.jsonl") == tiny_data / "general.jsonl"
+    assert recipe.resolve("starter:finance_corpus.jsonl").name == "finance_corpus.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"align.dpo.beta": "high"}, "align.dpo.beta: Input should be a valid number"),
+        ({"data.colour": "red"}, "data.colour: unknown key"),
+        ({"model.scratch.num_heads": 3}, "model.scratch: hidden_size must be a multiple of num_heads"),
+        ({"align.method": "ppo"}, "align.method: Input should be 'dpo'"),
+        ({"base.train.max_steps": 0}, "base.train.max_steps: Input should be greater than or equal to 1"),
+    ],
+)
+def test_schema_errors_name_the_field(tiny_data, override, expected):
+    with pytest.raises(BadInput) as error:
+        parse_recipe(tiny_recipe(**override), tiny_data)
+    assert expected in str(error.value)
+
+
+def test_hf_and_scratch_are_exclusive(tiny_data):
+    with pytest.raises(BadInput, match="set exactly one of model.hf or model.scratch"):
+        parse_recipe(tiny_recipe(**{"model.hf": "some/model"}), tiny_data)
+
+
+def test_missing_data_file_is_named(tiny_data):
+    recipe = tiny_recipe(**{"sft.datasets": [{"path": "missing.jsonl"}]})
+    with pytest.raises(BadInput, match=r"sft.datasets\[0\].path: file not found: .*missing.jsonl"):
+        parse_recipe(recipe, tiny_data)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"pretrain.train.learning_rate": "fast"}, "pretrain.train.learning_rate"),
+        ({"eval.bogus": 1}, "eval.bogus: unknown key"),
+        ({"data.finance": [{"path": "nope.jsonl"}]}, "data.finance[0].path: file not found"),
+    ],
+)
+def test_cli_exits_2_naming_the_problem(tiny_data, override, expected):
+    path = write_recipe(tiny_data, tiny_recipe(**override), "bad.yaml")
+    for command in (("recipe", "validate", str(path)), ("run", str(path), "--run-dir", str(tiny_data / "runs" / "bad"))):
+        result = finloom_cli(*command)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tiny_data / "runs" / "bad").exists()
+
+
+def test_recipe_show_prints_resolved_defaults(tiny_data):
+    path = write_recipe(tiny_data, tiny_recipe(), "show.yaml")
+    result = finloom_cli("recipe", "show", str(path))
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["align"]["dpo"] == {"beta": 0.1, "loss_type": "sigmoid"}
+    assert shown["eval"]["batch_size"] == 8

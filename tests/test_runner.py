@@ -1,0 +1,108 @@
+"""The runner: manifests, skip when unchanged, re-run downstream on change, lock, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import tiny_recipe, write_recipe
+from finloom.errors import RunLocked
+from finloom.recipe import load_recipe
+from finloom.runner import RunLock, Runner, read_manifest
+
+STAGES = ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
+
+
+def test_manifests_record_what_went_in_and_came_out(tiny_run):
+    for stage in STAGES:
+        manifest = read_manifest(tiny_run, stage)
+        assert manifest["status"] == "done", stage
+        assert manifest["seed"] == 7
+        assert len(manifest["config_hash"]) == 64
+        assert manifest["wall_time_s"] >= 0 and manifest["peak_rss_mb"] > 0
+        assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
+        for name, relative in manifest["outputs"].items():
+            assert (tiny_run / relative).exists(), (stage, name)
+            assert len(manifest["output_hashes"][name]) == 64
+    sft = read_manifest(tiny_run, "sft")
+    assert sft["inputs"]["stages"] == {"pretrain": read_manifest(tiny_run, "pretrain")["fingerprint"]}
+    assert set(sft["inputs"]["files"]) == {"sft.jsonl"}
+    model_files = {p.name for p in (tiny_run / "sft" / "model").iterdir()}
+    assert "model.safetensors" in model_files and "tokenizer.json" in model_files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in model_files)
+
+
+def test_sft_rejects_malformed_conversations(tiny_run):
+    rejects = [json.loads(line) for line in (tiny_run / "sft" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejects] == ["last message must be from the assistant"]
+    assert read_manifest(tiny_run, "sft")["metrics"]["conversations"] == 16
+
+
+def test_second_run_skips_every_stage(tiny_data, tiny_run):
+    recipe = load_recipe(tiny_data / "shared.yaml")
+    started = time.perf_counter()
+    states = Runner(recipe, tiny_run).run()
+    assert states == {stage: "skipped" for stage in STAGES}
+    assert time.perf_counter() - started < 30
+
+
+def test_change_reruns_stage_and_downstream_only(tiny_data, tmp_path):
+    first = load_recipe(write_recipe(tiny_data, tiny_recipe(), "change_a.yaml"))
+    run_dir = tmp_path / "run"
+    Runner(first, run_dir).run()
+    before = {stage: read_manifest(run_dir, stage)["fingerprint"] for stage in STAGES}
+    changed = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"sft.train.learning_rate": 2e-4}), "change_b.yaml"))
+    states = Runner(changed, run_dir).run()
+    assert states == {"data": "skipped", "base": "skipped", "pretrain": "skipped", "sft": "done",
+                      "reward": "done", "align": "done", "eval": "done", "report": "done"}
+    after = {stage: read_manifest(run_dir, stage)["fingerprint"] for stage in STAGES}
+    assert [s for s in STAGES if before[s] != after[s]] == ["sft", "reward", "align", "eval", "report"]
+
+
+def test_same_recipe_twice_gives_same_metrics(tiny_data, tiny_run, tmp_path):
+    recipe = load_recipe(tiny_data / "shared.yaml")
+    Runner(recipe, tmp_path / "again").run(only=None)
+    for stage in ("base", "pretrain", "sft", "reward", "align"):
+        first = read_manifest(tiny_run, stage)["metrics"]
+        second = read_manifest(tmp_path / "again", stage)["metrics"]
+        assert first["final_loss"] == second["final_loss"], stage
+    assert read_manifest(tiny_run, "eval")["metrics"]["summary"] == read_manifest(tmp_path / "again", "eval")["metrics"]["summary"]
+
+
+def test_locked_run_directory_is_refused(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLocked, match="locked by pid"):
+            with RunLock(tmp_path):
+                pass
+    with RunLock(tmp_path):  # released again
+        pass
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigint"])
+def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
+    recipe = tiny_recipe(**{"pretrain.train": {"max_steps": 4000, "batch_size": 4, "seq_len": 64, "save_steps": 20}})
+    recipe["eval"]["enabled"] = False
+    path = write_recipe(tiny_data, recipe, f"resume_{how}.yaml")
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "finloom", "run", str(path), "--run-dir", str(run_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = run_dir / "pretrain" / "checkpoints" / "checkpoint-40"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "timeout"
+    time.sleep(0.5)  # let the checkpoint finish writing (its files are complete before the next one starts)
+    process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+    code = process.wait(timeout=60)
+    assert code == (-9 if how == "sigkill" else 130)
+    assert read_manifest(run_dir, "pretrain")["status"] == ("running" if how == "sigkill" else "interrupted")
+    states = Runner(load_recipe(path), run_dir).run(only="pretrain")
+    assert states == {"pretrain": "done"}
+    metrics = read_manifest(run_dir, "pretrain")["metrics"]
+    assert metrics["resumed_from_step"] >= 40
+    assert metrics["train_steps"] == 4000
