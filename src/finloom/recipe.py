@@ -203,6 +203,11 @@ class Recipe(Section):
         candidate = Path(path).expanduser()
         return candidate if candidate.is_absolute() else (self.source_dir / candidate).resolve()
 
+    def start_model(self) -> str:
+        """``model.hf`` as a local directory (relative to the recipe) if one exists, else a Hub id."""
+        local = self.resolve(self.model.hf)
+        return str(local) if local.exists() else self.model.hf
+
     def section(self, stage: str) -> StageSection:
         return getattr(self, stage)
 

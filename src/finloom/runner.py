@@ -82,7 +82,7 @@ class RunContext:
         """The model this stage starts from: the newest enabled model stage before it, else model.hf."""
         upstream = model_stage_before(self.recipe, self.stage)
         if upstream is None:
-            return "start", self.recipe.model.hf
+            return "start", self.recipe.start_model()
         return upstream, self.artifact(upstream, "model")
 
     def relative(self, path: Path) -> str:

@@ -34,7 +34,7 @@ def load_mcqs(sources: list[Source], resolve, max_items: int | None, rejects: li
 
 def models_to_evaluate(ctx: RunContext) -> list[tuple[str, str]]:
     enabled = ctx.recipe.enabled_stages()
-    models = [] if ctx.recipe.model.scratch else [("start", ctx.recipe.model.hf)]
+    models = [] if ctx.recipe.model.scratch else [("start", ctx.recipe.start_model())]
     models += [(stage, str(ctx.artifact(stage, "model"))) for stage in MODEL_STAGES if stage in enabled]
     return models
 
