@@ -34,7 +34,7 @@ from pathlib import Path
 
 from finloom.files import atomic_write_text
 from finloom.starter.calc import generate_calc_problems
-from finloom.starter.kb_schema import KB_DIR, LangBlock, ScenarioEntry, load_kb_file
+from finloom.starter.kb_schema import KB_DIR, LangBlock, ScenarioEntry, load_kb
 
 DATA_DIR = Path(__file__).parent / "data"
 LANGS = ("en", "zh")
@@ -43,10 +43,10 @@ SENTENCE_JOIN = {"en": " ", "zh": ""}
 
 # Sizes of what is drawn. Clean corpus documents are set so that each corpus passes 400,000
 # characters on the full knowledge base; the planted shares are fractions of the final corpus.
-CLEAN_DOCS_PER_CORPUS = 340
+CLEAN_DOCS_PER_CORPUS = 360
 PLANTED_SHARES = {"exact_dup": 0.04, "near_dup": 0.04, "spam": 0.03, "pii": 0.05}
 DOC_KIND_SHARES = {"explainer": 0.25, "news": 0.2, "report": 0.15, "qa": 0.15, "story": 0.15, "glossary": 0.1}
-TOPICS_PER_DOC = {"explainer": (3, 6), "news": (2, 4), "report": (2, 3), "qa": (4, 6), "story": (2, 3), "glossary": (6, 12)}
+TOPICS_PER_DOC = {"explainer": (3, 6), "news": (2, 4), "report": (2, 3), "qa": (4, 6), "story": (2, 3), "glossary": (4, 8)}
 HELDOUT_DOCS_PER_CORPUS = 30
 SFT_SHAPE_SHARES = {"define": 0.3, "facts": 0.15, "compare": 0.15, "multi": 0.4}
 SFT_SYSTEM_SHARE = 0.2
@@ -125,11 +125,7 @@ class KnowledgeBase:
 
 def _load_entries(kb_dir: Path, kind: str) -> list:
     """Validate every ``<kind>*.json`` in ``kb_dir``; sorted by id so file order cannot matter."""
-    entries = [entry for path in sorted(kb_dir.glob(f"{kind}*.json")) for entry in load_kb_file(path)]
-    ids = [entry.id for entry in entries]
-    duplicated = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicated:
-        raise ValueError(f"duplicate {kind} ids in {kb_dir}: {duplicated}")
+    entries = load_kb(kind, kb_dir)
     if not entries:
         raise ValueError(f"no {kind}*.json entries in {kb_dir}")
     return sorted(entries, key=lambda entry: entry.id)
@@ -146,24 +142,29 @@ def load_knowledge_base(kb_dir: Path = KB_DIR) -> KnowledgeBase:
 # ---------------------------------------------------------------------------------------------
 
 EN_ARTICLES = {"A", "An", "The"}
+# A definition opening with a clause ("After a fund is established, ...") is no noun phrase.
+EN_CLAUSE_OPENERS = {"After", "Before", "When", "Whenever", "Where", "While", "If", "Once", "Although", "Because", "Unless", "As"}
 _SIMPLE_CAPITALISED = re.compile(r"^[A-Z][a-z]+(?:-[a-z]+)*$")
 _CAPITALISED_MID_SENTENCE = re.compile(r"(?<=[a-z0-9,;] )([A-Z][a-z]+)")
+_LOWER_WORD = re.compile(r"\b[a-z]{2,}\b")
 _EN_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _ZH_SENTENCE_END = re.compile(r"(?<=[。！？])")
 
 
 def proper_words(topics: Sequence[Topic]) -> frozenset[str]:
-    """Words the knowledge base capitalises mid-sentence (names such as 'Basel' or 'Chinese').
-
-    English terms and definitions are lower-cased when they move into the middle of a sentence;
-    this set is what keeps 'Silk Road' or 'Chinese' from becoming 'silk Road' or 'chinese'.
+    """Words the knowledge base capitalises mid-sentence and never writes in lower case (names
+    such as 'Basel' or 'Chinese', but not 'Insurance' from 'Insurance Law', which also occurs as
+    'insurance'). English terms and definitions are lower-cased when they move into the middle of
+    a sentence; this set keeps 'Buddhism' or 'Chinese ...' from becoming 'buddhism' or 'chinese'.
     """
-    words: set[str] = set()
+    capitalised: set[str] = set()
+    lower: set[str] = set()
     for topic in topics:
         block = topic.blocks["en"]
         for text in (block.definition, *block.facts, *block.false):
-            words.update(_CAPITALISED_MID_SENTENCE.findall(text))
-    return frozenset(words)
+            capitalised.update(_CAPITALISED_MID_SENTENCE.findall(text))
+            lower.update(_LOWER_WORD.findall(text))
+    return frozenset(word for word in capitalised if word.lower() not in lower)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def phrase(block: LangBlock, lang: str, proper: frozenset[str]) -> Phrasing:
         body = re.sub(r"^(是指|指的是|是|指)", "", block.definition)
         return Phrasing(block.term, block.term, block.term, block.definition, body)
     words = block.term.split()
-    later_capitalised = any(word[0].isupper() for word in words[1:])
+    later_capitalised = any(word[0].isupper() and not word.isupper() for word in words[1:])  # a name, not an acronym
     bare = block.term
     if not later_capitalised and _lowerable(words[0], proper):
         bare = block.term[0].lower() + block.term[1:]
@@ -228,7 +229,7 @@ def phrase(block: LangBlock, lang: str, proper: frozenset[str]) -> Phrasing:
     term_mid = f"{article} {bare}" if article else bare
     first = block.definition.split()[0]
     body = None
-    if first in EN_ARTICLES or _lowerable(first, proper):
+    if first in EN_ARTICLES or (_lowerable(first, proper) and first not in EN_CLAUSE_OPENERS):
         body = block.definition[0].lower() + block.definition[1:]
     return Phrasing(capitalise(term_mid), term_mid, bare, block.definition, body)
 
@@ -253,8 +254,9 @@ def split_sentences(paragraph: str, lang: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Template tables. Each slot lists alternative phrasings; ``Writer.pick`` draws one. Fields:
-# {Term}/{term} (sentence start / mid-sentence), {definition}, {body} (definition as predicate),
-# {group}/{Group}, and slot-specific names. A new phrasing is a new list item, never new code.
+# {Term}/{term} (sentence start / mid-sentence, with article), {bare} (no article), {definition},
+# {body} (definition as predicate), {group}/{Group}, and slot-specific names. A new phrasing is a
+# new list item, never new code.
 # ---------------------------------------------------------------------------------------------
 
 TEMPLATES: dict[str, dict[str, list[str]]] = {
@@ -710,9 +712,8 @@ class Writer:
     def phrasing(self, topic: Topic) -> Phrasing:
         return phrase(topic.blocks[self.lang], self.lang, self.proper)
 
-    def group(self, topic_or_group: Topic | str) -> str:
-        group = topic_or_group.group if isinstance(topic_or_group, Topic) else topic_or_group
-        return GROUP_NAMES[self.lang][group]
+    def group(self, topic: Topic) -> str:
+        return GROUP_NAMES[self.lang][topic.group]
 
     def define(self, topic: Topic) -> str:
         """One sentence that names the term and gives its definition, in a drawn phrasing."""
@@ -923,12 +924,13 @@ def render(blocks: Sequence[str]) -> str:
     return "\n\n".join(block for block in blocks if block)
 
 
-def draw_unique(make: Callable[[], str], taken: set[str]) -> str:
-    """Call ``make`` until its text is new. A small knowledge base can repeat a document by chance,
-    and an unplanted duplicate would corrupt the dedup ground truth or leak held-out text."""
+def draw_unique(taken: set[str], make: Callable[..., str], *args: object, outside: str = "") -> str:
+    """Call ``make(*args)`` until its text is new (and not contained in ``outside``). A small
+    knowledge base can repeat a document by chance, and an unplanted duplicate would corrupt the
+    dedup ground truth or leak held-out text into a corpus."""
     for _ in range(100):
-        text = make()
-        if text not in taken:
+        text = make(*args)
+        if text not in taken and text not in outside:
             taken.add(text)
             return text
     raise ValueError("knowledge base too small: could not draw a new unique document")
@@ -943,10 +945,17 @@ def kind_plan(count: int, rng: random.Random) -> list[tuple[str, str]]:
     return plan
 
 
-def build_document(writer: Writer, deck: Deck, kind: str, topic_range: tuple[int, int] | None = None) -> list[str]:
+def build_document(writer: Writer, deck: Deck, kind: str, group: str | None = None,
+                   topic_range: tuple[int, int] | None = None) -> list[str]:
+    """Paragraphs of one document on topics dealt from ``group`` (default: a drawn group)."""
     low, high = topic_range or TOPICS_PER_DOC[kind]
-    topics = deck.deal(deck.group(), writer.rng.randint(low, high))
+    topics = deck.deal(group or deck.group(), writer.rng.randint(low, high))
     return DOC_BUILDERS[kind](writer, topics)
+
+
+def document_text(writer: Writer, deck: Deck, kind: str, group: str | None = None,
+                  topic_range: tuple[int, int] | None = None) -> str:
+    return render(build_document(writer, deck, kind, group, topic_range))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1025,7 +1034,7 @@ def spam_page(rng: random.Random, lang: str, keywords: Sequence[str]) -> str:
     blocks.append("\n".join(fill(nav) for _ in range(rng.randint(3, 8))))
     body_slots = rng.choice((("win",), ("seo",), ("win", "seo")))
     for slot in body_slots:
-        blocks.append((" " if lang == "en" else "").join(fill(rng.choice(parts[slot])) for _ in range(rng.randint(2, 5))))
+        blocks.append((" " if lang == "en" else "；").join(fill(rng.choice(parts[slot])) for _ in range(rng.randint(2, 5))))
     blocks.append(fill(rng.choice(parts["footer"])))
     return "\n\n".join(blocks)
 
@@ -1121,6 +1130,9 @@ def stream(seed: int, name: str) -> random.Random:
 
 @dataclass(eq=False)
 class Draft:
+    """A corpus document before ids are assigned; dups point at their original object, so
+    ``dup_of`` stays right after the final shuffle."""
+
     text: str
     lang: str
     kind: str
@@ -1159,7 +1171,7 @@ def build_corpus(kb: KnowledgeBase, corpus: str, seed: int, taken: set[str], pro
     def draft(kind: str, lang: str, with_pii: bool) -> Draft:
         writer = Writer(rng, lang, corpus, proper)
         if not with_pii:
-            return Draft(draw_unique(lambda: render(build_document(writer, deck, kind)), taken), lang, kind)
+            return Draft(draw_unique(taken, document_text, writer, deck, kind), lang, kind)
         text, pii = plant_pii(writer, kind, build_document(writer, deck, kind))
         taken.add(text)
         return Draft(text, lang, kind, planted="pii", pii=pii)
@@ -1169,12 +1181,12 @@ def build_corpus(kb: KnowledgeBase, corpus: str, seed: int, taken: set[str], pro
     drafts = clean + [draft(kind, lang, True) for kind, lang in pii_kinds]
     for index in range(counts["spam"]):
         lang = LANGS[index % 2]
-        text = draw_unique(lambda: spam_page(rng, lang, keywords(topics, lang, proper)), taken)
+        text = draw_unique(taken, spam_page, rng, lang, keywords(topics, lang, proper))
         drafts.append(Draft(text, lang, "spam", planted="spam"))
     for original in rng.sample(clean, counts["exact_dup"]):
         drafts.append(Draft(original.text, original.lang, original.kind, planted="exact_dup", original=original))
     for original in rng.sample(clean, counts["near_dup"]):
-        text = draw_unique(lambda: near_duplicate(rng, original.lang, original.text), taken)
+        text = draw_unique(taken, near_duplicate, rng, original.lang, original.text)
         drafts.append(Draft(text, original.lang, original.kind, planted="near_dup", original=original))
     rng.shuffle(drafts)
     for index, item in enumerate(drafts):
@@ -1182,14 +1194,14 @@ def build_corpus(kb: KnowledgeBase, corpus: str, seed: int, taken: set[str], pro
     return [item.record(corpus) for item in drafts]
 
 
-def build_heldout(kb: KnowledgeBase, corpus: str, seed: int, taken: set[str], proper: frozenset[str]) -> list[dict]:
+def build_heldout(kb: KnowledgeBase, corpus: str, seed: int, taken: set[str], corpora: str, proper: frozenset[str]) -> list[dict]:
     """Clean documents drawn apart from the corpus, for measuring perplexity on unseen text."""
     rng = stream(seed, f"{corpus}-heldout")
     deck = Deck(kb.topics(corpus), rng)
     drafts = []
     for index, (kind, lang) in enumerate(kind_plan(HELDOUT_DOCS_PER_CORPUS, rng)):
         writer = Writer(rng, lang, corpus, proper)
-        item = Draft(draw_unique(lambda: render(build_document(writer, deck, kind)), taken), lang, kind)
+        item = Draft(draw_unique(taken, document_text, writer, deck, kind, outside=corpora), lang, kind)
         item.id = f"{CORPUS_PREFIX[corpus]}-heldout-{index:03d}"
         drafts.append(item)
     return [item.record(corpus) for item in drafts]
@@ -1214,10 +1226,18 @@ SYSTEM_PROMPTS = {
 }
 
 
+def distinct_topics(topic: Topic, topics: Sequence[Topic]) -> list[Topic]:
+    """Topics about something else. Excludes same-term entries too: the knowledge base may define
+    one concept twice (say, a daily price limit under futures and under securities), and a
+    distractor or 'other term' that is really the same concept would be a wrong answer key."""
+    terms = {block.term.casefold() for block in topic.blocks.values()}
+    return [t for t in topics if not terms & {block.term.casefold() for block in t.blocks.values()}]
+
+
 def _other_topic(rng: random.Random, topic: Topic, topics: Sequence[Topic]) -> Topic:
     """Another topic, from the same group when there is one: the realistic thing to confuse it with."""
-    same = [t for t in topics if t.group == topic.group and t is not topic]
-    return rng.choice(same or [t for t in topics if t is not topic])
+    others = distinct_topics(topic, topics)
+    return rng.choice([t for t in others if t.group == topic.group] or others)
 
 
 def answer_define(writer: Writer, topic: Topic, fact_count: int) -> tuple[str, list[str]]:
@@ -1342,8 +1362,9 @@ def build_preferences(kb: KnowledgeBase, seed: int, proper: frozenset[str]) -> l
 def _distractor_definitions(rng: random.Random, topic: Topic, topics: Sequence[Topic], lang: str) -> list[str]:
     """Three definitions of other topics, from the same group first so the item is not trivial."""
     own = topic.blocks[lang].definition
-    same = [t.blocks[lang].definition for t in topics if t.group == topic.group and t is not topic]
-    rest = [t.blocks[lang].definition for t in topics if t.group != topic.group]
+    others = distinct_topics(topic, topics)
+    same = [t.blocks[lang].definition for t in others if t.group == topic.group]
+    rest = [t.blocks[lang].definition for t in others if t.group != topic.group]
     pool = list(dict.fromkeys(d for d in same if d != own))
     rng.shuffle(pool)
     if len(pool) < 3:
@@ -1419,7 +1440,7 @@ def garble(rng: random.Random, lang: str, text: str) -> str:
     return "\n".join(rng.choice(HTML_DEBRIS) + line + rng.choice(HTML_DEBRIS) for line in text.split("\n") if line)
 
 
-def build_quality_labels(kb: KnowledgeBase, seed: int, taken: set[str], proper: frozenset[str]) -> list[dict]:
+def build_quality_labels(kb: KnowledgeBase, seed: int, taken: set[str], corpora: str, proper: frozenset[str]) -> list[dict]:
     """Good = clean generated documents; bad = spam pages and garbled documents. None is in a corpus."""
     rng = stream(seed, "quality-labels")
     decks = {corpus: Deck(kb.topics(corpus), rng) for corpus in ("finance", "general")}
@@ -1429,22 +1450,22 @@ def build_quality_labels(kb: KnowledgeBase, seed: int, taken: set[str], proper: 
         corpus, lang = ("finance", "general")[index % 2], LANGS[(index // 2) % 2]
         writer = Writer(rng, lang, corpus, proper)
         kind = rng.choice(list(DOC_BUILDERS))
-        return lang, draw_unique(lambda: render(build_document(writer, decks[corpus], kind)), taken)
+        return lang, draw_unique(taken, document_text, writer, decks[corpus], kind, outside=corpora)
 
     for index in range(QUALITY_LABELS["good"]):
         records.append({"text": fresh_document(index)[1], "label": "good"})
     for index in range(QUALITY_LABELS["spam"]):
         corpus, lang = ("finance", "general")[index % 2], LANGS[(index // 2) % 2]
-        page = draw_unique(lambda: spam_page(rng, lang, keywords(kb.topics(corpus), lang, proper)), taken)
+        page = draw_unique(taken, spam_page, rng, lang, keywords(kb.topics(corpus), lang, proper), outside=corpora)
         records.append({"text": page, "label": "bad"})
     for index in range(QUALITY_LABELS["garbled"]):
         lang, text = fresh_document(index)
-        records.append({"text": draw_unique(lambda: garble(rng, lang, text), taken), "label": "bad"})
+        records.append({"text": draw_unique(taken, garble, rng, lang, text, outside=corpora), "label": "bad"})
     rng.shuffle(records)
     return records
 
 
-def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], proper: frozenset[str]) -> list[dict]:
+def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], corpora: str, proper: frozenset[str]) -> list[dict]:
     """Short documents on one or two topics, balanced over the finance domains and general categories."""
     rng = stream(seed, "domain-labels")
     records = []
@@ -1454,7 +1475,7 @@ def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], proper: f
             for index in range(min(per_group, LABEL_TEXTS_PER_TOPIC * len(deck.groups[group]))):
                 writer = Writer(rng, LANGS[index % 2], corpus, proper)
                 kind = rng.choice(LABEL_DOC_KINDS)
-                text = draw_unique(lambda: render(DOC_BUILDERS[kind](writer, deck.deal(group, rng.randint(1, 2)))), taken)
+                text = draw_unique(taken, document_text, writer, deck, kind, group, (1, 2), outside=corpora)
                 records.append({"text": text, "label": corpus, "subdomain": group if corpus == "finance" else None})
     rng.shuffle(records)
     return records
@@ -1503,11 +1524,12 @@ def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
     """Every bundled file's records, keyed by file name; checked for held-out leaks."""
     proper = proper_words(kb.finance + kb.general)
     taken: set[str] = set()
-    files = {
-        "general_corpus.jsonl": build_corpus(kb, "general", seed, taken, proper),
-        "finance_corpus.jsonl": build_corpus(kb, "finance", seed, taken, proper),
-        "general_heldout.jsonl": build_heldout(kb, "general", seed, taken, proper),
-        "finance_heldout.jsonl": build_heldout(kb, "finance", seed, taken, proper),
+    files = {name: build_corpus(kb, corpus, seed, taken, proper)
+             for name, corpus in (("general_corpus.jsonl", "general"), ("finance_corpus.jsonl", "finance"))}
+    corpora = "\x00".join(doc["text"] for docs in files.values() for doc in docs)
+    files |= {
+        "general_heldout.jsonl": build_heldout(kb, "general", seed, taken, corpora, proper),
+        "finance_heldout.jsonl": build_heldout(kb, "finance", seed, taken, corpora, proper),
         "sft_finance.jsonl": build_sft(kb, "finance", seed, proper),
         "sft_general.jsonl": build_sft(kb, "general", seed, proper),
         "preferences.jsonl": build_preferences(kb, seed, proper),
@@ -1515,8 +1537,8 @@ def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
         "eval_general_mcq.jsonl": build_mcq(kb, "general", seed, proper),
         "eval_finance_calc.jsonl": generate_calc_problems(seed=seed),
         "eval_scenarios.jsonl": build_scenarios(kb),
-        "quality_labels.jsonl": build_quality_labels(kb, seed, taken, proper),
-        "domain_labels.jsonl": build_domain_labels(kb, seed, taken, proper),
+        "quality_labels.jsonl": build_quality_labels(kb, seed, taken, corpora, proper),
+        "domain_labels.jsonl": build_domain_labels(kb, seed, taken, corpora, proper),
     }
     check_heldout(files)
     return files

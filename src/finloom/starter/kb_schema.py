@@ -121,15 +121,15 @@ def load_kb_file(path: Path) -> list:
     return entries
 
 
-def load_kb(kind: Literal["finance", "general", "scenarios"]) -> list:
-    """Load and validate every ``kb/<kind>*.json`` file; ids must be unique across files."""
+def load_kb(kind: Literal["finance", "general", "scenarios"], kb_dir: Path = KB_DIR) -> list:
+    """Load and validate every ``<kind>*.json`` file in ``kb_dir``; ids must be unique across files."""
     entries = []
-    for path in sorted(KB_DIR.glob(f"{kind}*.json")):
+    for path in sorted(kb_dir.glob(f"{kind}*.json")):
         entries.extend(load_kb_file(path))
     ids = [entry.id for entry in entries]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
-        raise ValueError(f"duplicate {kind} ids: {duplicated}")
+        raise ValueError(f"duplicate {kind} ids in {kb_dir}: {duplicated}")
     return entries
 
 
