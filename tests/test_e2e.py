@@ -1,0 +1,86 @@
+"""End to end through the CLI on the bundled starter data: a scaled-down quickstart (<= 3 min).
+
+Same stages, same data files and same code path as `finloom run recipes/quickstart.yaml`; only
+the model is smaller and the step counts lower.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from conftest import finloom_cli, free_port
+
+QUICKSTART = Path(__file__).parents[1] / "recipes" / "quickstart.yaml"
+
+
+def small_quickstart(folder: Path) -> Path:
+    recipe = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    recipe["name"] = "quickstart-small"
+    recipe["model"]["scratch"] = {"vocab_size": 1024, "hidden_size": 64, "intermediate_size": 176, "num_layers": 2,
+                                  "num_heads": 4, "num_kv_heads": 2, "max_position_embeddings": 512,
+                                  "tokenizer_max_chars": 300_000}
+    for stage, steps in (("base", 150), ("pretrain", 80), ("sft", 60), ("reward", 10), ("align", 10)):
+        recipe[stage]["train"].update(max_steps=steps, batch_size=8, save_steps=20)
+    recipe["eval"].update(max_items=60, perplexity_max_tokens=4096)
+    path = folder / "quickstart-small.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_quickstart_small_end_to_end(tmp_path):
+    recipe = small_quickstart(tmp_path)
+    run_dir = tmp_path / "run"
+    first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval", "report"):
+        manifest = json.loads((run_dir / stage / "manifest.json").read_text())
+        assert manifest["status"] == "done", stage
+
+    funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
+    assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
+    assert funnel["input_records"] == funnel["read"] + funnel["rejected"]
+
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert list(results) == ["base", "pretrain", "sft", "align"]
+    # Continual pre-training on the finance mix must lower finance perplexity below the general base's.
+    assert results["pretrain"]["finance_ppl"]["perplexity"] < results["base"]["finance_ppl"]["perplexity"]
+    for model in results.values():
+        assert model["finance_mcq"]["items"] == 60 and model["general_mcq"]["items"] == 60
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Evaluation by stage" in page and "data:image/png;base64," in page
+
+    started = time.perf_counter()
+    second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert time.perf_counter() - started < 30
+    assert second.stderr.count("up to date, skipped") == 8
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(run_dir / "sft" / "model"),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = {"messages": [{"role": "user", "content": "What is deposit insurance?"}], "max_tokens": 16}
+        deadline = time.time() + 60
+        while True:
+            try:
+                reply = httpx.post(url, json=body, timeout=60)
+                break
+            except httpx.TransportError:
+                assert time.time() < deadline, "finloom serve did not come up"
+                time.sleep(0.3)
+        assert reply.status_code == 200
+        payload = reply.json()
+        assert payload["choices"][0]["message"]["role"] == "assistant"
+        assert isinstance(payload["choices"][0]["message"]["content"], str)
+        assert 1 <= payload["usage"]["completion_tokens"] <= 16
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
