@@ -35,3 +35,14 @@ def test_clean_documents_are_tagged_by_domain(tiny_run):
     finance = _lines(tiny_run / "data" / "clean" / "finance.jsonl")
     assert {doc["metadata"]["domain"] for doc in finance} == {"finance"}
     assert "f0-copy" not in {doc["id"] for doc in finance}
+
+
+def test_normalize_nfkc_and_whitespace():
+    from datatrove.data import Document
+
+    from finloom.data.steps import Normalize
+
+    doc = Document(text="  Ｂａｎｋ\u3000 rate：５％ \r\n\n\n\n  next\tline  ", id="1")
+    assert next(Normalize("nfkc").run([doc])).text == "Bank rate:5%\n\nnext line"
+    raw = Document(text="Ｂａｎｋ  x", id="2")
+    assert next(Normalize("none").run([raw])).text == "Ｂａｎｋ x"

@@ -34,6 +34,13 @@ def test_schema_errors_name_the_field(tiny_data, override, expected):
     assert expected in str(error.value)
 
 
+def test_disabled_stage_needs_no_datasets_but_enabled_one_does(tiny_data):
+    recipe = tiny_recipe(**{"sft": {"enabled": False}})
+    assert "sft" not in parse_recipe(recipe, tiny_data).enabled_stages()
+    with pytest.raises(BadInput, match="sft: datasets: at least one source is required"):
+        parse_recipe(tiny_recipe(**{"sft": {"train": {"max_steps": 2}}}), tiny_data)
+
+
 def test_hf_and_scratch_are_exclusive(tiny_data):
     with pytest.raises(BadInput, match="set exactly one of model.hf or model.scratch"):
         parse_recipe(tiny_recipe(**{"model.hf": "some/model"}), tiny_data)

@@ -115,7 +115,13 @@ class PretrainSection(StageSection):
 
 
 class ChatDataSection(StageSection):
-    datasets: list[Source] = Field(min_length=1)
+    datasets: list[Source] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _datasets_when_enabled(self) -> "ChatDataSection":
+        if self.enabled and not self.datasets:
+            raise ValueError("datasets: at least one source is required while the stage is enabled")
+        return self
 
 
 class SFTSection(ChatDataSection):

@@ -351,12 +351,16 @@ def _load_entry(stage: str) -> Callable:
 
 
 def _seed_everything(seed: int, threads: int | None) -> None:
+    import random
+
+    import numpy
     import torch
-    from transformers import set_seed
 
     if threads:
         torch.set_num_threads(threads)
-    set_seed(seed)
+    random.seed(seed)
+    numpy.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def stage_status(run_dir: Path) -> list[dict]:

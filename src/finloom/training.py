@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from finloom.files import atomic_dir, atomic_write_json
+from finloom.progress import progress_bar
 from finloom.recipe import TrainArgs
 
 
@@ -50,30 +50,19 @@ class RichProgress(TrainerCallback):
 
     def __init__(self, label: str):
         self.label = label
-        self.progress: Progress | None = None
+        self.progress = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from finloom.runner import console
-
-        self.progress = Progress(
-            TextColumn(f"  {self.label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = progress_bar(self.label)
         self.progress.start()
-        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, loss="")
+        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, status="")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and self.progress:
-            self.progress.update(self.task, loss=f"loss {logs['loss']:.4f}")
+            self.progress.update(self.task, status=f"loss {logs['loss']:.4f}")
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.progress:

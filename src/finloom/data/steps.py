@@ -81,6 +81,7 @@ class SourceReader(PipelineStep):
 
 
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
@@ -100,8 +101,8 @@ class Normalize(PipelineStep):
                 text = doc.text.replace("\r\n", "\n")
                 if self.form == "nfkc":
                     text = unicodedata.normalize("NFKC", text)
-                text = _BLANK_LINES.sub("\n\n", "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")))
-                text = text.strip()
+                text = _SPACE_AROUND_NEWLINE.sub("\n", _SPACES.sub(" ", text))
+                text = _BLANK_LINES.sub("\n\n", text).strip()
             self.stat_update("changed" if text != doc.text else "unchanged")
             doc.text = text
             yield doc

@@ -73,8 +73,12 @@ def candidates(mcq: MCQ) -> list[tuple[str, str, str, int]]:
 
 
 @torch.no_grad()
-def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, max_length: int) -> list[float]:
-    """Sum of log-probabilities of each continuation given its context (lm-eval's definition)."""
+def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: int, max_length: int,
+                   on_batch=None) -> list[float]:
+    """Sum of log-probabilities of each continuation given its context (lm-eval's definition).
+
+    ``on_batch(n)`` is called after each batch of ``n`` pairs (for a progress bar).
+    """
     encoded = []
     for context, continuation in pairs:
         context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
@@ -96,17 +100,25 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], batch_size: i
             targets = torch.tensor(ids[-n_continuation:])
             positions = torch.arange(len(ids) - 1 - n_continuation, len(ids) - 1)
             scores.append(logprobs[row, positions, targets].sum().item())
+        if on_batch:
+            on_batch(len(batch))
     return scores
 
 
-def score_mcqs(model, tokenizer, mcqs: list[MCQ], batch_size: int = 8, max_length: int = 512) -> list[dict]:
+def choice_count(mcqs: list[MCQ]) -> int:
+    """How many (context, continuation) pairs scoring these questions takes."""
+    return sum(len(candidates(mcq)) for mcq in mcqs)
+
+
+def score_mcqs(model, tokenizer, mcqs: list[MCQ], batch_size: int = 8, max_length: int = 512,
+               on_batch=None) -> list[dict]:
     """Per-question results: the model's choice, the answer, and whether they match exactly."""
     flat, owners = [], []
     for index, mcq in enumerate(mcqs):
         for label, context, continuation, normaliser in candidates(mcq):
             flat.append((context, continuation))
             owners.append((index, label, normaliser))
-    scores = loglikelihoods(model, tokenizer, flat, batch_size, max_length)
+    scores = loglikelihoods(model, tokenizer, flat, batch_size, max_length, on_batch)
     best: dict[int, tuple[float, str]] = {}
     for (index, label, normaliser), score in zip(owners, scores):
         value = score / normaliser

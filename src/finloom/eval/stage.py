@@ -8,14 +8,15 @@ Per-question results are kept under ``eval/<model>/``.
 from __future__ import annotations
 
 from finloom.errors import BadInput
-from finloom.eval.mcq import accuracy_summary, score_mcqs, to_mcq
+from finloom.eval.mcq import accuracy_summary, choice_count, score_mcqs, to_mcq
 from finloom.eval.perplexity import perplexity
 from finloom.files import atomic_write_json, atomic_write_jsonl, read_records
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.llm.scratch import END_OF_TEXT
+from finloom.progress import progress_bar
 from finloom.pretrain.blocks import read_texts
 from finloom.recipe import EvalSection, Source
-from finloom.runner import MODEL_STAGES, RunContext, StageResult, console
+from finloom.runner import MODEL_STAGES, RunContext, StageResult
 
 PPL_SEQ_LEN = 256
 
@@ -39,17 +40,21 @@ def models_to_evaluate(ctx: RunContext) -> list[tuple[str, str]]:
     return models
 
 
-def evaluate_model(model_path, ctx: RunContext, section: EvalSection, mcq_sets: dict, heldout: dict, out_dir) -> dict:
+def evaluate_model(model_path, ctx: RunContext, section: EvalSection, mcq_sets: dict, heldout: dict, out_dir,
+                   label: str) -> dict:
     recipe = ctx.recipe
     tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
     model = load_causal_lm(model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
     model.eval()
     results: dict = {}
     max_length = min(1024, getattr(model.config, "max_position_embeddings", 1024))
-    for name, mcqs in mcq_sets.items():
-        rows = score_mcqs(model, tokenizer, mcqs, section.batch_size, max_length)
-        atomic_write_jsonl(out_dir / f"{name}.jsonl", rows)
-        results[name] = accuracy_summary(rows)
+    with progress_bar(f"eval {label}") as bar:
+        task = bar.add_task(label, total=sum(choice_count(m) for m in mcq_sets.values()), status="MCQ choices")
+        for name, mcqs in mcq_sets.items():
+            rows = score_mcqs(model, tokenizer, mcqs, section.batch_size, max_length,
+                              on_batch=lambda n: bar.advance(task, n))
+            atomic_write_jsonl(out_dir / f"{name}.jsonl", rows)
+            results[name] = accuracy_summary(rows)
     vocab = tokenizer.get_vocab()
     separator = vocab[END_OF_TEXT] if END_OF_TEXT in vocab else tokenizer.eos_token_id
     for name, texts in heldout.items():
@@ -76,10 +81,9 @@ def run(section: EvalSection, ctx: RunContext) -> StageResult:
         raise BadInput("eval: nothing to evaluate (no MCQ sets and no held-out text)")
     per_model = {}
     for label, model_path in models_to_evaluate(ctx):
-        console.print(f"  evaluating [bold]{label}[/bold] model")
         out_dir = ctx.stage_dir / label
         out_dir.mkdir(parents=True, exist_ok=True)
-        per_model[label] = evaluate_model(model_path, ctx, section, mcq_sets, heldout, out_dir)
+        per_model[label] = evaluate_model(model_path, ctx, section, mcq_sets, heldout, out_dir, label)
     atomic_write_json(ctx.stage_dir / "results.json", per_model)
     summary = {
         label: {
