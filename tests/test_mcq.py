@@ -59,12 +59,13 @@ def test_loglikelihood_matches_hand_computation(tiny_lm):
 
 def test_accuracy_summary_by_task():
     rows = [
-        {"task_name": "CPA", "multi": False, "correct": True},
-        {"task_name": "CPA", "multi": True, "correct": False},
-        {"task_name": "FRM", "multi": False, "correct": True},
+        {"task_name": "CPA", "multi": False, "correct": True, "choices": 4},
+        {"task_name": "CPA", "multi": True, "correct": False, "choices": 11},
+        {"task_name": "FRM", "multi": False, "correct": True, "choices": 4},
     ]
     summary = accuracy_summary(rows)
     assert summary["accuracy"] == round(2 / 3, 4)
     assert summary["single_accuracy"] == 1.0
     assert summary["multi_accuracy"] == 0.0
     assert summary["by_task"] == {"CPA": 0.5, "FRM": 1.0}
+    assert summary["chance"] == round((0.25 + 1 / 11 + 0.25) / 3, 4)

@@ -120,13 +120,15 @@ def score_mcqs(model, tokenizer, mcqs: list[MCQ], batch_size: int = 8, max_lengt
             owners.append((index, label, normaliser))
     scores = loglikelihoods(model, tokenizer, flat, batch_size, max_length, on_batch)
     best: dict[int, tuple[float, str]] = {}
+    choices: dict[int, int] = {}
     for (index, label, normaliser), score in zip(owners, scores):
+        choices[index] = choices.get(index, 0) + 1
         value = score / normaliser
         if index not in best or value > best[index][0]:
             best[index] = (value, label)
     return [
         {"task_name": mcq.task_name, "second_level": mcq.second_level, "multi": mcq.multi,
-         "answer": mcq.answer, "prediction": best[i][1], "correct": best[i][1] == mcq.answer}
+         "answer": mcq.answer, "prediction": best[i][1], "correct": best[i][1] == mcq.answer, "choices": choices[i]}
         for i, mcq in enumerate(mcqs)
     ]
 
@@ -142,6 +144,7 @@ def accuracy_summary(results: list[dict]) -> dict:
         "accuracy": acc(results),
         "single_accuracy": acc([r for r in results if not r["multi"]]),
         "multi_accuracy": acc([r for r in results if r["multi"]]),
+        "chance": round(sum(1 / r["choices"] for r in results) / len(results), 4) if results else None,
         "items": len(results),
         "by_task": {task: acc(rows) for task, rows in sorted(by_task.items())},
     }

@@ -77,7 +77,12 @@ def _eval_plots(results: dict) -> str | None:
         (("finance_mcq", "finance MCQ", "#dc2626"), ("general_mcq", "general MCQ", "#2563eb"))
     ):
         values = [results[m].get(key, {}).get("accuracy") or 0 for m in models]
-        acc_axis.bar([i + (offset - 0.5) * width for i in range(len(models))], values, width, label=label, color=color)
+        positions = [i + (offset - 0.5) * width for i in range(len(models))]
+        acc_axis.bar(positions, values, width, label=label, color=color)
+        chance = [results[m].get(key, {}).get("chance") for m in models]
+        if all(c is not None for c in chance):
+            acc_axis.hlines(chance, [p - width / 2 for p in positions], [p + width / 2 for p in positions],
+                            colors="black", linestyles="dashed", label="chance" if offset == 0 else None)
     acc_axis.set_xticks(range(len(models)), models)
     acc_axis.set_title("MCQ accuracy by stage")
     acc_axis.set_ylim(0, 1)
@@ -158,7 +163,8 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
             "Evaluation by stage",
             _table(["model"] + [label for _, _, label in EVAL_COLUMNS], rows),
             _eval_plots(results),
-            "Each stage's model on the same held-out sets: finance gains should not cost general ability.",
+            "Each stage's model on the same held-out sets: finance gains should not cost general ability. "
+            "Dashed lines in the accuracy chart mark random guessing.",
         )
         tasks = sorted({t for r in results.values() for t in r.get("finance_mcq", {}).get("by_task", {})})
         if tasks:

@@ -36,6 +36,9 @@ class SamplingParams(BaseModel):
     seed: int | None = None
     stream: bool = False
 
+    def sampling(self) -> dict:
+        return dict(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+
 
 class ChatRequest(SamplingParams):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -83,16 +86,14 @@ def create_app(model_dir: str | Path, model_name: str | None = None, trust_remot
         prompt = generator.chat_prompt([m.model_dump() for m in request.messages])
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        params = dict(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                      seed=request.seed)
         if request.stream:
             def chunk(piece: str, finish: str | None) -> dict:
                 delta = {"content": piece} if piece or finish is None else {}
                 return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": name,
                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-            return _sse(generator.stream(prompt, **params), chunk)
-        generation = generator.generate(prompt, **params)
+            return _sse(generator.stream(prompt, **request.sampling()), chunk)
+        generation = generator.generate(prompt, **request.sampling())
         return {
             "id": request_id, "object": "chat.completion", "created": created, "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},
@@ -104,15 +105,13 @@ def create_app(model_dir: str | Path, model_name: str | None = None, trust_remot
     def completions(request: CompletionRequest):
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        params = dict(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
-                      seed=request.seed)
         if request.stream:
             def chunk(piece: str, finish: str | None) -> dict:
                 return {"id": request_id, "object": "text_completion", "created": created, "model": name,
                         "choices": [{"index": 0, "text": piece, "finish_reason": finish}]}
 
-            return _sse(generator.stream(request.prompt, **params), chunk)
-        generation = generator.generate(request.prompt, **params)
+            return _sse(generator.stream(request.prompt, **request.sampling()), chunk)
+        generation = generator.generate(request.prompt, **request.sampling())
         return {
             "id": request_id, "object": "text_completion", "created": created, "model": name,
             "choices": [{"index": 0, "text": generation.text, "finish_reason": generation.finish_reason}],
