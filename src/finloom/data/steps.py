@@ -80,8 +80,9 @@ class SourceReader(PipelineStep):
         rejects_file.write(json.dumps(reject, ensure_ascii=False) + "\n")
 
 
-_SPACES = re.compile(r"[ \t\u00a0\u3000]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+# Patterns match only what changes (runs of spaces, other blanks), so clean text costs a scan, not a rewrite.
+_SPACES = re.compile(r"[ \t\u00a0\u3000]{2,}|[\t\u00a0\u3000]")
+_SPACE_AROUND_NEWLINE = re.compile(r" \n ?|\n ")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
