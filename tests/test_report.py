@@ -25,3 +25,7 @@ def test_status_and_report_commands(tiny_run):
     rebuilt = finloom_cli("report", str(tiny_run))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (tiny_run / "report.html").stat().st_size > 10_000
+    skipped = finloom_cli("stage", "report", "--run-dir", str(tiny_run))
+    assert skipped.returncode == 0 and "report: up to date, skipped" in skipped.stderr
+    forced = finloom_cli("stage", "report", "--run-dir", str(tiny_run), "--force")
+    assert forced.returncode == 0 and "✓ report" in forced.stderr

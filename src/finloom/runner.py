@@ -220,8 +220,10 @@ class Runner:
         return cache[key]
 
     def fingerprint(self, stage: str, cache: dict) -> dict:
-        section = recipe_to_dict(self.recipe)[stage]
-        config = {"section": section, "model": recipe_to_dict(self.recipe)["model"], "seed": self.recipe.seed}
+        resolved = recipe_to_dict(self.recipe)
+        config = {"section": resolved[stage], "seed": self.recipe.seed}
+        if stage != "data":  # cleaning text does not depend on the model
+            config["model"] = resolved["model"]
         if stage in ("eval", "report"):
             config["enabled_stages"] = self.recipe.enabled_stages()
         upstream = {}
