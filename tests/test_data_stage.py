@@ -22,6 +22,18 @@ def test_funnel_adds_up_and_nothing_is_lost(tiny_run):
     assert funnel["read"] == sum(funnel["kept"].values()) + sum(funnel["removed"].values())
 
 
+def test_funnel_by_step_and_source(tiny_run):
+    metrics = read_manifest(tiny_run, "data")["metrics"]
+    steps = {row["step"]: row for row in metrics["steps"]}
+    assert steps["min length"]["in"] == 90 and steps["min length"]["removed"] == {"too_short": 1}
+    assert steps["exact dedup"]["in"] == 89 and steps["exact dedup"]["removed"] == {"exact_duplicate": 1}
+    for row in metrics["steps"]:
+        assert row["in"] == row["kept"] + sum(row["removed"].values())
+    sources = {row["source"]: row for row in metrics["sources"]}
+    assert sources["finance.jsonl"] == {"source": "finance.jsonl", "kept": 40, "removed": {"exact_duplicate": 1}}
+    assert sources["general.jsonl"]["removed"] == {"too_short": 1}
+
+
 def test_rejects_and_removed_keep_reasons(tiny_run):
     rejects = _lines(tiny_run / "data" / "rejects.jsonl")
     assert [r["reason"].split(":")[0] for r in rejects] == ["bad JSON", "missing or empty field(s)"]

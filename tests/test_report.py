@@ -11,7 +11,8 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
     page = (tiny_run / "report.html").read_text(encoding="utf-8")
     assert "<table>" in page and "Evaluation by stage" in page and "Data funnel" in page
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 2  # eval plots + loss curves
+    assert len(images) == 3  # data funnel, eval plots, loss curves
+    assert "Data funnel by step" in page and "Data by source" in page
     assert not re.search(r"(src|href)=['\"]https?://", page)
     markdown = (tiny_run / "report.md").read_text(encoding="utf-8")
     for model in ("base", "pretrain", "sft", "align"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.writers import JsonlWriter
 
+from finloom.data.funnel import source_rows, step_rows
 from finloom.data.steps import ExactDedup, HeldoutSplit, MinLength, Normalize, SourceReader, source_format
 from finloom.errors import BadInput
 from finloom.recipe import DataSection
@@ -64,7 +65,8 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     kept = {domain: _count_lines(out / "clean" / f"{domain}.jsonl") for domain in DOMAINS}
     removed = {p.stem: _count_lines(p) for p in sorted((out / "removed").glob("*.jsonl"))}
     rejected = _count_lines(out / "rejects.jsonl")
-    reader_stats = json.loads((out / "logs" / "stats.json").read_text())[0]["stats"]
+    stats = json.loads((out / "logs" / "stats.json").read_text())
+    reader_stats = stats[0]["stats"]
     read = int(reader_stats.get("read", 0))
     funnel = {"input_records": sum(_input_records(s) for s in sources), "read": read, "rejected": rejected,
               "removed": removed, "kept": kept}
@@ -76,7 +78,9 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     outputs = {domain: ctx.relative(out / "clean" / f"{domain}.jsonl") for domain in DOMAINS if kept[domain]}
     outputs["rejects"] = ctx.relative(out / "rejects.jsonl")
     chars = {domain: _char_count(out / "clean" / f"{domain}.jsonl") for domain in DOMAINS if kept[domain]}
-    return StageResult(outputs=outputs, metrics={"funnel": funnel, "chars": chars})
+    metrics = {"funnel": funnel, "chars": chars, "steps": step_rows(stats),
+               "sources": source_rows(out / "clean", out / "removed")}
+    return StageResult(outputs=outputs, metrics=metrics)
 
 
 def _input_records(source: dict) -> int:

@@ -92,6 +92,20 @@ def _eval_plots(results: dict) -> str | None:
     return _png(figure)
 
 
+def _funnel_plot(steps: list[dict]) -> str:
+    labels = ["input"] + [step["step"] for step in steps]
+    counts = [steps[0]["in"]] + [step["kept"] for step in steps]
+    figure, axis = plt.subplots(figsize=(7, 0.45 * len(labels) + 1))
+    axis.barh(labels[::-1], counts[::-1], color="#2563eb")
+    for y, count in enumerate(counts[::-1]):
+        axis.text(count, y, f" {count:,}", va="center", fontsize=8)
+    axis.set_xlabel("documents remaining")
+    axis.set_title("Documents remaining after each step")
+    axis.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    return _png(figure)
+
+
 def _cell(value) -> str:
     if value is None:
         return "—"
@@ -145,12 +159,25 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
             for stage, m in manifests.items() if stage != "report"]
     add("Stages", _table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows))
 
-    data = manifests.get("data", {}).get("metrics", {}).get("funnel")
+    data_metrics = manifests.get("data", {}).get("metrics", {})
+    data = data_metrics.get("funnel")
     if data:
-        rows = [["read", data["read"]], ["rejected (malformed input)", data["rejected"]]]
+        rows = [["input records", data.get("input_records")], ["read", data["read"]],
+                ["rejected (malformed input)", data["rejected"]]]
         rows += [[f"removed: {reason}", count] for reason, count in data["removed"].items()]
         rows += [[f"kept: {domain}", count] for domain, count in data["kept"].items()]
-        add("Data funnel (documents)", _table(["step", "documents"], rows))
+        add("Data funnel (documents)", _table(["", "documents"], rows))
+    steps = data_metrics.get("steps")
+    if steps:
+        rows = [[s["step"], s["in"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
+                 s["chars_kept"]] for s in steps]
+        add("Data funnel by step", _table(["step", "in", "kept", "removed (reason=count)", "characters kept"], rows),
+            _funnel_plot(steps))
+    sources = data_metrics.get("sources")
+    if sources:
+        rows = [[s["source"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—"]
+                for s in sources]
+        add("Data by source", _table(["source", "kept", "removed (reason=count)"], rows))
 
     eval_manifest = manifests.get("eval")
     results = {}
