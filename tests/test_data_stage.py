@@ -58,3 +58,16 @@ def test_normalize_nfkc_and_whitespace():
     assert next(Normalize("nfkc").run([doc])).text == "Bank rate:5%\n\nnext line"
     raw = Document(text="Ｂａｎｋ  x", id="2")
     assert next(Normalize("none").run([raw])).text == "Ｂａｎｋ x"
+
+
+def test_data_inspect_shows_samples_per_reason(tiny_run):
+    from conftest import finloom_cli
+
+    shown = finloom_cli("data", "inspect", str(tiny_run), "--samples", "1")
+    assert shown.returncode == 0, shown.stderr
+    output = shown.stdout + shown.stderr
+    for group in ("removed: exact_duplicate", "removed: too_short", "kept: finance", "rejected"):
+        assert group in output
+    assert "Too short." in output and "f0-copy" in output
+    unknown = finloom_cli("data", "inspect", str(tiny_run), "--reason", "nope")
+    assert unknown.returncode == 2 and "reasons in this run: exact_duplicate, too_short" in unknown.stderr

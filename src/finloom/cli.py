@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Check and inspect recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+data_app = typer.Typer(help="Look into the data stage of a run.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory.")]
@@ -113,6 +115,28 @@ def recipe_show(recipe: RecipeArg) -> None:
     """Print the fully resolved recipe, defaults filled in."""
     loaded = load_recipe(recipe, check_files=False)
     typer.echo(yaml.safe_dump(recipe_to_dict(loaded), sort_keys=False, allow_unicode=True))
+
+
+@data_app.command("inspect")
+def data_inspect(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    samples: Annotated[int, typer.Option(help="Documents shown per group.")] = 3,
+    reason: Annotated[str | None, typer.Option(help="Show only documents removed for this reason.")] = None,
+    chars: Annotated[int, typer.Option(help="Characters shown per document.")] = 300,
+) -> None:
+    """Samples of kept and removed documents, per removal reason, and the reject reasons."""
+    from rich.panel import Panel
+
+    from finloom.data.inspect import samples as collect
+
+    for group, records in collect(run_dir, samples, reason).items():
+        _console().rule(group)
+        for record in records:
+            if "text" in record:
+                body = record["text"][:chars] + ("…" if len(record["text"]) > chars else "")
+                _console().print(Panel(body, title=str(record.get("id", "")), title_align="left"), markup=False)
+            else:
+                _console().print(f"{record['count']} × {record['reason']}", markup=False)
 
 
 @app.command()
