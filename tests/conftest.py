@@ -85,7 +85,9 @@ def tiny_recipe(**overrides) -> dict:
                               "num_heads": 2, "num_kv_heads": 1, "max_position_embeddings": 256}},
         "data": {"general": [{"path": "general.jsonl"}], "finance": [{"path": "finance.jsonl"}],
                  "general_heldout": [{"path": "general_heldout.jsonl"}],
-                 "finance_heldout": [{"path": "finance_heldout.jsonl"}]},
+                 "finance_heldout": [{"path": "finance_heldout.jsonl"}],
+                 # The tiny corpus is random words: no language model or quality rule would keep it.
+                 "language": {"enabled": False}, "quality": {"enabled": False}},
         "base": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4, "learning_rate": 1e-3}},
         "pretrain": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
         "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},

@@ -71,3 +71,30 @@ def test_data_inspect_shows_samples_per_reason(tiny_run):
     assert "Too short." in output and "f0-copy" in output
     unknown = finloom_cli("data", "inspect", str(tiny_run), "--reason", "nope")
     assert unknown.returncode == 2 and "reasons in this run: exact_duplicate, too_short" in unknown.stderr
+
+
+def test_folder_source_with_html_and_unsupported_file(tiny_data, tmp_path):
+    from conftest import tiny_recipe, write_recipe
+    from finloom.recipe import load_recipe
+    from finloom.runner import Runner
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "page.html").write_text(
+        "<html><body><nav>Home | About</nav><article><h1>Deposit insurance</h1>"
+        "<p>Deposit insurance protects depositors up to a limit when a bank fails, which reduces the risk of "
+        "bank runs and keeps confidence in the banking system during a crisis.</p></article>"
+        "<footer>Copyright</footer></body></html>", encoding="utf-8")
+    (folder / "notes.docx").write_bytes(b"PK\x03\x04")
+    (folder / "more.jsonl").write_text(json.dumps({"text": "Bond prices fall when market interest rates rise."}) + "\n")
+    recipe = tiny_recipe(**{"data.finance": [{"path": str(folder)}]})
+    run_dir = tmp_path / "run"
+    Runner(load_recipe(write_recipe(tiny_data, recipe, "folder.yaml")), run_dir).run(only="data")
+    funnel = read_manifest(run_dir, "data")["metrics"]["funnel"]
+    assert funnel["input_records"] == funnel["read"] + funnel["rejected"]
+    rejects = _lines(run_dir / "data" / "rejects.jsonl")
+    assert [r["reason"] for r in rejects] == ["unsupported_format: .docx"]
+    texts = " ".join(d["text"] for d in _lines(run_dir / "data" / "clean" / "finance.jsonl"))
+    texts += " ".join(d["text"] for d in _lines(run_dir / "data" / "clean" / "finance_heldout.jsonl"))
+    assert "protects depositors" in texts and "Bond prices fall" in texts
+    assert "About" not in texts and "Copyright" not in texts

@@ -64,10 +64,10 @@ class ModelSection(Section):
 
 
 class Source(Section):
-    """One input file (JSONL, Parquet or plain text)."""
+    """One input: a file (JSONL, Parquet, text, HTML, PDF) or a folder of them (format from each suffix)."""
 
     path: str
-    format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
+    format: Literal["auto", "jsonl", "parquet", "text", "html", "pdf"] = "auto"
     text_field: str = "text"
 
 
@@ -92,6 +92,38 @@ class StageSection(Section):
     enabled: bool = True
 
 
+class LanguageSettings(Section):
+    """Offline language id (py3langid, model in the wheel); tags ``lang`` and keeps listed languages."""
+
+    enabled: bool = True
+    keep: list[str] | None = Field(["en", "zh"], description="Languages kept; null tags without filtering.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Documents below this confidence are removed.")
+
+
+class QualitySettings(Section):
+    """Heuristic quality filters (Gopher, C4, FineWeb; character-level for Chinese) and the spam filter."""
+
+    enabled: bool = True
+    exempt_tables: bool = Field(True, description="Judge prose only: numeric table rows of filings never drop a document.")
+    spam: bool = Field(True, description="Ads / spam / keyword-stuffing word lists (zh + en).")
+    languages: dict[str, dict] = Field(
+        default_factory=dict,
+        description="Per-language rule overrides merged onto the defaults, e.g. {zh: {gopher_quality: {min_doc_words: 50}}}; "
+                    "false turns a rule off.",
+    )
+
+
+PII_TYPE_NAMES = ("CN_ID", "IBAN", "BANK_CARD", "US_SSN", "SWIFT_BIC", "IP", "EMAIL", "PHONE")
+
+
+class PIISettings(Section):
+    """Desensitisation: identifiers (checksum-validated where they have one) become typed placeholders."""
+
+    enabled: bool = True
+    types: list[Literal[PII_TYPE_NAMES]] | None = Field(None, description="Default: all types.")  # type: ignore[valid-type]
+    placeholder: str = Field("<{type}>", description="Replacement; {type} is the identifier type.")
+
+
 class DataSection(StageSection):
     general: list[Source] = Field(min_length=1)
     finance: list[Source] = Field(min_length=1)
@@ -99,6 +131,9 @@ class DataSection(StageSection):
     finance_heldout: list[Source] = Field(default_factory=list, description="Text for finance perplexity.")
     normalize: Literal["nfkc", "none"] = "nfkc"
     min_chars: int = Field(20, ge=0, description="Shorter documents are removed (reason: too_short).")
+    language: LanguageSettings = Field(default_factory=LanguageSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    pii: PIISettings = Field(default_factory=PIISettings)
 
 
 class BaseSection(StageSection):

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from finloom import __version__
 from finloom.errors import BadInput, RunLocked
-from finloom.files import atomic_write_json, hash_json, hash_path, sha256_file
+from finloom.files import atomic_write_json, hash_json, hash_path
 from finloom.recipe import STAGE_NAMES, Recipe, Source, parse_recipe, recipe_to_dict
 
 console = Console(stderr=True)
@@ -212,11 +212,11 @@ class Runner:
 
     # -- fingerprints -------------------------------------------------------------------------
     def _file_hash(self, path: Path, cache: dict) -> str:
-        """Content hash, cached by (size, mtime) so large unchanged inputs are not re-read."""
-        stat = path.stat()
-        key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        """Content hash of a file or folder, cached by (size, mtime) so unchanged inputs are not re-read."""
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        key = hash_json([str(path)] + [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
         if key not in cache:
-            cache[key] = sha256_file(path)
+            cache[key] = hash_path(path)
         return cache[key]
 
     def fingerprint(self, stage: str, cache: dict) -> dict:

@@ -15,8 +15,12 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.writers import JsonlWriter
 
+from finloom.data.filters import build_quality_filters
 from finloom.data.funnel import source_rows, step_rows
-from finloom.data.steps import ExactDedup, HeldoutSplit, MinLength, Normalize, SourceReader, source_format
+from finloom.data.documents import input_records
+from finloom.data.langid import LanguageTagger
+from finloom.data.pii import PIIDesensitizer
+from finloom.data.steps import ExactDedup, HeldoutSplit, MinLength, Normalize, SourceReader
 from finloom.errors import BadInput
 from finloom.recipe import DataSection
 from finloom.runner import RunContext, StageResult
@@ -43,6 +47,34 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
+def _language_steps(section: DataSection, removed_writer) -> list:
+    if not section.language.enabled:
+        return []
+    return [LanguageTagger(section.language.keep, section.language.min_score, exclusion_writer=removed_writer)]
+
+
+def _quality_steps(section: DataSection, removed_writer) -> list:
+    settings = section.quality
+    if not settings.enabled:
+        return []
+    config = {"exempt_tables": settings.exempt_tables, "languages": settings.languages}
+    if not settings.spam:
+        config["spam"] = False
+    try:
+        return build_quality_filters(config, exclusion_writer=removed_writer)
+    except ValueError as error:
+        raise BadInput(f"data.{error}") from None
+
+
+def _pii_steps(section: DataSection) -> list:
+    if not section.pii.enabled:
+        return []
+    try:
+        return [PIIDesensitizer(section.pii.types, section.pii.placeholder)]
+    except ValueError as error:
+        raise BadInput(f"data.pii: {error}") from None
+
+
 def run(section: DataSection, ctx: RunContext) -> StageResult:
     out = ctx.stage_dir
     removed_writer = JsonlWriter(str(out / "removed"), output_filename="${filter_reason}.jsonl", compression=None)
@@ -51,8 +83,11 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     pipeline = [
         SourceReader(sources, str(out / "rejects.jsonl")),
         Normalize(section.normalize),
+        *_language_steps(section, removed_writer),
         MinLength(section.min_chars, exclusion_writer=removed_writer),
+        *_quality_steps(section, removed_writer),
         ExactDedup(exclusion_writer=removed_writer),
+        *_pii_steps(section),
         HeldoutSplit(split_domains),
         JsonlWriter(str(out / "clean"), output_filename="${domain}.jsonl", compression=None),
     ]
@@ -68,7 +103,7 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     stats = json.loads((out / "logs" / "stats.json").read_text())
     reader_stats = stats[0]["stats"]
     read = int(reader_stats.get("read", 0))
-    funnel = {"input_records": sum(_input_records(s) for s in sources), "read": read, "rejected": rejected,
+    funnel = {"input_records": sum(input_records(Path(s["path"]), s["format"]) for s in sources), "read": read, "rejected": rejected,
               "removed": removed, "kept": kept}
     if funnel["input_records"] != read + rejected or read != sum(kept.values()) + sum(removed.values()):
         raise RuntimeError(f"data funnel does not add up: {funnel}")
@@ -81,19 +116,6 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     metrics = {"funnel": funnel, "chars": chars, "steps": step_rows(stats),
                "sources": source_rows(out / "clean", out / "removed")}
     return StageResult(outputs=outputs, metrics=metrics)
-
-
-def _input_records(source: dict) -> int:
-    """Records in a source as its format defines them: one per non-blank line, row or text file."""
-    path = Path(source["path"])
-    fmt = source_format(source)
-    if fmt == "text":
-        return 1
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    return _count_lines(path)
 
 
 def _char_count(path: Path) -> int:

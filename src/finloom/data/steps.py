@@ -17,20 +17,15 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from finloom.files import read_records
-
-
-def source_format(source: dict) -> str:
-    if source["format"] != "auto":
-        return source["format"]
-    return {".parquet": "parquet", ".txt": "text", ".md": "text"}.get(Path(source["path"]).suffix, "jsonl")
+from finloom.data.documents import Reject, iter_documents
 
 
 class SourceReader(PipelineStep):
-    """Read JSONL, Parquet or plain-text sources into documents tagged with their domain.
+    """Read every source (JSONL, Parquet, text, HTML, PDF, or a folder mixing them) into documents.
 
-    ``sources`` is a list of dicts: path, format (jsonl|parquet|text|auto), text_field, domain.
-    Rejected records are appended to ``rejects_path`` as JSON lines with file, line and reason.
+    ``sources`` is a list of dicts: path, format, text_field, domain. Each document is tagged with
+    its domain; every input unit that yields no document is appended to ``rejects_path`` as a
+    JSON line with file, line and reason, and counted, so input = read + rejected.
     """
 
     name = "📖 finloom sources"
@@ -46,41 +41,16 @@ class SourceReader(PipelineStep):
             for source_index, source in enumerate(self.sources):
                 if source_index % world_size != rank:
                     continue
-                yield from self._read_source(source, rejects_file)
-
-    def _read_source(self, source: dict, rejects_file) -> DocumentsPipeline:
-        path = Path(source["path"])
-        fmt = source_format(source)
-        if fmt == "text":
-            try:
-                records = [{source["text_field"]: path.read_text(encoding="utf-8"), "id": path.stem}]
-            except UnicodeDecodeError as error:
-                records = []
-                self._reject(rejects_file, {"file": str(path), "line": 0, "reason": f"not UTF-8: {error.reason}"})
-        else:
-            rejects: list[dict] = []
-            records = read_records(path, (source["text_field"],), rejects)
-            for reject in rejects:
-                self._reject(rejects_file, reject)
-        for number, record in enumerate(records):
-            text = record[source["text_field"]]
-            if not isinstance(text, str):
-                self._reject(rejects_file, {"file": str(path), "line": number + 1, "reason": "text is not a string"})
-                continue
-            self.stat_update("read", f"read_{source['domain']}")
-            yield Document(
-                text=text,
-                id=str(record.get("id", f"{path.stem}-{number}")),
-                metadata={"domain": source["domain"], "source": str(record.get("source", path.name)),
-                          "lang": record.get("lang")},
-            )
-
-    def _reject(self, rejects_file, reject: dict) -> None:
-        self.stat_update("rejected", f"rejected_{reject['reason'].split(':')[0].replace(' ', '_')}")
-        rejects_file.write(json.dumps(reject, ensure_ascii=False) + "\n")
+                for item in iter_documents(Path(source["path"]), source["text_field"], source["format"]):
+                    if isinstance(item, Reject):
+                        self.stat_update("rejected", f"rejected_{item.reason.split(':')[0].replace(' ', '_')}")
+                        rejects_file.write(json.dumps(item.as_dict(), ensure_ascii=False) + "\n")
+                        continue
+                    item.metadata["domain"] = source["domain"]
+                    self.stat_update("read", f"read_{source['domain']}")
+                    yield item
 
 
-# Patterns match only what changes (runs of spaces, other blanks), so clean text costs a scan, not a rewrite.
 _SPACES = re.compile(r"[ \t\u00a0\u3000]{2,}|[\t\u00a0\u3000]")
 _SPACE_AROUND_NEWLINE = re.compile(r" \n ?|\n ")
 _BLANK_LINES = re.compile(r"\n{3,}")

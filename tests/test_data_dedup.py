@@ -1,0 +1,226 @@
+"""Fuzzy dedup (datatrove MinHash stages, CJK-aware shingles) and eval-set decontamination."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from datatrove.data import Document
+
+from finloom.data.decontam import Decontaminate, question_stem
+from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set
+from finloom.recipe import STARTER_DATA_DIR
+
+EN_VOCAB = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in ("", "n", "r", "sh")]
+ZH_CHARS = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你主下"
+            "而过子后年发经同工已方动想都两体制机当使点从业本去把性好应开它合还因由其些然前外"
+            "天政四日那社义事平形相全表间")
+
+
+def _write(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+
+
+def _read(folder: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            records[record["id"]] = record
+    return records
+
+
+def _english_doc(rng: random.Random, words: int = 200) -> list[str]:
+    return [rng.choice(EN_VOCAB) for _ in range(words)]
+
+
+def _substitute(rng: random.Random, tokens: list[str], count: int, vocab) -> list[str]:
+    edited = list(tokens)
+    for index in rng.sample(range(len(edited)), count):
+        edited[index] = rng.choice(vocab)
+    return edited
+
+
+def _chinese_clauses(rng: random.Random, clauses: int = 60, length: int = 20) -> list[str]:
+    return ["".join(rng.choice(ZH_CHARS) for _ in range(length)) for _ in range(clauses)]
+
+
+def _chinese_text(clauses: list[str]) -> str:
+    return "，".join(clauses) + "。"
+
+
+def _run(tmp: Path, records: list[dict], settings: MinhashSettings | None = None, name: str = "run"):
+    _write(tmp / "input" / "docs.jsonl", records)
+    counts = run_minhash_dedup(tmp / "input", tmp / name / "kept", tmp / name / "work", settings or MinhashSettings(),
+                               exclusion_folder=tmp / name / "removed")
+    return counts, _read(tmp / name / "kept"), _read(tmp / name / "removed")
+
+
+@pytest.fixture(scope="module")
+def english_records() -> list[dict]:
+    rng = random.Random(0)
+    records = []
+    for index in range(30):
+        base = _english_doc(rng)
+        records.append({"id": f"en{index}", "text": " ".join(base) + "."})
+        if index < 10:
+            records.append({"id": f"en{index}-near", "text": " ".join(_substitute(rng, base, 2, EN_VOCAB)) + "."})
+        elif index < 15:
+            records.append({"id": f"en{index}-rewrite", "text": " ".join(_substitute(rng, base, 40, EN_VOCAB)) + "."})
+    return records
+
+
+def test_english_near_duplicates_removed_distinct_kept_and_counts_add_up(tmp_path, english_records):
+    counts, kept, removed = _run(tmp_path, english_records)
+    pairs = [(f"en{i}", f"en{i}-near") for i in range(10)]
+    assert all((a in removed) != (b in removed) for a, b in pairs)
+    assert set(removed) <= {doc_id for pair in pairs for doc_id in pair}
+    assert {f"en{i}-rewrite" for i in range(10, 15)} <= set(kept)
+    assert counts["documents"] == len(english_records) == 45
+    assert counts["removed"] == len(removed) == 10
+    assert counts["kept"] == len(kept) == 35
+    assert {r["metadata"]["filter_reason"] for r in removed.values()} == {"near_duplicate"}
+    assert kept.keys().isdisjoint(removed)
+
+
+def test_chinese_near_duplicates_need_character_shingles(tmp_path):
+    rng = random.Random(1)
+    records = []
+    for index in range(8):
+        clauses = _chinese_clauses(rng)
+        # one character changed in every eighth clause: 8 edits in 1,200 characters
+        edited = [c[:7] + rng.choice(ZH_CHARS.replace(c[7], "")) + c[8:] if i % 8 == 3 else c
+                  for i, c in enumerate(clauses)]
+        records += [{"id": f"zh{index}", "text": _chinese_text(clauses)},
+                    {"id": f"zh{index}-near", "text": _chinese_text(edited)}]
+    records += [{"id": f"zh-other{i}", "text": _chinese_text(_chinese_clauses(rng))} for i in range(8)]
+
+    chars, words = MinhashSettings(), MinhashSettings(shingle="words")
+
+    def jaccard(settings: MinhashSettings) -> float:
+        a, b = shingle_set(records[0]["text"], settings), shingle_set(records[1]["text"], settings)
+        return len(a & b) / len(a | b)
+
+    # datatrove's word tokenizers leave each unspaced clause as one "word": every 5-clause shingle
+    # around an edit changes, while character shingles barely move.
+    assert jaccard(chars) > 0.9
+    assert jaccard(words) < 0.3
+
+    counts, _, removed = _run(tmp_path, records, chars, "chars")
+    assert counts["removed"] == 8
+    assert all((f"zh{i}" in removed) != (f"zh{i}-near" in removed) for i in range(8))
+    assert not any(doc_id.startswith("zh-other") for doc_id in removed)
+
+    counts, _, removed = _run(tmp_path, records, words, "words")
+    assert counts["removed"] == 0 and not removed
+
+
+def test_dedup_is_deterministic_and_resumes_from_markers(tmp_path, english_records):
+    _run(tmp_path, english_records, name="first")
+    _run(tmp_path, english_records, name="second")
+    for folder in ("kept", "removed"):
+        first = sorted((tmp_path / "first" / folder).glob("*.jsonl"))
+        second = sorted((tmp_path / "second" / folder).glob("*.jsonl"))
+        assert [p.name for p in first] == [p.name for p in second]
+        assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    before = (tmp_path / "first" / "kept" / "00000.jsonl").stat().st_mtime_ns
+    counts, _, _ = _run(tmp_path, english_records, name="first")
+    assert (tmp_path / "first" / "kept" / "00000.jsonl").stat().st_mtime_ns == before
+    assert counts == {"documents": 45, "kept": 35, "removed": 10,
+                      "candidate_pairs": counts["candidate_pairs"], "duplicate_pairs": counts["duplicate_pairs"]}
+
+
+def test_bundled_corpora_planted_near_duplicates(tmp_path):
+    """Which copy of a pair survives is the clusterer's choice (the bundled copies come before their
+    original as often as after), so a planted group counts as found when exactly one member is kept."""
+    records = [json.loads(line) for name in ("finance_corpus", "general_corpus")
+               for line in (STARTER_DATA_DIR / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+    counts, _, removed = _run(tmp_path, records)
+    groups: dict[str, set[str]] = {}
+    for record in records:
+        if record.get("planted") in ("near_dup", "exact_dup"):
+            groups.setdefault(record["dup_of"], {record["dup_of"]}).add(record["id"])
+    near_dups = [r for r in records if r.get("planted") == "near_dup"]
+    found = [r for r in near_dups if len(groups[r["dup_of"]] - set(removed)) == 1]
+    in_groups = set().union(*groups.values())
+    others = [r["id"] for r in records if r["id"] not in in_groups]
+    assert len(found) / len(near_dups) >= 0.9
+    assert sum(doc_id in removed for doc_id in others) <= 0.01 * len(others)
+    assert counts["documents"] == len(records) == counts["kept"] + counts["removed"]
+
+
+EVAL_STEM = ("Which of the following statements about the liquidity coverage ratio of a commercial bank "
+             "under stress are correct?")
+EVAL_OPTION = ("It compares the stock of high quality liquid assets with total net cash outflows over the next "
+               "thirty calendar days.")
+ZH_STEM = "下列关于商业银行流动性覆盖率在压力情景下的计算口径与监管要求的表述中，正确的是："
+
+
+@pytest.fixture()
+def eval_files(tmp_path) -> list[Path]:
+    mcq = tmp_path / "eval_mcq.jsonl"
+    _write(mcq, [
+        {"id": "q1", "question": f"{EVAL_STEM}\nA.{EVAL_OPTION}\nB.It is a capital ratio.\nC.None.\nD.All.",
+         "answer": "A"},
+        {"id": "q2", "question": f"{ZH_STEM}\nA．按三十天压力情景计算。\nB．不适用于银行。", "answer": "A"},
+    ])
+    scenarios = tmp_path / "eval_scenarios.jsonl"
+    _write(scenarios, [{"id": "s1", "prompt": "Draft a memo for the board explaining why the bank's net stable "
+                                              "funding ratio fell below one hundred percent last quarter."}])
+    return [mcq, scenarios]
+
+
+def _docs(texts: dict[str, str]) -> list[Document]:
+    return [Document(text=text, id=doc_id) for doc_id, text in texts.items()]
+
+
+def test_question_stem_stops_at_first_option_line():
+    assert question_stem(f"{EVAL_STEM}\nA.{EVAL_OPTION}\nB.x") == f"{EVAL_STEM}\n"
+    assert question_stem(f"{ZH_STEM}\nA．按三十天\nB．不") == f"{ZH_STEM}\n"
+    assert question_stem("No options here.") == "No options here."
+
+
+def test_decontaminate_drops_stems_keeps_short_phrases_and_options(eval_files):
+    texts = {
+        "leak": "Exam prep notes. " + EVAL_STEM.upper().replace(" ", "  ") + " The answer is A.",
+        "leak-zh": "复习笔记：" + ZH_STEM.replace("，", ",") + "答案是A。",
+        "phrase": "The liquidity coverage ratio of a commercial bank is watched by supervisors every day.",
+        "phrase-zh": "商业银行流动性覆盖率是重要的监管指标。",
+        "option": f"Definition: {EVAL_OPTION}",
+        "scenario": "Board memo: why the bank's net stable funding ratio fell below one hundred percent "
+                    "last quarter.",
+    }
+    step = Decontaminate(eval_files)
+    kept = {doc.id for doc in step.run(_docs(texts))}
+    assert kept == {"phrase", "phrase-zh", "option"}
+    assert step.stats["dropped_contaminated"].total == 3
+    assert step.stats["hits_eval_mcq"].total == 2
+    assert step.stats["hits_eval_scenarios"].total == 1
+    assert step.index_summary["eval_mcq"] == {"items": 2, "indexed_items": 2,
+                                              "ngrams": step.index_summary["eval_mcq"]["ngrams"]}
+    assert step.hits(texts["leak"]) == {"eval_mcq": ["q1"]}
+    assert step.hits(texts["leak-zh"]) == {"eval_mcq": ["q2"]}
+
+    with_options = Decontaminate(eval_files, include_options=True)
+    assert with_options.hits(texts["option"]) == {"eval_mcq": ["q1"]}
+
+
+def test_decontaminate_flag_mode_keeps_documents_with_hits(eval_files):
+    step = Decontaminate(eval_files, action="flag")
+    docs = list(step.run(_docs({"leak": f"Notes: {EVAL_STEM}", "clean": "Nothing to see here."})))
+    assert [doc.id for doc in docs] == ["leak", "clean"]
+    assert docs[0].metadata["decontam_hits"] == {"eval_mcq": ["q1"]}
+    assert "decontam_hits" not in docs[1].metadata
+    assert step.stats["flagged"].total == 1
+
+
+def test_bundled_mcq_options_appear_in_corpora_but_stems_do_not():
+    evals = [STARTER_DATA_DIR / f"eval_{name}.jsonl" for name in ("finance_mcq", "general_mcq")]
+    corpus = [json.loads(line)["text"] for name in ("finance_corpus", "general_corpus")
+              for line in (STARTER_DATA_DIR / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+    stems, options = Decontaminate(evals), Decontaminate(evals, include_options=True)
+    assert sum(bool(stems.hits(text)) for text in corpus) == 0
+    assert sum(bool(options.hits(text)) for text in corpus) > 0.9 * len(corpus)

@@ -1,0 +1,292 @@
+"""PII desensitisation: checksums against hand-worked examples, detectors on positives and look-alikes,
+Chinese text without spaces, counts in stats and metadata, idempotence, and the starter corpora's planted PII."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from datetime import date
+
+import pytest
+from datatrove.data import Document
+
+from finloom.data.pii import (
+    CALLING_CODES,
+    COUNTRIES,
+    DETECTORS,
+    IBAN_LENGTHS,
+    PII_TYPES,
+    PIIDesensitizer,
+    Span,
+    card_number_valid,
+    cn_id_valid,
+    desensitize,
+    detect,
+    iban_valid,
+    luhn_valid,
+    resolve_overlaps,
+    ssn_valid,
+)
+from finloom.recipe import STARTER_DATA_DIR
+
+# Starter corpora name their planted PII types in lower case; ours are the placeholder names.
+STARTER_TYPES = {"email": "EMAIL", "phone": "PHONE", "bank_card": "BANK_CARD", "iban": "IBAN",
+                 "us_ssn": "US_SSN", "cn_resident_id": "CN_ID"}
+
+
+def scrub(text: str) -> str:
+    return desensitize(text)[0]
+
+
+# --- checksums, worked by hand -------------------------------------------------------------------
+
+
+def test_luhn_by_hand():
+    # 4539 1488 0343 6467, from the right: undoubled 7+4+3+3+8+4+9+5 = 43; doubled 6,6,4,0,8,1,3,4 ->
+    # 12,12,8,0,16,2,6,8 -> digit sums 3+3+8+0+7+2+6+8 = 37; 43 + 37 = 80, a multiple of 10.
+    assert luhn_valid("4539148803436467")
+    assert not luhn_valid("4539148803436468")
+    assert not luhn_valid("4539148803436476")  # two digits swapped
+    assert card_number_valid("4539148803436467")
+    assert card_number_valid("6222020200112233446")  # UnionPay, 19 digits
+    assert card_number_valid("378282246310005")  # Amex test number, 15 digits
+
+
+def _with_check_digit(body: str) -> str:
+    return next(body + str(digit) for digit in range(10) if luhn_valid(body + str(digit)))
+
+
+def test_card_needs_issuer_prefix_and_length():
+    assert _with_check_digit("123456781234567") == "1234567812345670"
+    assert not card_number_valid("1234567812345670")  # Luhn passes, but no issuer starts with 1
+    assert not card_number_valid(_with_check_digit("45391488034364671"))  # Visa issues 13, 16, 19 digits, not 18
+    assert not card_number_valid(_with_check_digit("51234567812345678"))  # Mastercard is 16 digits only
+    assert card_number_valid(_with_check_digit("512345678123456"))
+
+
+def test_iban_by_hand():
+    # GB82WEST12345698765432 -> WEST12345698765432GB82 -> letters as 10..35:
+    # 3214282912345698765432161182, and that number mod 97 is 1.
+    assert int("3214282912345698765432161182") % 97 == 1
+    assert iban_valid("GB82 WEST 1234 5698 7654 32")
+    assert iban_valid("DE89 3704 0044 0532 0130 00")
+    assert iban_valid("DE89370400440532013000")
+    assert not iban_valid("GB83 WEST 1234 5698 7654 32")  # check digits
+    assert not iban_valid("GB82 WEST 1234 5698 7654 3")  # GB IBANs have 22 characters
+    assert not iban_valid("ZZ82 WEST 1234 5698 7654 32")  # no such country
+
+
+def test_cn_id_by_hand():
+    # weights 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2 over 11010519491231002: sum 167, 167 mod 11 = 2 -> 'X'.
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    assert sum(int(digit) * weight for digit, weight in zip("11010519491231002", weights)) == 167
+    assert cn_id_valid("11010519491231002X")
+    assert cn_id_valid("11010519491231002x")
+    assert not cn_id_valid("110105194912310021")  # check character
+    assert not cn_id_valid("110105194902300020")  # 30 February, with the check character right for it
+    assert not cn_id_valid("910105194912310029")  # no province 91
+    assert not cn_id_valid("11010519491231002X", today=date(1949, 12, 30))  # born tomorrow
+
+
+def test_ssn_rules():
+    assert ssn_valid("123-45-6789")
+    for never_issued in ("000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000"):
+        assert not ssn_valid(never_issued)
+
+
+def test_code_tables():
+    assert len(COUNTRIES) == 250  # ISO 3166-1 alpha-2 (249) + XK
+    assert set(IBAN_LENGTHS) <= COUNTRIES
+    # Calling codes must be prefix-free, or a number without spaces would have two readings.
+    assert not any(code[:n] in CALLING_CODES for code in CALLING_CODES for n in range(1, len(code)))
+
+
+# --- detectors ---------------------------------------------------------------------------------------
+
+POSITIVES = [
+    ("mail me at Jane.Doe+bank@mail.example.co.uk.", "mail me at <EMAIL>."),
+    ("客户手机13812345678，卡号6222020200112233446", "客户手机<PHONE>，卡号<BANK_CARD>"),
+    ("电话：138 1234 5678 或 0086-139-1234-5678", "电话：<PHONE> 或 <PHONE>"),
+    ("call +44 20 7946 0958 or +1 415-555-0132 or +8613812345678", "call <PHONE> or <PHONE> or <PHONE>"),
+    ("office (415) 555-0132, fax +1 (212) 555-0199", "office <PHONE>, fax <PHONE>"),
+    ("card 4539 1488 0343 6467, Amex 3782-822463-10005", "card <BANK_CARD>, Amex <BANK_CARD>"),
+    ("IBAN GB82 WEST 1234 5698 7654 32 or DE89370400440532013000.", "IBAN <IBAN> or <IBAN>."),
+    ("SWIFT: DEUTDEFF; BIC code BOFAUS3NXXX", "SWIFT: <SWIFT_BIC>; BIC code <SWIFT_BIC>"),
+    ("pay COBADEFF (BIC) or SWIFT/BIC: BNPAFRPP, BUSINESS",
+     "pay <SWIFT_BIC> (BIC) or SWIFT/BIC: <SWIFT_BIC>, BUSINESS"),
+    ("汇款银行代码BKCHCNBJ，账户", "汇款银行代码<SWIFT_BIC>，账户"),
+    ("wire to HSBCGB2L today", "wire to <SWIFT_BIC> today"),
+    ("身份证号11010519491231002X，", "身份证号<CN_ID>，"),
+    ("SSN 123-45-6789.", "SSN <US_SSN>."),
+    ("from 203.0.113.7 and 2001:db8::8a2e:370:7334 and ::ffff:192.0.2.1", "from <IP> and <IP> and <IP>"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), POSITIVES)
+def test_detects_and_replaces(text, expected):
+    assert scrub(text) == expected
+
+
+NEGATIVES = [
+    "Revenue 1,234,567.89 and net income 98,765.43; growth +13.5%, +0.4%.",
+    "营业收入 | 12,591.5 | 12,543.2 | +0.4%\n资产总额 | 47,474.1 | 42,382.0 | +12.0%",
+    "| 2021 | 2022 | 2023 | 2024 |\n| 1023 4500 | 3344 1200 | 0.25 | 17.3 |",
+    "Dates: 2023-12-31, 2023/12/31, 31.12.2023, 2023年12月31日, at 12:30:45.",
+    "Versions 1.2.3.4.5 and v2.10.3.1, build 10.0.19045.2965.1, pi 3.1415926535897932.",
+    "Octets 256.1.1.1 and 192.168.001.001 are not addresses.",
+    "SSN-like 000-12-3456, 666-12-3456, 912-34-5678, 123-00-4567, 123-45-0000.",
+    "IBAN GB83 WEST 1234 5698 7654 32, DE88 3704 0044 0532 0130 00, ZZ82 WEST 1234 5698 7654 32.",
+    "ID 110105194912310021 and 110105194902300020.",
+    "Numbers 12812345678, 138123456789, 10012345678.",
+    "Phones +0 123 456 789, +12 345 678, +1 234 567, (123) 456-7890.",
+    "user@localhost, a@b, @example.com",
+    "THE ANNUAL DIVIDEND REPORT; the word DIVIDEND; a BUSINESS; INTEREST; SWIFT code DEUTZZFF.",
+    "Order 4539-1488-0343-6467-12 and 12-4539148803436467.",
+    "ratio 3:2, std::vector, 00:1A:2B:3C:4D:5E, ::",
+]
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_leaves_look_alikes(text):
+    assert detect(text) == []
+
+
+def test_random_order_numbers_failing_luhn_are_kept():
+    rng = random.Random(7)
+    numbers = [str(rng.randrange(10**15, 10**16)) for _ in range(500)]
+    failing = [n for n in numbers if not luhn_valid(n)]
+    assert len(failing) > 400
+    text = "\n".join(f"订单号{n}，金额{rng.randrange(10**6)}.{rng.randrange(100):02d}元" for n in failing)
+    assert detect(text) == []
+
+
+def test_luhn_valid_numbers_without_issuer_are_kept():
+    numbers = [_with_check_digit(body) for body in ("123456781234567", "700000000000000", "800012345678901")]
+    numbers.append("0000000000000000")
+    assert all(luhn_valid(number) for number in numbers)
+    assert detect(" ".join(f"ref {number}" for number in numbers)) == []
+
+
+def test_boundaries_reject_longer_runs():
+    for text in ("A13812345678", "138123456789", "x4539148803436467", "4539148803436467x",
+                 "ID11010519491231002X0", "1.203.0.113.7", "203.0.113.7.1"):
+        assert detect(text) == [], text
+
+
+def test_overlaps_resolve_longest_then_most_specific():
+    both = "620102199001010257"  # a valid Gansu resident ID that also passes Luhn with a UnionPay prefix
+    assert cn_id_valid(both) and card_number_valid(both)
+    assert {span.type for span in detect(f"号码{both}。")} == {"CN_ID", "BANK_CARD"}
+    assert scrub(f"号码{both}。") == "号码<CN_ID>。"
+    assert scrub("13812345678@example.com") == "<EMAIL>"  # the e-mail is longer than the phone inside it
+    spans = [Span(0, 5, "PHONE"), Span(3, 10, "IP"), Span(3, 10, "EMAIL"), Span(12, 14, "IP")]
+    assert resolve_overlaps(spans) == [Span(3, 10, "IP"), Span(12, 14, "IP")]
+
+
+def test_seeded_detection_equals_full_scan():
+    texts = [text for text, _ in POSITIVES] + NEGATIVES + [doc["text"] for doc in _starter_docs()]
+    for text in texts:
+        full_scan = sorted({span for detector in DETECTORS for span in detector.spans(text)})
+        assert detect(text) == full_scan
+
+
+def test_types_option_limits_detection():
+    text = "mail a@example.com, card 4539148803436467"
+    assert desensitize(text, types=["EMAIL"])[0] == "mail <EMAIL>, card 4539148803436467"
+
+
+# --- the pipeline step -------------------------------------------------------------------------------
+
+
+def _run(step, texts):
+    return list(step.run(Document(text=text, id=str(i)) for i, text in enumerate(texts)))
+
+
+def _stats(step) -> dict[str, float]:
+    return {name: metric.total for name, metric in step.stats.stats.items()}
+
+
+def test_step_counts_in_stats_and_metadata():
+    step = PIIDesensitizer()
+    docs = _run(step, ["a@example.com and b@example.org, SSN 123-45-6789", "nothing here, 2023-12-31",
+                       "手机13812345678，邮箱c@example.cn"])
+    assert [doc.metadata["pii"] for doc in docs] == [{"EMAIL": 2, "US_SSN": 1}, {}, {"EMAIL": 1, "PHONE": 1}]
+    assert _stats(step) == {"pii_EMAIL": 3, "pii_US_SSN": 1, "pii_PHONE": 1, "docs_with_pii": 2, "docs_without_pii": 1}
+    assert "123-45-6789" not in json.dumps([doc.metadata for doc in docs])
+
+
+def test_step_placeholder_option_and_validation():
+    docs = _run(PIIDesensitizer(types=["PHONE"], placeholder="[{type} removed]"), ["call 13812345678"])
+    assert docs[0].text == "call [PHONE removed]"
+    with pytest.raises(ValueError, match="unknown PII type"):
+        PIIDesensitizer(types=["PASSPORT"])
+    with pytest.raises(ValueError, match="placeholder"):
+        PIIDesensitizer(placeholder="{type}")
+    with pytest.raises(ValueError, match="placeholder"):
+        PIIDesensitizer(placeholder="<x@example.com>")
+
+
+def test_step_replaces_ground_truth_metadata_instead_of_keeping_values():
+    doc = Document(text="mail a@example.com", id="1", metadata={"pii": [{"type": "email", "value": "a@example.com"}]})
+    assert next(PIIDesensitizer().run([doc])).metadata["pii"] == {"EMAIL": 1}
+
+
+def test_identifiers_glued_together_are_all_replaced():
+    text, counts = desensitize("123-45-6789+44 20 7946 0958")
+    assert text == "<US_SSN><PHONE>"  # the phone only stands alone once the SSN is a placeholder
+    assert counts == Counter({"US_SSN": 1, "PHONE": 1})
+
+
+def test_idempotent_on_glued_fragments():
+    pieces = ["a@example.com", "13812345678", "4539148803436467", "GB82WEST12345698765432", "DEUTDEFF", "BOFAUS3N",
+              "11010519491231002X", "123-45-6789", "192.168.1.1", "2001:db8::1", "+44 20 7946 0958",
+              "(415) 555-0132", "SWIFT", "BIC", "x", "1", "A", ".", "-", " ", ":", "@", "+", "(", "，", "_", "<", ">"]
+    rng = random.Random(3)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(2, 8)))
+        once = scrub(text)
+        assert desensitize(once) == (once, Counter()), text
+
+
+def test_idempotent():
+    texts = [text for text, _ in POSITIVES] + NEGATIVES + [doc["text"] for doc in _starter_docs()]
+    texts.append("a@b.com.13812345678 and 1.2.3.4.13812345678")
+    once = _run(PIIDesensitizer(), texts)
+    snapshot = [(doc.text, dict(doc.metadata["pii"])) for doc in once]
+    step = PIIDesensitizer()
+    twice = list(step.run(iter(once)))
+    assert [(doc.text, doc.metadata["pii"]) for doc in twice] == snapshot
+    assert _stats(step) == {"docs_without_pii": len(texts)}
+
+
+# --- the starter corpora's planted PII ----------------------------------------------------------------
+
+
+def _starter_docs() -> list[dict]:
+    docs = []
+    for name in ("finance_corpus.jsonl", "general_corpus.jsonl"):
+        with open(STARTER_DATA_DIR / name, encoding="utf-8") as handle:
+            docs += [json.loads(line) for line in handle if line.strip()]
+    return docs
+
+
+def test_starter_planted_pii_is_removed_and_counted():
+    docs = _starter_docs()
+    planted = [doc for doc in docs if doc.get("planted") == "pii"]
+    assert len(planted) == 42
+    for doc in planted:
+        text, counts = desensitize(doc["text"])
+        for item in doc["pii"]:
+            assert item["value"] not in text
+        assert counts == Counter(STARTER_TYPES[item["type"]] for item in doc["pii"]), doc["id"]
+
+
+def test_starter_documents_without_planted_pii_are_untouched():
+    clean = [doc["text"] for doc in _starter_docs() if doc.get("planted") != "pii"]
+    assert len(clean) > 500
+    assert [text for text in clean if detect(text)] == []
+
+
+def test_every_type_has_a_detector():
+    assert set(PII_TYPES) == {"EMAIL", "PHONE", "BANK_CARD", "IBAN", "SWIFT_BIC", "CN_ID", "US_SSN", "IP"}
