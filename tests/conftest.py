@@ -87,7 +87,7 @@ def tiny_recipe(**overrides) -> dict:
                  "general_heldout": [{"path": "general_heldout.jsonl"}],
                  "finance_heldout": [{"path": "finance_heldout.jsonl"}],
                  # The tiny corpus is random words: no language model or quality rule would keep it.
-                 "language": {"enabled": False}, "quality": {"enabled": False}},
+                 "language": {"enabled": False}, "quality": {"enabled": False}, "mix": {"seq_len": 64}},
         "base": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4, "learning_rate": 1e-3}},
         "pretrain": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
         "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},

@@ -89,7 +89,8 @@ def test_pdf_pages_are_joined_with_newlines(tmp_path):
     assert doc.text == "Revenue rose 12 percent\nDividend of 0.45 declared"
     assert "\f" not in doc.text
     assert doc.id == "report.pdf"
-    assert doc.metadata == {"source": "report.pdf", "format": "pdf", "domain_hint": "finance", "lang": None, "pages": 3}
+    assert doc.metadata == {"source": "report.pdf", "file": "report.pdf", "format": "pdf", "domain_hint": "finance",
+                            "lang": None, "pages": 3}
 
 
 def test_pdf_without_text_or_unreadable_is_rejected_with_reason(tmp_path):

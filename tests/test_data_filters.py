@@ -375,7 +375,9 @@ def test_top_term_share_measures_the_most_repeated_term():
 def test_steps_stream_and_write_removed_by_reason(tmp_path):
     docs = [_doc(EN_PROSE), _doc(ZH_PROSE), _doc("股价上涨。"),
             _doc(ZH_PROSE + "恭喜您！点击这里立即领取免费红包，仅剩3份！")]
-    removed = JsonlWriter(str(tmp_path), output_filename="${filter_reason}.jsonl", compression=None)
+    def removed():
+        return JsonlWriter(str(tmp_path), output_filename="${filter_reason}.jsonl", compression=None)
+
     data = iter(docs)
     for step in [LanguageTagger(keep_languages=["en", "zh"]), *build_quality_filters(exclusion_writer=removed)]:
         data = step.run(data)

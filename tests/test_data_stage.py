@@ -26,9 +26,14 @@ def test_funnel_by_step_and_source(tiny_run):
     metrics = read_manifest(tiny_run, "data")["metrics"]
     steps = {row["step"]: row for row in metrics["steps"]}
     assert steps["min length"]["in"] == 90 and steps["min length"]["removed"] == {"too_short": 1}
-    assert steps["exact dedup"]["in"] == 89 and steps["exact dedup"]["removed"] == {"exact_duplicate": 1}
+    # Held-out text is cleaned like training text but set aside before dedup and decontamination.
+    assert steps["held-out router"]["set_aside"] == {"general_heldout": 4, "finance_heldout": 4}
+    assert steps["exact dedup"]["in"] == 81 and steps["exact dedup"]["removed"] == {"exact_duplicate": 1}
+    assert steps["fuzzy dedup (MinHash)"]["in"] == 80 and steps["fuzzy dedup (MinHash)"]["removed"] == {}
     for row in metrics["steps"]:
-        assert row["in"] == row["kept"] + sum(row["removed"].values())
+        assert row["in"] == row["kept"] + sum(row["removed"].values()) + sum(row["set_aside"].values())
+    for before, after in zip(metrics["steps"], metrics["steps"][1:]):
+        assert after["in"] == before["kept"]
     sources = {row["source"]: row for row in metrics["sources"]}
     assert sources["finance.jsonl"] == {"source": "finance.jsonl", "kept": 40, "removed": {"exact_duplicate": 1}}
     assert sources["general.jsonl"]["removed"] == {"too_short": 1}

@@ -139,6 +139,39 @@ def data_inspect(
                 _console().print(f"{record['count']} × {record['reason']}", markup=False)
 
 
+@data_app.command("train-classifier")
+def data_train_classifier(
+    labels: Annotated[Path, typer.Argument(help="Labelled JSONL or Parquet: a text field and a label field per record.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the classifier to.")],
+    label_field: Annotated[str, typer.Option(help="Field holding the label (e.g. label, subdomain).")] = "label",
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Share held out (stratified) to measure accuracy.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the batch order.")] = 0,
+) -> None:
+    """Train a fast quality or domain classifier (hashed n-grams + logistic regression, seconds on CPU).
+
+    Point a recipe's data.quality_classifier.model or data.domain_classifier.model at --out.
+    """
+    from finloom.data.classifier import train_classifier
+    from finloom.files import read_records
+
+    if not labels.is_file():
+        raise BadInput(f"labels file not found: {labels}")
+    rejects: list[dict] = []
+    records = read_records(labels, (text_field,), rejects)
+    metrics = train_classifier(records, label_field, out, text_field=text_field, seed=seed, holdout=holdout)
+    table = Table(title=f"{out}  ({metrics['n_train']} examples, {len(rejects)} malformed lines skipped)")
+    for column in ("label", "examples", "held-out precision", "recall", "F1"):
+        table.add_column(column)
+    per_label = metrics.get("heldout", {}).get("per_label", {})
+    for label in metrics["labels"]:
+        scores = per_label.get(label, {})
+        table.add_row(label, str(metrics["label_counts"][label]), *(str(scores.get(k, "—")) for k in ("precision", "recall", "f1")))
+    _console().print(table)
+    if "heldout" in metrics:
+        _console().print(f"held-out accuracy {metrics['heldout']['accuracy']}, macro F1 {metrics['heldout']['macro_f1']}")
+
+
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     """(Re)build RUN/report.html and RUN/report.md from the run's manifests."""

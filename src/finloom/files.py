@@ -78,6 +78,14 @@ def hash_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def iter_texts(path: Path) -> Iterator[str]:
+    """The ``text`` of every document in a JSONL file the data stage wrote (one document per line)."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)["text"]
+
+
 def read_records(
     path: Path, required: tuple[str, ...], rejects: list[dict] | None = None
 ) -> list[dict]:

@@ -69,6 +69,8 @@ class Source(Section):
     path: str
     format: Literal["auto", "jsonl", "parquet", "text", "html", "pdf"] = "auto"
     text_field: str = "text"
+    tag: str | None = Field(None, description="Source tag kept in each document's metadata (default: the file name).")
+    lang: str | None = Field(None, description="Declared language, kept as metadata; language id still runs.")
 
 
 class TrainArgs(Section):
@@ -90,6 +92,16 @@ class TrainArgs(Section):
 
 class StageSection(Section):
     enabled: bool = True
+
+
+class NormalizeSettings(Section):
+    """Text normalisation applied to every document before any filter sees it."""
+
+    unicode: Literal["nfkc", "nfc", "none"] = Field(
+        "nfkc", description="NFKC folds full-width letters and digits to half-width (Ａ１ -> A1)."
+    )
+    ftfy: bool = Field(True, description="Repair mojibake and broken encodings (datatrove's FTFY step).")
+    traditional_to_simplified: bool = Field(False, description="Convert Traditional Chinese to Simplified (OpenCC t2s).")
 
 
 class LanguageSettings(Section):
@@ -124,28 +136,183 @@ class PIISettings(Section):
     placeholder: str = Field("<{type}>", description="Replacement; {type} is the identifier type.")
 
 
+class FuzzyDedupSettings(Section):
+    """MinHash LSH near-duplicate removal (datatrove's stages; CJK-aware shingles and pair verification are ours)."""
+
+    enabled: bool = True
+    threshold: float | None = Field(
+        0.8, gt=0, le=1,
+        description="Estimated Jaccard similarity a candidate pair needs to count as duplicate; null: every LSH candidate.",
+    )
+    n_grams: int = Field(5, ge=1, description="Tokens per shingle (words; single characters for Chinese).")
+    num_buckets: int = Field(25, ge=1, description="LSH bands.")
+    hashes_per_bucket: int = Field(8, ge=1, description="Rows per band.")
+    shingle: Literal["cjk_chars", "words"] = Field("cjk_chars", description="words: datatrove's whitespace tokens.")
+    seed: int = 1
+
+
+class DedupSettings(Section):
+    exact: bool = Field(True, description="Drop documents whose normalised text repeats (datatrove's exact dedup).")
+    fuzzy: FuzzyDedupSettings = Field(default_factory=FuzzyDedupSettings)
+
+
+class ClassifierSettings(Section):
+    """A fast text classifier: an existing model directory, or one trained in the stage from labelled records."""
+
+    enabled: bool = True
+    model: str | None = Field(None, description="Directory written by `finloom data train-classifier`.")
+    labels: Source | None = Field(None, description="Labelled JSONL (text + label fields) to train the model from.")
+    label_field: str = "label"
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "ClassifierSettings":
+        if self.enabled and (self.model is None) == (self.labels is None):
+            raise ValueError("set exactly one of model or labels while enabled")
+        return self
+
+
+class QualityClassifierSettings(ClassifierSettings):
+    drop_below: float | None = Field(
+        0.5, ge=0, le=1, description="Documents whose quality score (P(good)) is below are removed; null: score only."
+    )
+    good_label: str = "good"
+
+
+class DomainClassifierSettings(ClassifierSettings):
+    subdomain_field: str | None = Field(
+        "subdomain", description="With labels: label field of the finance sub-domain model trained from the same "
+                                 "records; null: none."
+    )
+    subdomain_model: str | None = Field(None, description="With model: the sub-domain model directory, if any.")
+    finance_min_prob: float | None = Field(
+        None, ge=0, le=1,
+        description="Documents of the finance sources below this P(finance) are removed (off_domain); null: tag only.",
+    )
+
+
+JUDGE_DIMENSIONS = ("readability", "coherence", "informativeness", "safety")
+
+
+class JudgeSettings(Section):
+    """LLM-judge quality scores through the recipe's ``teacher`` client (off by default: it costs one call a document)."""
+
+    enabled: bool = False
+    dimensions: list[str] = Field(list(JUDGE_DIMENSIONS), min_length=1)
+    min_score: float | None = Field(3.0, ge=1, le=5, description="Mean score (1-5) below which a document is removed.")
+    max_chars: int = Field(3000, ge=100, description="Characters of the document shown to the judge.")
+    retries: int = Field(2, ge=0, description="Re-asks when a reply cannot be parsed.")
+    unparsed: Literal["keep", "drop"] = Field("keep", description="What happens to a document whose every reply failed to parse.")
+    max_tokens: int = Field(128, ge=16)
+
+
+class DecontamSettings(Section):
+    """Drop (or flag) training documents sharing a long n-gram with an eval item."""
+
+    enabled: bool = True
+    eval_sets: list[Source] = Field(default_factory=list, description="Eval files besides the recipe's eval section.")
+    include_recipe_evals: bool = Field(True, description="Also every file the eval section names.")
+    word_ngram: int = Field(13, ge=3, description="Words per n-gram (the GPT-3 convention).")
+    char_ngram: int = Field(20, ge=5, description="Characters per n-gram for Chinese text.")
+    include_options: bool = Field(False, description="Index MCQ options too, not just the question stem.")
+    action: Literal["drop", "flag"] = "drop"
+
+
+class MixSpec(Section):
+    shares: dict[str, float] = Field(description="Domain (general, finance) -> share of tokens; sums to 1.")
+    total_tokens: int | None = Field(None, ge=1, description="Default: as many tokens as the corpus holds.")
+
+    @model_validator(mode="after")
+    def _shares_valid(self) -> "MixSpec":
+        unknown = sorted(set(self.shares) - {"general", "finance"})
+        if unknown:
+            raise ValueError(f"shares: unknown domain(s) {unknown}; domains: ['finance', 'general']")
+        if any(share < 0 for share in self.shares.values()) or abs(sum(self.shares.values()) - 1) > 1e-6:
+            raise ValueError(f"shares must be >= 0 and sum to 1, got {self.shares}")
+        return self
+
+
+def _default_mixes() -> dict[str, MixSpec]:
+    return {"base": MixSpec(shares={"general": 1.0}), "pretrain": MixSpec(shares={"general": 0.8, "finance": 0.2})}
+
+
+class MixSettings(Section):
+    """Token mixes written as packed token shards; training stages read the mix named after them."""
+
+    enabled: bool = True
+    seq_len: int = Field(256, ge=8, description="Tokens per packed block; base/pretrain train at this length.")
+    mixes: dict[str, MixSpec] = Field(
+        default_factory=_default_mixes,
+        description="Mix name -> shares by tokens. Default: base = general only; pretrain = general 80 / finance 20 "
+                    "(Baichuan4-Finance's CPT mix).",
+    )
+    shard_tokens: int = Field(1 << 25, ge=1024, description="Tokens per shard file.")
+
+
+class RaySettings(Section):
+    address: str | None = Field(None, description="Ray cluster address; null starts a local Ray instance.")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: float = Field(2.0, gt=0)
+
+
+class SlurmSettings(Section):
+    partition: str | None = None
+    time: str = Field("04:00:00", description="Time limit per task.")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: int = Field(2, ge=1)
+    qos: str = "normal"
+    env_command: str | None = Field(None, description="Shell line run before each task, e.g. activating a venv.")
+    sbatch_args: dict[str, str] = Field(default_factory=dict)
+    poll_s: float = Field(30.0, gt=0, description="How often finloom checks that the jobs have finished.")
+
+
+class ExecutorSettings(Section):
+    """Where the data pipeline runs: datatrove's local, Ray or Slurm executor, the same steps for each."""
+
+    type: Literal["local", "ray", "slurm"] = "local"
+    tasks: int = Field(1, ge=1, description="Shards of the input (files are dealt to tasks round-robin).")
+    workers: int = Field(1, ge=-1, description="Tasks run at once (local); -1: all.")
+    ray: RaySettings = Field(default_factory=RaySettings)
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+
+    @model_validator(mode="after")
+    def _slurm_needs_partition(self) -> "ExecutorSettings":
+        if self.type == "slurm" and not self.slurm.partition:
+            raise ValueError("slurm.partition is required with type: slurm")
+        return self
+
+
 class DataSection(StageSection):
     general: list[Source] = Field(min_length=1)
     finance: list[Source] = Field(min_length=1)
     general_heldout: list[Source] = Field(default_factory=list, description="Text for general perplexity.")
     finance_heldout: list[Source] = Field(default_factory=list, description="Text for finance perplexity.")
-    normalize: Literal["nfkc", "none"] = "nfkc"
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
     min_chars: int = Field(20, ge=0, description="Shorter documents are removed (reason: too_short).")
     language: LanguageSettings = Field(default_factory=LanguageSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     pii: PIISettings = Field(default_factory=PIISettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
+    quality_classifier: QualityClassifierSettings = Field(
+        default_factory=lambda: QualityClassifierSettings(enabled=False))
+    domain_classifier: DomainClassifierSettings = Field(
+        default_factory=lambda: DomainClassifierSettings(enabled=False))
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    decontam: DecontamSettings = Field(default_factory=DecontamSettings)
+    mix: MixSettings = Field(default_factory=MixSettings)
 
 
 class BaseSection(StageSection):
     """Pretrain a from-scratch model on the general corpus to obtain a 'general base'."""
 
+    mix: str = Field("base", description="The data.mix.mixes entry this stage trains on.")
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=200, learning_rate=1e-3))
 
 
 class PretrainSection(StageSection):
     """Continual pre-training on the general + finance mix."""
 
-    finance_ratio: float = Field(0.5, ge=0, le=1, description="Share of finance tokens in the mix.")
+    mix: str = Field("pretrain", description="The data.mix.mixes entry this stage trains on.")
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=100, learning_rate=5e-4))
 
 
@@ -237,6 +404,27 @@ class Recipe(Section):
 
     source_dir: Path = Field(Path("."), exclude=True, description="Directory of the recipe file.")
 
+    @model_validator(mode="after")
+    def _stages_fit_together(self) -> "Recipe":
+        problems = []
+        if self.data.enabled and self.data.judge.enabled and self.teacher is None:
+            problems.append("data.judge.enabled: the judge needs a teacher section (its LLM endpoint)")
+        for stage in ("base", "pretrain"):
+            section = self.section(stage)
+            if not section.enabled or (stage == "base" and self.model.scratch is None) or not self.data.enabled:
+                continue
+            if not self.data.mix.enabled:
+                problems.append(f"data.mix.enabled: stage {stage} trains on token shards; enable the mix")
+            elif section.mix not in self.data.mix.mixes:
+                problems.append(f"{stage}.mix: no mix {section.mix!r} in data.mix.mixes "
+                                f"(has: {', '.join(sorted(self.data.mix.mixes))})")
+            if section.train.seq_len != self.data.mix.seq_len:
+                problems.append(f"{stage}.train.seq_len: {section.train.seq_len} differs from data.mix.seq_len "
+                                f"{self.data.mix.seq_len} (the shards are packed at that length)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     def resolve(self, path: str) -> Path:
         """Absolute path of a data path written in the recipe."""
         if path.startswith(STARTER_PREFIX):
@@ -277,24 +465,62 @@ def format_validation_error(error: ValidationError) -> str:
             reason = "unknown key (not part of the recipe schema)"
         elif problem["type"] == "literal_error":
             reason = f"{reason} (got {problem['input']!r})"
+        if not problem["loc"]:  # a whole-recipe check: its message names the fields itself
+            lines.extend(reason.split("\n"))
+            continue
         lines.append(f"{_field_path(problem['loc'])}: {reason}")
     return "\n".join(lines)
+
+
+def _walk_sources(value, path: str):
+    """(field path, Source) for every Source inside ``value``: nested sections, lists and dicts."""
+    if isinstance(value, Source):
+        yield path, value
+    elif isinstance(value, Section):
+        for name, child in value:
+            if not (isinstance(child, Section) and getattr(child, "enabled", True) is False):
+                yield from _walk_sources(child, f"{path}.{name}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _walk_sources(child, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _walk_sources(child, f"{path}.{key}")
+
+
+def stage_sources(recipe: "Recipe", stage: str) -> list[tuple[str, Source]]:
+    """Every external file a stage reads, with its field path; the data stage also reads the eval sets it
+    decontaminates against."""
+    section = recipe.section(stage)
+    if not section.enabled:
+        return []
+    sources = list(_walk_sources(section, stage))
+    if stage == "data":
+        sources += [item for item in decontam_sources(recipe) if item[0].startswith("eval.")]
+    return sources
+
+
+def decontam_sources(recipe: "Recipe") -> list[tuple[str, Source]]:
+    """The eval files the data stage decontaminates against: its own list, plus the eval section's."""
+    settings = recipe.data.decontam
+    if not (recipe.data.enabled and settings.enabled):
+        return []
+    sources = list(_walk_sources(settings, "data.decontam"))
+    if settings.include_recipe_evals and recipe.eval.enabled:
+        sources += list(_walk_sources(recipe.eval, "eval"))
+    return sources
 
 
 def _check_files(recipe: Recipe) -> None:
     """Every data path the recipe names must exist before any stage starts."""
     problems = []
-    for stage in ("data", "sft", "reward", "align", "eval"):
-        section = recipe.section(stage)
-        if not section.enabled:
-            continue
-        for field_name, value in section:
-            if isinstance(value, list) and value and isinstance(value[0], Source):
-                for index, source in enumerate(value):
-                    if not recipe.resolve(source.path).exists():
-                        problems.append(
-                            f"{stage}.{field_name}[{index}].path: file not found: {recipe.resolve(source.path)}"
-                        )
+    seen = set()
+    for stage in STAGE_NAMES:
+        for field_path, source in stage_sources(recipe, stage):
+            path = recipe.resolve(source.path)
+            if field_path not in seen and not path.exists():
+                problems.append(f"{field_path}.path: file not found: {path}")
+            seen.add(field_path)
     if problems:
         raise BadInput("\n".join(problems))
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from finloom import __version__
 from finloom.errors import BadInput, RunLocked
 from finloom.files import atomic_write_json, hash_json, hash_path
-from finloom.recipe import STAGE_NAMES, Recipe, Source, parse_recipe, recipe_to_dict
+from finloom.recipe import STAGE_NAMES, Recipe, parse_recipe, recipe_to_dict, stage_sources
 
 console = Console(stderr=True)
 
@@ -112,13 +112,11 @@ def upstream_stages(recipe: Recipe, stage: str) -> list[str]:
     return needs
 
 
-def external_sources(recipe: Recipe, stage: str) -> list[Source]:
-    section = recipe.section(stage)
-    sources: list[Source] = []
-    for _, value in section:
-        if isinstance(value, list) and value and isinstance(value[0], Source):
-            sources.extend(value)
-    return sources
+def tokenizer_spec(model: dict) -> dict:
+    """The part of the model section the data stage's tokenizer depends on."""
+    if model.get("scratch"):
+        return {"scratch": {key: model["scratch"][key] for key in ("vocab_size", "tokenizer_max_chars")}}
+    return {"hf": model["hf"], "trust_remote_code": model["trust_remote_code"]}
 
 
 def read_manifest(run_dir: Path, stage: str) -> dict | None:
@@ -222,7 +220,9 @@ class Runner:
     def fingerprint(self, stage: str, cache: dict) -> dict:
         resolved = recipe_to_dict(self.recipe)
         config = {"section": resolved[stage], "seed": self.recipe.seed}
-        if stage != "data":  # cleaning text does not depend on the model
+        if stage == "data":  # cleaning does not depend on the model; tokenising depends on its tokenizer
+            config["tokenizer"] = tokenizer_spec(resolved["model"])
+        else:
             config["model"] = resolved["model"]
         if stage in ("eval", "report"):
             config["enabled_stages"] = self.recipe.enabled_stages()
@@ -231,7 +231,7 @@ class Runner:
             manifest = read_manifest(self.run_dir, name)
             upstream[name] = manifest.get("fingerprint") if manifest else None
         files = {}
-        for source in external_sources(self.recipe, stage):
+        for _, source in stage_sources(self.recipe, stage):
             path = self.recipe.resolve(source.path)
             files[source.path] = self._file_hash(path, cache)
         inputs = {"stages": upstream, "files": files}

@@ -396,44 +396,49 @@ class QualityScorer(_LazyModels, BaseFilter):
         return results
 
 
-class DomainScorer(_LazyModels, PipelineStep):
+class DomainScorer(_LazyModels, BaseFilter):
     """Write ``metadata["finance_prob"]`` from the binary domain model and, with a subdomain model,
     ``metadata["finance_subdomain"]`` / ``["finance_subdomain_prob"]`` (its top label and probability).
 
     The subdomain is written for every document so the schema is the same for all; it is only
     meaningful where ``finance_prob`` is high, and only those documents are counted in the stats.
+    With ``finance_min_prob``, documents from the finance sources (``metadata["domain"] ==
+    "finance"``) scoring below it are removed with reason ``off_domain``; other documents are only tagged.
     """
 
     name = "🏦 domain classifier"
-    type = "📊 - STATS"
 
     def __init__(self, domain_model_dir: str | Path, subdomain_model_dir: str | Path | None = None,
-                 finance_label: str = "finance", batch_size: int = 256):
-        super().__init__()
+                 finance_label: str = "finance", finance_min_prob: float | None = None, batch_size: int = 256,
+                 exclusion_writer=None):
+        super().__init__(exclusion_writer, batch_size=batch_size)
         self.domain_model_dir = str(domain_model_dir)
         self.subdomain_model_dir = str(subdomain_model_dir) if subdomain_model_dir else None
         self.finance_label = finance_label
-        self.batch_size = batch_size
+        self.finance_min_prob = finance_min_prob
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for batch in batched(data, self.batch_size):
-            with self.track_time("batch"):
-                texts = [doc.text for doc in batch]
-                domain_model = self._model(self.domain_model_dir)
-                finance = domain_model.predict_proba(texts)[:, domain_model.labels.index(self.finance_label)]
-                subdomain_probabilities = None
-                if self.subdomain_model_dir:
-                    subdomain_model = self._model(self.subdomain_model_dir)
-                    subdomain_probabilities = subdomain_model.predict_proba(texts)
-            for row, doc in enumerate(batch):
-                finance_prob = float(finance[row])
-                doc.metadata["finance_prob"] = round(finance_prob, 4)
-                is_finance = finance_prob >= 0.5
-                self.stat_update("finance" if is_finance else "general")
-                if subdomain_probabilities is not None:
-                    best = int(subdomain_probabilities[row].argmax())
-                    doc.metadata["finance_subdomain"] = subdomain_model.labels[best]
-                    doc.metadata["finance_subdomain_prob"] = round(float(subdomain_probabilities[row, best]), 4)
-                    if is_finance:
-                        self.stat_update(f"subdomain_{subdomain_model.labels[best]}")
-                yield doc
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        texts = [doc.text for doc in batch]
+        domain_model = self._model(self.domain_model_dir)
+        finance = domain_model.predict_proba(texts)[:, domain_model.labels.index(self.finance_label)]
+        subdomain_model = self._model(self.subdomain_model_dir) if self.subdomain_model_dir else None
+        subdomain_probabilities = subdomain_model.predict_proba(texts) if subdomain_model else None
+        results = []
+        for row, doc in enumerate(batch):
+            finance_prob = float(finance[row])
+            doc.metadata["finance_prob"] = round(finance_prob, 4)
+            is_finance = finance_prob >= 0.5
+            self.stat_update("finance" if is_finance else "general")
+            if subdomain_probabilities is not None:
+                best = int(subdomain_probabilities[row].argmax())
+                doc.metadata["finance_subdomain"] = subdomain_model.labels[best]
+                doc.metadata["finance_subdomain_prob"] = round(float(subdomain_probabilities[row, best]), 4)
+                if is_finance:
+                    self.stat_update(f"subdomain_{subdomain_model.labels[best]}")
+            off_domain = (self.finance_min_prob is not None and doc.metadata.get("domain") == "finance"
+                          and finance_prob < self.finance_min_prob)
+            results.append((False, "off_domain") if off_domain else True)
+        return results

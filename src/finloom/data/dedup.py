@@ -20,11 +20,12 @@ datatrove's bucket and cluster steps and keeps a candidate pair only if its full
 estimate a Jaccard similarity at or above ``jaccard_threshold``; on the benchmark this lifts
 precision at 0.8 from about 0.77 to 0.98-0.99 at no loss of recall worth naming.
 
-The stages (signatures -> buckets -> verify -> clusters -> filter) are built as plain step lists
-(``minhash_stages``) and run by ``run_minhash_dedup`` on datatrove's ``LocalPipelineExecutor``;
-the same lists can be handed to its Slurm or Ray executors. Each stage keeps its completion markers
-under ``work_folder/logs``, so a relaunch skips finished tasks (use a fresh ``work_folder`` for new
-input).
+Exact dedup is datatrove's own three phases (signatures -> find -> filter). Both dedups are built
+as ``Phase`` lists (``exact_dedup_phases``, ``minhash_phases``: signatures -> buckets -> verify ->
+clusters -> filter) whose filter phase continues with the steps the caller gives, so the data
+stage chains them with the rest of its pipeline and runs them on any executor. Each phase keeps
+its completion markers under the logs folder, so a relaunch skips finished tasks (use a fresh
+work folder for new input). ``run_minhash_dedup`` runs MinHash alone over a folder of JSONL.
 """
 
 from __future__ import annotations
@@ -32,14 +33,20 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.dedup.exact_dedup import (
+    ExactDedupConfig,
+    ExactDedupFilter,
+    ExactDedupSignature,
+    ExactFindDedups,
+)
 from datatrove.pipeline.dedup.minhash import (
     SENTINEL,
     MinhashConfig,
@@ -54,8 +61,14 @@ from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import ngrams, simplify_text
 from datatrove.utils.word_tokenizers import WordTokenizer
 
+from finloom.data.executors import Phase, run_phases
+from finloom.recipe import ExecutorSettings
+
 SHINGLE_MODES = ("cjk_chars", "words")
 NEAR_DUPLICATE = "near_duplicate"
+EXACT_DUPLICATE = "exact_duplicate"
+ReaderFactory = Callable[[], PipelineStep]
+"""Makes the step that yields a task's documents; called once per phase that reads them."""
 
 # Hiragana, katakana, CJK extension A, unified ideographs, compatibility ideographs.
 CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -222,63 +235,78 @@ def _doc_keys(file_ids: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:
     return (file_ids.astype(np.uint64) << np.uint64(32)) | doc_ids.astype(np.uint64)
 
 
-@dataclass
-class DedupStage:
-    """One executor launch: its steps and task count; ``name`` is its logs folder under ``work_folder/logs``."""
-
-    name: str
-    pipeline: list[PipelineStep]
-    tasks: int
+def exact_dedup_config() -> ExactDedupConfig:
+    """Exact dedup on the (already normalised) text; sha1 for the reason given in ``minhash_config``."""
+    return ExactDedupConfig(content_getter=_document_text, hash_config=HashConfig(precision=64, hash_fc="sha1"))
 
 
-def minhash_stages(
-    input_folder: str | Path,
-    output_folder: str | Path,
-    work_folder: str | Path,
-    settings: MinhashSettings = MinhashSettings(),
-    exclusion_folder: str | Path | None = None,
-    tasks: int = 1,
-    glob_pattern: str = "*.jsonl",
-    output_filename: str = "${rank}.jsonl",
-    exclusion_filename: str = "${filter_reason}_${rank}.jsonl",
-    cluster_ids: bool = False,
-) -> list[DedupStage]:
-    """The MinHash stages over the JSONL files in ``input_folder``, in launch order.
+def _document_text(doc: Document) -> str:
+    return doc.text
 
-    signatures (``tasks`` tasks) -> buckets (one task per bucket) -> [verify (one task), when
-    ``settings.jaccard_threshold`` is set] -> clusters (one task) -> filter (``tasks`` tasks, the
-    same file sharding as the signatures, which the document indices rely on).
-    Kept documents go to ``output_folder``; removed ones, tagged ``near_duplicate``, to
-    ``exclusion_folder`` when given. ``cluster_ids`` adds ``metadata.minhash_cluster_id`` to every
-    document (-1 when it has no near-duplicate), for inspecting what was grouped.
+
+def exact_dedup_phases(reader: ReaderFactory, work_folder: str | Path, tasks: int,
+                       then: list[PipelineStep], exclusion_folder: str | Path | None = None,
+                       exclusion_filename: str = "${filter_reason}/${rank}.jsonl") -> list[Phase]:
+    """datatrove's exact dedup over what ``reader(rank)`` yields: signatures -> find -> filter + ``then``.
+
+    Of each group of identical texts the first in task order is kept; ``then`` continues the
+    filter phase (a writer, or the next dedup's signature step).
     """
     work = Path(work_folder)
+    config = exact_dedup_config()
+    exclusion_writer = (ReasonJsonlWriter(str(exclusion_folder), EXACT_DUPLICATE, exclusion_filename)
+                        if exclusion_folder is not None else None)
+    return [
+        Phase("exact_signatures", [reader(), ExactDedupSignature(str(work / "exact" / "signatures"), config=config)],
+              tasks),
+        Phase("exact_find", [ExactFindDedups(str(work / "exact" / "signatures"), str(work / "exact" / "dups"),
+                                             config=config)], 1),
+        Phase("exact_filter", [reader(), ExactDedupFilter(str(work / "exact" / "dups"), config=config,
+                                                           exclusion_writer=exclusion_writer), *then], tasks),
+    ]
+
+
+def minhash_phases(
+    reader: ReaderFactory,
+    work_folder: str | Path,
+    tasks: int,
+    then: list[PipelineStep],
+    settings: MinhashSettings = MinhashSettings(),
+    exclusion_folder: str | Path | None = None,
+    exclusion_filename: str = "${filter_reason}/${rank}.jsonl",
+    cluster_ids: bool = False,
+) -> list[Phase]:
+    """The MinHash phases over what ``reader()`` yields per task, in launch order.
+
+    signatures (``tasks`` tasks) -> buckets (one task per bucket) -> [verify (one task), when
+    ``settings.jaccard_threshold`` is set] -> clusters (one task) -> filter + ``then`` (``tasks``
+    tasks, reading the same documents in the same order, which the document indices rely on).
+    Removed documents, tagged ``near_duplicate``, go to ``exclusion_folder`` when given.
+    ``cluster_ids`` adds ``metadata.minhash_cluster_id`` to every document (-1 when it has no
+    near-duplicate), for inspecting what was grouped.
+    """
+    work = Path(work_folder) / "minhash"
     config = settings.minhash_config()
-
-    def reader() -> JsonlReader:
-        return JsonlReader(str(input_folder), glob_pattern=glob_pattern, compression=None, add_file_path=False)
-
     exclusion_writer = (ReasonJsonlWriter(str(exclusion_folder), NEAR_DUPLICATE, exclusion_filename)
                         if exclusion_folder is not None else None)
     pairs_folder = work / "buckets"
-    stages = [
-        DedupStage("signatures", [reader(), MinhashDedupSignature(str(work / "signatures"), config=config,
-                                                                  language=ShingleTokenizer(settings.shingle))], tasks),
-        DedupStage("buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=config)],
-                   settings.num_buckets),
+    phases = [
+        Phase("minhash_signatures", [reader(), MinhashDedupSignature(str(work / "signatures"), config=config,
+                                                                     language=ShingleTokenizer(settings.shingle))],
+              tasks),
+        Phase("minhash_buckets", [MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=config)],
+              settings.num_buckets),
     ]
     if settings.jaccard_threshold is not None:
         pairs_folder = work / "verified"
         verify = MinhashVerifyPairs(str(work / "signatures"), str(work / "buckets"), str(pairs_folder), config,
                                     settings.jaccard_threshold)
-        stages.append(DedupStage("verify", [verify], 1))
-    return stages + [
-        DedupStage("clusters", [MinhashDedupCluster(str(pairs_folder), str(work / "remove_ids"), config=config,
-                                                    save_cluster_id=cluster_ids)], 1),
-        DedupStage("filter", [reader(), MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=exclusion_writer,
-                                                           load_cluster_ids=cluster_ids),
-                              JsonlWriter(str(output_folder), output_filename=output_filename, compression=None)],
-                   tasks),
+        phases.append(Phase("minhash_verify", [verify], 1))
+    return phases + [
+        Phase("minhash_clusters", [MinhashDedupCluster(str(pairs_folder), str(work / "remove_ids"), config=config,
+                                                       save_cluster_id=cluster_ids)], 1),
+        Phase("minhash_filter", [reader(), MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=exclusion_writer,
+                                                              load_cluster_ids=cluster_ids), *then], tasks),
     ]
 
 
@@ -290,28 +318,39 @@ def run_minhash_dedup(
     exclusion_folder: str | Path | None = None,
     tasks: int = 1,
     workers: int = 1,
-    **stage_options,
+    glob_pattern: str = "*.jsonl",
+    output_filename: str = "${rank}.jsonl",
+    exclusion_filename: str = "${filter_reason}_${rank}.jsonl",
+    cluster_ids: bool = False,
 ) -> dict:
-    """Run the MinHash stages locally, one executor after the other, and return their counts.
+    """MinHash dedup of the JSONL files in ``input_folder`` on the local executor; returns its counts.
 
     Returns ``documents``, ``kept``, ``removed`` (documents = kept + removed, checked),
     ``candidate_pairs`` (bucket collisions, one per shared bucket) and ``duplicate_pairs`` (those
-    that passed verification, or all of them without it). ``stage_options`` go to
-    ``minhash_stages`` (glob_pattern, output_filename, exclusion_filename, cluster_ids).
+    that passed verification, or all of them without it).
     """
     work = Path(work_folder)
-    for stage in minhash_stages(input_folder, output_folder, work, settings, exclusion_folder, tasks, **stage_options):
-        LocalPipelineExecutor(stage.pipeline, tasks=stage.tasks, workers=min(workers, stage.tasks),
-                              logging_dir=str(work / "logs" / stage.name)).run()
-    filter_stats = _stage_stats(work / "logs" / "filter", MinhashDedupFilter)
-    candidate_pairs = _stage_stats(work / "logs" / "buckets", MinhashDedupBuckets)["total_matches"]
-    verify_stats = _stage_stats(work / "logs" / "verify", MinhashVerifyPairs)
-    verified_pairs = verify_stats["verified_pairs"] if settings.jaccard_threshold is not None else candidate_pairs
-    counts = {"documents": filter_stats["total"], "kept": filter_stats["forwarded"], "removed": filter_stats["dropped"],
-              "candidate_pairs": candidate_pairs, "duplicate_pairs": verified_pairs}
+
+    def reader() -> JsonlReader:
+        return JsonlReader(str(input_folder), glob_pattern=glob_pattern, compression=None, add_file_path=False)
+
+    writer = JsonlWriter(str(output_folder), output_filename=output_filename, compression=None)
+    phases = minhash_phases(reader, work, tasks, [writer], settings, exclusion_folder, exclusion_filename, cluster_ids)
+    run_phases(phases, ExecutorSettings(workers=workers), work / "logs")
+    counts = minhash_counts(work / "logs", settings)
     if counts["documents"] != counts["kept"] + counts["removed"]:
         raise RuntimeError(f"MinHash dedup counts do not add up: {counts}")
     return counts
+
+
+def minhash_counts(logs_dir: Path, settings: MinhashSettings) -> dict:
+    """Documents in/kept/removed by the filter phase and the candidate / verified pair counts."""
+    filter_stats = _stage_stats(logs_dir / "minhash_filter", MinhashDedupFilter)
+    candidate_pairs = _stage_stats(logs_dir / "minhash_buckets", MinhashDedupBuckets)["total_matches"]
+    verify_stats = _stage_stats(logs_dir / "minhash_verify", MinhashVerifyPairs)
+    verified_pairs = verify_stats["verified_pairs"] if settings.jaccard_threshold is not None else candidate_pairs
+    return {"documents": filter_stats["total"], "kept": filter_stats["forwarded"], "removed": filter_stats["dropped"],
+            "candidate_pairs": candidate_pairs, "duplicate_pairs": verified_pairs}
 
 
 def _stage_stats(logging_dir: Path, step: type[PipelineStep]) -> Counter:

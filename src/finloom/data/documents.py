@@ -57,26 +57,42 @@ def iter_documents(
     fmt: str = "auto",
     domain_hint: str | None = None,
     lang: str | None = None,
+    tag: str | None = None,
 ) -> Iterator[Document | Reject]:
-    """Documents and rejects from a file or a folder of mixed files, in walk order.
-
-    Metadata: ``source`` (path relative to the folder; the file name for a single file),
-    ``format``, ``domain_hint`` and ``lang`` as given (a record's own ``lang`` wins), ``pages``
-    for PDFs. Ids are a record's own ``id``, else ``source`` (plus ``:line`` for record formats).
-    """
+    """Documents and rejects from a file or a folder of mixed files, in walk order."""
     path = Path(path)
     root = path.parent if path.is_file() else path
     for file in source_files(path):
-        source = file.relative_to(root).as_posix()
-        file_fmt = file_format(file, fmt)
-        base = {"source": source, "format": file_fmt, "domain_hint": domain_hint, "lang": lang}
-        if file_fmt in RECORD_FORMATS:
-            yield from _records(file, text_field, base)
-        elif file_fmt in _FILE_READERS:
-            text, extra, reject = _FILE_READERS[file_fmt](file)
-            yield reject if reject is not None else Document(text=text, id=source, metadata={**base, **extra})
-        else:
-            yield Reject(str(file), 0, f"unsupported_format: {file.suffix.lower() or '(no extension)'}")
+        yield from iter_file_documents(file, root, text_field, fmt, domain_hint, lang, tag)
+
+
+def iter_file_documents(
+    file: Path,
+    root: Path,
+    text_field: str = "text",
+    fmt: str = "auto",
+    domain_hint: str | None = None,
+    lang: str | None = None,
+    tag: str | None = None,
+) -> Iterator[Document | Reject]:
+    """Documents and rejects of one file; the unit the data stage deals out to its tasks.
+
+    Metadata: ``source`` (``tag`` if given, else a record's own ``source`` field, else the path
+    relative to ``root``), ``file`` (that relative path), ``format``, ``domain_hint`` and ``lang``
+    as given (a record's own ``lang`` wins), ``pages`` for PDFs, and every other field of a record.
+    Ids are a record's own ``id``, else the relative path (plus ``:line`` for record formats).
+    """
+    relative = file.relative_to(root).as_posix()
+    file_fmt = file_format(file, fmt)
+    base = {"source": tag or relative, "file": relative, "format": file_fmt, "domain_hint": domain_hint,
+            "lang": lang}
+    if file_fmt in RECORD_FORMATS:
+        yield from _records(file, text_field, base, tag is None)
+    elif file_fmt in _FILE_READERS:
+        text, extra, reject = _FILE_READERS[file_fmt](file)
+        yield reject if reject is not None else Document(text=text, id=relative, metadata={**base, **extra})
+    else:
+        yield Reject(str(file), 0, f"unsupported_format: {file.suffix.lower() or '(no extension)'}")
 
 
 def input_records(path: Path, fmt: str = "auto") -> int:
@@ -98,7 +114,7 @@ def input_records(path: Path, fmt: str = "auto") -> int:
     return total
 
 
-def _records(file: Path, text_field: str, base: dict) -> Iterator[Document | Reject]:
+def _records(file: Path, text_field: str, base: dict, record_source_wins: bool) -> Iterator[Document | Reject]:
     rejects: list[dict] = []
     try:
         records = read_records(file, (text_field,), rejects)
@@ -117,8 +133,11 @@ def _records(file: Path, text_field: str, base: dict) -> Iterator[Document | Rej
         if not isinstance(text, str):
             yield Reject(str(file), number, "text is not a string")
             continue
-        metadata = dict(base, lang=item.get("lang") or base["lang"])
-        yield Document(text=text, id=str(item.get("id", f"{base['source']}:{number}")), metadata=metadata)
+        metadata = {**{k: v for k, v in item.items() if k not in (text_field, "id")}, **base,
+                    "lang": item.get("lang") or base["lang"]}
+        if record_source_wins and isinstance(item.get("source"), str):
+            metadata["source"] = item["source"]
+        yield Document(text=text, id=str(item.get("id", f"{base['file']}:{number}")), metadata=metadata)
 
 
 def _is_parquet(file: Path) -> bool:

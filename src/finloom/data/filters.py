@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections import Counter
 from copy import deepcopy
+from collections.abc import Callable
 from functools import lru_cache
 
 from datatrove.data import Document
@@ -32,6 +33,7 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -381,7 +383,8 @@ def _checked_options(path: str, step_class: type, options: dict) -> dict:
     return {**options, "language": WORDS} if "language" in parameters else dict(options)
 
 
-def build_quality_filters(config: dict | None = None, exclusion_writer=None) -> list[PipelineStep]:
+def build_quality_filters(config: dict | None = None,
+                          exclusion_writer: Callable[[], DiskWriter] | None = None) -> list[PipelineStep]:
     """Spam filter, then every language's rules, each routed to documents of that language.
 
     ``config`` (every key optional) overrides the defaults::
@@ -403,7 +406,7 @@ def build_quality_filters(config: dict | None = None, exclusion_writer=None) -> 
     spam = config.get("spam", {})
     if spam not in (False, None):
         options = _checked_options("quality.spam", SpamFilter, spam)
-        steps.append(SpamFilter(**options, exclusion_writer=exclusion_writer))
+        steps.append(SpamFilter(**options, exclusion_writer=exclusion_writer and exclusion_writer()))
     language_rules = deepcopy(DEFAULT_LANGUAGE_RULES)
     for lang, overrides in (config.get("languages") or {}).items():
         rules = language_rules.setdefault(lang, {})
@@ -420,5 +423,6 @@ def build_quality_filters(config: dict | None = None, exclusion_writer=None) -> 
             if arguments is None:
                 continue
             inner = RULES[rule](**_checked_options(f"quality.languages.{lang}.{rule}", RULES[rule], arguments))
-            steps.append(LanguageRoutedFilter(inner, lang, exempt_tables, exclusion_writer=exclusion_writer))
+            steps.append(LanguageRoutedFilter(inner, lang, exempt_tables,
+                                              exclusion_writer=exclusion_writer and exclusion_writer()))
     return steps

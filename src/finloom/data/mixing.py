@@ -222,10 +222,12 @@ def _draw_blocks(available: list[int], wanted: list[int], seed: int) -> tuple[np
 class TokenShardDataset(IterableDataset):
     """Stream ``{"input_ids": LongTensor(seq_len)}`` blocks from a shard folder, for HF Trainer.
 
-    Order is the stored (already mixed) order, or with ``seed`` a seeded permutation of it; the
-    same seed gives the same order. ``skip_blocks`` drops the first N blocks of that order, so a
-    run resumed after N blocks sees exactly the blocks it has not seen. DataLoader workers split
-    the remaining blocks between them. Pair it with ``DataCollatorForLanguageModeling(mlm=False)``.
+    Order is the stored (already mixed) order, or with ``seed`` a seeded permutation of it that
+    changes with each epoch (``set_epoch``, which the HF Trainer calls); the same seed and epoch
+    give the same order. ``skip_blocks`` drops the first N blocks of that order, so a run resumed
+    after N blocks sees exactly the blocks it has not seen. DataLoader workers split the remaining
+    blocks between them. Each item also carries its block's ``domain`` (an index into
+    ``index["domains"]``). Pair it with ``DataCollatorForLanguageModeling(mlm=False)``.
     """
 
     def __init__(self, shard_dir: Path, seed: int | None = None, skip_blocks: int = 0):
@@ -239,17 +241,21 @@ class TokenShardDataset(IterableDataset):
         if not 0 <= skip_blocks <= self.total_blocks:
             raise ValueError(f"skip_blocks must be in [0, {self.total_blocks}], got {skip_blocks}")
         self.seed = seed
+        self.epoch = 0
         self.skip_blocks = skip_blocks
         self._shard_starts = np.cumsum([0] + [shard["blocks"] for shard in self.index["shards"]])
 
     def __len__(self) -> int:
         return self.total_blocks - self.skip_blocks
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def positions(self) -> np.ndarray:
         """Global block positions in iteration order, skipped blocks included."""
         if self.seed is None:
             return np.arange(self.total_blocks)
-        return np.random.default_rng(self.seed).permutation(self.total_blocks)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.total_blocks)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         positions = self.positions()[self.skip_blocks :]
@@ -257,11 +263,12 @@ class TokenShardDataset(IterableDataset):
         if worker is not None:
             positions = positions[worker.id :: worker.num_workers]
         with contextlib.ExitStack() as stack:
-            shards = [
-                stack.enter_context(safe_open(str(self.shard_dir / shard["file"]), framework="np")).get_slice("input_ids")
-                for shard in self.index["shards"]
-            ]
+            files = [stack.enter_context(safe_open(str(self.shard_dir / shard["file"]), framework="np"))
+                     for shard in self.index["shards"]]
+            shards = [handle.get_slice("input_ids") for handle in files]
+            domains = [handle.get_tensor("domain") for handle in files]
             for position in positions:
                 shard = int(np.searchsorted(self._shard_starts, position, side="right")) - 1
                 row = int(position - self._shard_starts[shard])
-                yield {"input_ids": torch.from_numpy(shards[shard][row : row + 1][0].astype(np.int64))}
+                yield {"input_ids": torch.from_numpy(shards[shard][row : row + 1][0].astype(np.int64)),
+                       "domain": int(domains[shard][row])}

@@ -106,6 +106,53 @@ def _funnel_plot(steps: list[dict]) -> str:
     return _png(figure)
 
 
+def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
+    """(heading, table, plot, note) for the data stage: funnel, steps, sources, mixes, classifiers."""
+    sections = []
+    funnel, tokens = metrics.get("funnel"), metrics.get("tokens", {})
+    if funnel:
+        rows = [["input records", funnel.get("input_records"), None], ["read", funnel["read"], None],
+                ["rejected (malformed input)", funnel["rejected"], None]]
+        rows += [[f"removed: {reason}", count, tokens.get("removed", {}).get(reason)]
+                 for reason, count in funnel["removed"].items()]
+        rows += [[f"kept: {domain}", count, tokens.get("kept", {}).get(domain)] for domain, count in funnel["kept"].items()]
+        sections.append(("Data funnel", _table(["", "documents", "tokens"], rows), None,
+                         "Every input record is read or rejected (rejects.jsonl); every document read is kept or "
+                         "removed with its reason (removed/REASON.jsonl)."))
+    steps = metrics.get("steps")
+    if steps:
+        rows = [[s["step"], s["in"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
+                 ", ".join(f"{k}={v}" for k, v in s.get("set_aside", {}).items()) or "—", s["chars_kept"]]
+                for s in steps]
+        sections.append(("Data funnel by step", _table(["step", "in", "kept", "removed (reason=count)",
+                                                        "set aside", "characters kept"], rows),
+                         _funnel_plot(steps), ""))
+    sources = metrics.get("sources")
+    if sources:
+        by_source = tokens.get("by_source", {})
+        rows = [[s["source"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
+                 by_source.get(s["source"], {}).get("kept"), by_source.get(s["source"], {}).get("removed")]
+                for s in sources]
+        sections.append(("Data by source", _table(["source", "kept", "removed (reason=count)", "tokens kept",
+                                                   "tokens removed"], rows), None, ""))
+    mixes = metrics.get("mixes")
+    if mixes:
+        rows = [[name, mix["tokens"], mix["blocks"], ", ".join(f"{d}={v:.3f}" for d, v in mix["shares"].items()),
+                 ", ".join(f"{d}={v:.2f}" for d, v in mix["epochs"].items())] for name, mix in mixes.items()]
+        sections.append(("Token mixes", _table(["mix", "tokens", "blocks", "realised share", "epochs of the data"],
+                                               rows), None,
+                         "Shares are by tokens; a domain with epochs above 1 is repeated, below 1 sub-sampled."))
+    classifiers = metrics.get("classifiers")
+    if classifiers:
+        rows = [[name, ", ".join(values.get("labels", [])), values.get("n_train"),
+                 values.get("heldout", {}).get("accuracy"), values.get("heldout", {}).get("macro_f1")]
+                for name, values in classifiers.items()]
+        sections.append(("Data classifiers", _table(["classifier", "labels", "examples", "held-out accuracy",
+                                                     "macro F1"], rows), None,
+                         "Trained in the data stage from the labelled files the recipe names."))
+    return sections
+
+
 def _cell(value) -> str:
     if value is None:
         return "—"
@@ -160,24 +207,8 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     add("Stages", _table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows))
 
     data_metrics = manifests.get("data", {}).get("metrics", {})
-    data = data_metrics.get("funnel")
-    if data:
-        rows = [["input records", data.get("input_records")], ["read", data["read"]],
-                ["rejected (malformed input)", data["rejected"]]]
-        rows += [[f"removed: {reason}", count] for reason, count in data["removed"].items()]
-        rows += [[f"kept: {domain}", count] for domain, count in data["kept"].items()]
-        add("Data funnel (documents)", _table(["", "documents"], rows))
-    steps = data_metrics.get("steps")
-    if steps:
-        rows = [[s["step"], s["in"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
-                 s["chars_kept"]] for s in steps]
-        add("Data funnel by step", _table(["step", "in", "kept", "removed (reason=count)", "characters kept"], rows),
-            _funnel_plot(steps))
-    sources = data_metrics.get("sources")
-    if sources:
-        rows = [[s["source"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—"]
-                for s in sources]
-        add("Data by source", _table(["source", "kept", "removed (reason=count)"], rows))
+    for heading, table, image, note in data_sections(data_metrics):
+        add(heading, table, image, note)
 
     eval_manifest = manifests.get("eval")
     results = {}

@@ -10,11 +10,10 @@ from __future__ import annotations
 from finloom.errors import BadInput
 from finloom.eval.mcq import accuracy_summary, choice_count, score_mcqs, to_mcq
 from finloom.eval.perplexity import perplexity
-from finloom.files import atomic_write_json, atomic_write_jsonl, read_records
+from finloom.files import atomic_write_json, atomic_write_jsonl, iter_texts, read_records
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.llm.scratch import END_OF_TEXT
 from finloom.progress import progress_bar
-from finloom.pretrain.blocks import read_texts
 from finloom.recipe import EvalSection, Source
 from finloom.runner import MODEL_STAGES, RunContext, StageResult
 
@@ -75,7 +74,7 @@ def run(section: EvalSection, ctx: RunContext) -> StageResult:
     heldout = {}
     if "data" in ctx.recipe.enabled_stages():
         outputs = ctx.manifest("data")["outputs"]
-        heldout = {domain: read_texts(ctx.run_dir / outputs[f"{domain}_heldout"])
+        heldout = {domain: list(iter_texts(ctx.run_dir / outputs[f"{domain}_heldout"]))
                    for domain in ("finance", "general") if f"{domain}_heldout" in outputs}
     if not mcq_sets and not heldout:
         raise BadInput("eval: nothing to evaluate (no MCQ sets and no held-out text)")

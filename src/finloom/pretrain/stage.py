@@ -1,32 +1,36 @@
-"""The ``base`` and ``pretrain`` stages: causal-LM training with the HF Trainer.
+"""The ``base`` and ``pretrain`` stages: causal-LM training with the HF Trainer on the data stage's token shards.
 
-``base`` (from-scratch recipes only) trains the tokenizer on the recipe's corpus, builds a small
-Llama model and pretrains it on general text, giving the "general base" later stages start from.
-``pretrain`` continues training on the general + finance mix (plain cross-entropy for now).
+``base`` (from-scratch recipes only) builds a small Llama model around the tokenizer the data stage
+trained, and pretrains it on its mix (general text), giving the "general base" later stages start
+from. ``pretrain`` continues training on its mix (general + finance; plain cross-entropy for now).
+Both stream packed blocks from ``data/shards/<mix>`` and record the mix they saw.
 """
 
 from __future__ import annotations
 
-from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
+from finloom.data.mixing import TokenShardDataset, tokenizer_hash
+from finloom.errors import BadInput
 from finloom.llm.loading import load_causal_lm, load_tokenizer
-from finloom.llm.scratch import END_OF_TEXT, build_model, train_tokenizer
-from finloom.pretrain.blocks import mix_blocks, read_texts, token_blocks
-from finloom.recipe import BaseSection, PretrainSection, TrainArgs
+from finloom.llm.scratch import build_model
+from finloom.recipe import BaseSection, PretrainSection
 from finloom.runner import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
 
-def _train_causal_lm(ctx: RunContext, model, tokenizer, train: TrainArgs, shares: dict[str, float]) -> StageResult:
-    separator = tokenizer.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tokenizer.get_vocab() else tokenizer.eos_token_id
-    blocks = {
-        domain: token_blocks(read_texts(ctx.artifact("data", domain)), tokenizer, train.seq_len, separator)
-        for domain, share in shares.items() if share > 0
-    }
-    total = train.max_steps * train.batch_size * train.grad_accum
-    rows, realised = mix_blocks(blocks, {d: s for d, s in shares.items() if s > 0}, total, ctx.recipe.seed)
-    dataset = Dataset.from_list([{"input_ids": row["input_ids"]} for row in rows])
+def shard_dataset(ctx: RunContext, mix: str, tokenizer) -> TokenShardDataset:
+    """The stage's mix, checked to be tokenised with the model's own tokenizer."""
+    dataset = TokenShardDataset(ctx.artifact("data", f"shards_{mix}"), seed=ctx.recipe.seed)
+    if dataset.index["tokenizer_hash"] != tokenizer_hash(tokenizer):
+        raise BadInput(f"{ctx.stage}.mix: the {mix!r} shards were tokenised with another tokenizer than the model's; "
+                       "re-run the data stage (finloom run RECIPE --from data)")
+    return dataset
+
+
+def _train_causal_lm(ctx: RunContext, model, tokenizer, section: BaseSection | PretrainSection) -> StageResult:
+    train = section.train
+    dataset = shard_dataset(ctx, section.mix, tokenizer)
     args = TrainingArguments(**trainer_kwargs(train, ctx.stage_dir / "checkpoints", ctx.recipe.seed))
     trainer = Trainer(
         model=model,
@@ -36,28 +40,18 @@ def _train_causal_lm(ctx: RunContext, model, tokenizer, train: TrainArgs, shares
         processing_class=tokenizer,
     )
     metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, ctx.stage)
-    metrics["mix"] = realised
-    metrics["tokens_seen"] = total * train.seq_len
+    mix = dataset.index["mix"]["domains"]
+    metrics["mix"] = {domain: {"token_share": values["share"], "epochs_in_shards": values["epochs"]}
+                      for domain, values in mix.items() if values["blocks"]}
+    metrics["tokens_seen"] = train.max_steps * train.batch_size * train.grad_accum * train.seq_len
+    metrics["shard_epochs"] = round(metrics["tokens_seen"] / dataset.index["tokens"], 3)
     return StageResult(outputs={"model": f"{ctx.stage}/model"}, metrics=metrics)
 
 
 def run_base(section: BaseSection, ctx: RunContext) -> StageResult:
-    spec = ctx.recipe.model.scratch
-    tokenizer_dir = ctx.stage_dir / "tokenizer"
-    if ctx.resume and tokenizer_dir.exists():
-        tokenizer = load_tokenizer(tokenizer_dir)
-    else:
-        texts, budget = [], spec.tokenizer_max_chars
-        for domain in ("general", "finance"):
-            for text in read_texts(ctx.artifact("data", domain)):
-                if budget <= 0:
-                    break
-                texts.append(text[:budget])
-                budget -= len(text)
-        tokenizer = train_tokenizer(texts, spec.vocab_size)
-        tokenizer.save_pretrained(str(tokenizer_dir))
-    model = build_model(spec, tokenizer)
-    result = _train_causal_lm(ctx, model, tokenizer, section.train, {"general": 1.0})
+    tokenizer = load_tokenizer(ctx.artifact("data", "tokenizer"))
+    model = build_model(ctx.recipe.model.scratch, tokenizer)
+    result = _train_causal_lm(ctx, model, tokenizer, section)
     result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
     result.metrics["vocab_size"] = len(tokenizer)
     return result
@@ -68,6 +62,4 @@ def run_pretrain(section: PretrainSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
     model = load_causal_lm(model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
-    shares = {"finance": section.finance_ratio, "general": 1.0 - section.finance_ratio}
-    return _train_causal_lm(ctx, model, tokenizer, section.train, shares)
-
+    return _train_causal_lm(ctx, model, tokenizer, section)
