@@ -110,14 +110,17 @@ def test_starter_classifiers_are_accurate_on_heldout_labels(starter_models):
 
 def test_quality_scorer_scores_and_drops_below_threshold(starter_models, tmp_path):
     folder, _ = starter_models
-    docs = [Document(text=GOOD[1] + " " + GOOD[2], id="good"), Document(text=BAD[0] + " " + BAD[2], id="bad")]
+    corpus = read_records(STARTER_DATA_DIR / "general_corpus.jsonl", ("text",))
+    report = next(r for r in corpus if r["kind"] == "report")
+    spam = next(r for r in corpus if r["kind"] == "spam")
+    docs = [Document(text=report["text"], id="report"), Document(text=spam["text"], id="spam")]
     scorer = QualityScorer(folder / "quality", drop_below=0.5)
     kept = list(scorer.run(iter(docs)))
-    assert [doc.id for doc in kept] == ["good"]
+    assert [doc.id for doc in kept] == ["report"]
     assert 0.5 <= kept[0].metadata["quality_score"] <= 1
     assert scorer.stats["dropped_low_quality"].total == 1
     scored_only = list(QualityScorer(folder / "quality", drop_below=None).run(
-        iter([Document(text=BAD[0], id="b")])))
+        iter([Document(text=spam["text"], id="spam")])))
     assert scored_only[0].metadata["quality_score"] < 0.5
 
 

@@ -151,9 +151,19 @@ class FuzzyDedupSettings(Section):
     seed: int = 1
 
 
+class BoilerplateLineSettings(Section):
+    """Remove lines that recur in many documents (footers, share buttons, legal notices); runs after both dedups."""
+
+    enabled: bool = False
+    min_documents: int = Field(5, ge=2, description="A line in at least this many documents is boilerplate.")
+    min_line_chars: int = Field(10, ge=1, description="Shorter lines (bullets, table cells) are never judged.")
+    buckets: int = Field(4, ge=1, description="Hash buckets, one counting task each.")
+
+
 class DedupSettings(Section):
     exact: bool = Field(True, description="Drop documents whose normalised text repeats (datatrove's exact dedup).")
     fuzzy: FuzzyDedupSettings = Field(default_factory=FuzzyDedupSettings)
+    lines: BoilerplateLineSettings = Field(default_factory=BoilerplateLineSettings)
 
 
 class ClassifierSettings(Section):

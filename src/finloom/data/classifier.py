@@ -26,10 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from datatrove.data import Document, DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
-from datatrove.utils.batching import batched
 from safetensors.numpy import load_file, save_file
 
 from finloom.errors import BadInput

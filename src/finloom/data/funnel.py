@@ -14,6 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 
+def stat_total(value) -> int:
+    """A counter's total: datatrove stores a plain number, or a summary dict once tasks are summed."""
+    return int(value["total"] if isinstance(value, dict) else value)
+
+
 def merged_stats(logging_dir: Path) -> list[dict]:
     """A phase's step stats summed over its tasks (datatrove's per-task ``stats/<rank>.json``), on any executor."""
     from datatrove.utils.stats import PipelineStats
@@ -38,18 +43,18 @@ def step_rows(stats: list[dict]) -> list[dict]:
             continue
         # datatrove names start with emoji, which plot fonts lack: keep the words.
         name = re.sub(r"^\W+", "", step["name"].split(": ", 1)[-1]).strip()
-        removed = {key.removeprefix("dropped_"): int(value) for key, value in values.items()
+        removed = {key.removeprefix("dropped_"): stat_total(value) for key, value in values.items()
                    if key.startswith("dropped_")}
         if name in DEDUP_STEPS:
             name, reason = DEDUP_STEPS[name]
-            removed = {reason: int(values.get("dropped", 0))} if values.get("dropped") else {}
+            removed = {reason: stat_total(values["dropped"])} if values.get("dropped") else {}
         doc_len = values.get("doc_len", {})
         rows.append({
             "step": name,
-            "in": int(values["total"]),
-            "kept": int(values["forwarded"]),
+            "in": stat_total(values["total"]),
+            "kept": stat_total(values["forwarded"]),
             "removed": removed,
-            "set_aside": {key.removeprefix("out_"): int(value) for key, value in values.items()
+            "set_aside": {key.removeprefix("out_"): stat_total(value) for key, value in values.items()
                           if key.startswith("out_")},
             "chars_kept": int(doc_len["total"]) if isinstance(doc_len, dict) and "total" in doc_len else None,
         })

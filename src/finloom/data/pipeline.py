@@ -4,6 +4,7 @@
                 -> PII -> held-out text out (to clean/) -> rest to work/cleaned
     exact_*     datatrove's exact dedup (signatures -> find -> filter)
     minhash_*   MinHash LSH (signatures -> buckets -> verify -> clusters -> filter)
+    boilerplate_*  optional: lines found in many documents (signatures -> counts -> filter)
     the last filter phase continues: quality classifier -> LLM judge -> domain classifier
                 -> decontamination -> held-out split -> clean/<domain>/<rank>.jsonl
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from datatrove.pipeline.formatters import FTFYFormatter
 from datatrove.pipeline.writers import JsonlWriter
 
+from finloom.data.boilerplate import BoilerplateSettings, boilerplate_phases
 from finloom.data.classifier import DomainScorer, QualityScorer
 from finloom.data.decontam import Decontaminate
 from finloom.data.dedup import MinhashSettings, exact_dedup_phases, minhash_phases
@@ -145,6 +147,8 @@ def build_phases(section: DataSection, sources: list[dict], paths: PipelinePaths
         dedups.append("exact")
     if section.dedup.fuzzy.enabled:
         dedups.append("fuzzy")
+    if section.dedup.lines.enabled:
+        dedups.append("lines")
     if not dedups:
         return [Phase("clean", clean_steps(section, sources, paths) + tail, tasks)]
 
@@ -162,6 +166,11 @@ def build_phases(section: DataSection, sources: list[dict], paths: PipelinePaths
 
         if dedup == "exact":
             phases += exact_dedup_phases(reader, paths.work, tasks, then, paths.removed, REMOVED_FILENAME)
+        elif dedup == "lines":
+            lines = section.dedup.lines
+            settings = BoilerplateSettings(lines.min_documents, lines.min_line_chars, section.min_chars, lines.buckets)
+            phases += boilerplate_phases(reader, paths.work, tasks, then, settings,
+                                         _writer(paths.removed, REMOVED_FILENAME))
         else:
             fuzzy = section.dedup.fuzzy
             settings = MinhashSettings(num_buckets=fuzzy.num_buckets, hashes_per_bucket=fuzzy.hashes_per_bucket,

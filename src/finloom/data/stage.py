@@ -20,7 +20,7 @@ from pathlib import Path
 from finloom.data.classifier import train_classifier
 from finloom.data.documents import input_records
 from finloom.data.executors import Phase, run_phases
-from finloom.data.funnel import merged_stats, source_rows, step_rows, token_counts
+from finloom.data.funnel import merged_stats, source_rows, stat_total, step_rows, token_counts
 from finloom.data.mixing import write_token_shards
 from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
 from finloom.errors import BadInput
@@ -166,7 +166,7 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     removed = {p.stem: _count_lines(p) for p in sorted(paths.removed.glob("*.jsonl"))}
     stats = [step for phase in phases for step in merged_stats(paths.logs / phase.name)]
     reader = next(step["stats"] for step in stats if step["name"].endswith("finloom sources"))
-    read, rejected = int(reader.get("read", 0)), _count_lines(paths.stage_dir / "rejects.jsonl")
+    read, rejected = stat_total(reader.get("read", 0)), _count_lines(paths.stage_dir / "rejects.jsonl")
     funnel = {"input_records": sum(input_records(Path(s["path"]), s["format"]) for s in sources), "read": read,
               "rejected": rejected, "removed": removed, "kept": kept}
     if funnel["input_records"] != read + rejected or read != sum(kept.values()) + sum(removed.values()):
