@@ -334,6 +334,8 @@ def test_config_overrides_disables_and_validates():
          + " " + EN_PROSE, "keyword_stuffing"),
         ("，".join(f"年金保险{word}" for word in "哪家好 排名 官网 攻略 免费 推荐 最新 2021".split()) + "。" + ZH_PROSE,
          "keyword_stuffing"),
+        (EN_PROSE + " Shut up, you stupid idiot. I hope you die.", "toxic"),
+        (ZH_PROSE + "你这个脑残，赶紧去死吧。", "toxic"),
     ],
     ids=_short_id,
 )
@@ -350,6 +352,8 @@ def test_spam_dropped_with_reason(text, reason):
         "sports betting operators also reported results. " + EN_PROSE,
         "监管部门提示，凡是宣传“稳赚不赔”“日赚千元”“躺赚”的理财产品都要警惕。澳门博彩收入同比增长12%。" + ZH_PROSE,
         "The swap rate, the swap spread and the swap curve: a swap is priced off the swap curve. " + EN_PROSE,
+        "The customer wrote: 'shut up, you' and hung up; the agent logged the complaint as abusive. " + EN_PROSE,
+        "客户在投诉中说“滚蛋”，客服按流程升级处理。" + ZH_PROSE,
     ],
     ids=_short_id,
 )

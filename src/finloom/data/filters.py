@@ -237,6 +237,19 @@ SPAM_PATTERNS = {
     ],
 }
 
+# Abuse, threats and harassment aimed at a reader; kept to unambiguous phrases (no single swear words, which
+# quoted complaints in customer-service transcripts legitimately contain), so two hits are needed.
+TOXIC_PATTERNS = {
+    "en": [
+        r"\bkill yourself\b", r"\bkys\b", r"\bgo die\b", r"\bi will (?:kill|hurt|find) you\b",
+        r"\byou (?:stupid|worthless|pathetic) (?:idiot|moron|piece of)\b", r"\bshut up,? you\b",
+        r"\bi hope you die\b", r"\bpiece of (?:shit|garbage)\b", r"\bbunch of (?:idiots|morons)\b",
+    ],
+    "zh": [
+        r"去死吧?", r"傻逼", r"煞笔", r"脑残", r"废物东西", r"滚蛋", r"弄死你", r"砍死你", r"全家死光", r"狗东西", r"你妈的",
+    ],
+}
+
 _STUFFING_STOP_TOKENS = frozenset(
     "the of and a an to in is are for on that by with as at or be it its this from which "
     "的 是 在 了 和 与 为 对 等 及 或".split()
@@ -279,10 +292,11 @@ def _any_of(patterns: list[str]) -> re.Pattern:
 
 
 class SpamFilter(BaseFilter):
-    """Ads, scams and SEO pages, in English and Chinese alike.
+    """Ads, scams, SEO pages and abusive text, in English and Chinese alike.
 
     ``spam_keywords``: at least ``min_keyword_hits`` matches of ``SPAM_PATTERNS`` (all languages'
-    patterns, as spam pages mix them). ``keyword_stuffing``: in some window of ``stuffing_window``
+    patterns, as spam pages mix them). ``toxic``: at least ``min_toxic_hits`` matches of
+    ``TOXIC_PATTERNS`` (None turns it off). ``keyword_stuffing``: in some window of ``stuffing_window``
     tokens (words; single Han characters) of a line, one repeated term covers more than
     ``max_term_share`` of the tokens. Lines shorter than the window are judged whole from
     ``stuffing_window // 2`` tokens on.
@@ -296,11 +310,16 @@ class SpamFilter(BaseFilter):
         max_term_share: float | None = 0.5,
         stuffing_window: int = 40,
         extra_patterns: list[str] | None = None,
+        min_toxic_hits: int | None = 2,
+        extra_toxic_patterns: list[str] | None = None,
         exclusion_writer=None,
     ):
         super().__init__(exclusion_writer)
         patterns = [p for language_patterns in SPAM_PATTERNS.values() for p in language_patterns]
         self.spam_regex = _any_of(patterns + list(extra_patterns or []))
+        toxic = [p for language_patterns in TOXIC_PATTERNS.values() for p in language_patterns]
+        self.toxic_regex = _any_of(toxic + list(extra_toxic_patterns or []))
+        self.min_toxic_hits = min_toxic_hits
         self.min_keyword_hits = min_keyword_hits
         self.max_term_share = max_term_share
         self.stuffing_window = stuffing_window
@@ -309,6 +328,10 @@ class SpamFilter(BaseFilter):
         hits = sum(1 for _ in zip(range(self.min_keyword_hits), self.spam_regex.finditer(doc.text)))
         if hits >= self.min_keyword_hits:
             return False, "spam_keywords"
+        if self.min_toxic_hits is not None:
+            toxic = sum(1 for _ in zip(range(self.min_toxic_hits), self.toxic_regex.finditer(doc.text)))
+            if toxic >= self.min_toxic_hits:
+                return False, "toxic"
         if self.max_term_share is not None and self._stuffed(doc.text):
             return False, "keyword_stuffing"
         return True
