@@ -2,13 +2,15 @@
 
 Corpus: the bundled starter corpora (general + finance, about 1.5 MB) scaled to ``--mb``. Plain
 replication would make near-copies that MinHash removes wholesale, so every copy ``k`` is genuinely
-different text in the same language and layout: with an RNG seeded by (seed, copy, document text)
-the body paragraphs are shuffled (the title stays first), the sentences inside each prose paragraph
-are shuffled, each sentence is swapped with probability ``--swap`` for a random sentence of the
-same corpus and language, and every digit becomes a random digit (table paragraphs keep their rows,
-digits aside). Identical starter documents stay identical inside one copy, so exact dedup still has
-its planted duplicates to find. The JSONL goes to ``--files`` files (general/ and finance/ folders)
-in a temp dir; the output reports what share of documents each dedup removes.
+different text in the same language and layout, with choices seeded by (seed, copy, document id):
+the body paragraphs are shuffled (the title stays first), so are the lines of list paragraphs and
+the sentences of every line (a leading label such as ``Q:`` or ``问：`` stays), each sentence is
+swapped with probability ``--swap`` for a random sentence of the same corpus and language, and
+every digit becomes a random digit (table paragraphs keep their rows, digits aside). A planted
+duplicate takes its original's choices (seeded by ``dup_of``, and by content), so inside one copy
+the starter's planted exact duplicates stay exact and about half its near duplicates stay near
+(Jaccard >= 0.8) for the dedups to find. The JSONL goes to ``--files`` files (general/ and finance/
+folders) in a temp dir; the output reports what share of documents each dedup removes.
 
 Sides, each in its own subprocess (its peak RSS is its own; wall time excludes interpreter start
 and imports), all on datatrove's LocalPipelineExecutor with tasks=1, workers=1 (one core):
@@ -94,32 +96,47 @@ def sentence_pools(records: list[dict]) -> dict[str, list[str]]:
     return pools
 
 
-def varied_line(line: str, lang: str, rng: random.Random, pool: list[str], swap: float) -> str:
+def _hash(*parts: str) -> int:
+    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "big")
+
+
+def _shuffled(items: list[str], salt: str) -> list[str]:
+    """A seeded shuffle by content: items two documents share keep their relative order in both."""
+    return sorted(items, key=lambda item: _hash(salt, item))
+
+
+def _swapped(sentence: str, salt: str, pool: list[str], swap: float) -> str:
+    draw = _hash(salt, "swap", sentence)
+    return pool[(draw >> 16) % len(pool)] if pool and (draw & 0xFFFF) < swap * 0x10000 else sentence
+
+
+def varied_line(line: str, lang: str, salt: str, pool: list[str], swap: float) -> str:
     """A line's sentences shuffled and some swapped; a leading label (``Q:``, ``问：``, ``Term:``) stays."""
     label = _LABEL.match(line)
     prefix, rest = (label.group(0), line[label.end():]) if label else ("", line)
-    sentences = sentences_of(rest, lang)
-    rng.shuffle(sentences)
-    sentences = [rng.choice(pool) if pool and rng.random() < swap else s for s in sentences]
-    return prefix + ("" if lang == "zh" else " ").join(s.strip() for s in sentences)
+    sentences = [_swapped(s.strip(), salt, pool, swap) for s in _shuffled(sentences_of(rest, lang), salt)]
+    return prefix + ("" if lang == "zh" else " ").join(sentences)
 
 
-def varied_text(text: str, lang: str, copy: int, seed: int, pool: list[str], swap: float) -> str:
+def varied_text(text: str, lang: str, copy: int, seed: int, pool: list[str], swap: float, key: str) -> str:
     """Copy ``copy`` of a document: body paragraphs, the lines of list paragraphs (not of Q/A ones) and the
-    sentences of every line shuffled, sentences swapped, digits redrawn; the title and tables keep their place."""
-    rng = random.Random(f"{seed}-{copy}-{hashlib.sha1(text.encode()).hexdigest()}")
+    sentences of every line shuffled, sentences swapped, digits redrawn; the title and tables keep their place.
+
+    Every choice hashes (seed, copy, key, the item itself), so an edited near-duplicate with the same
+    ``key`` gets the same choices for everything it shares with its original.
+    """
+    salt = f"{seed}-{copy}-{key}"
     paragraphs = text.split("\n\n")
-    head, body = paragraphs[:1], paragraphs[1:]
-    rng.shuffle(body)
-    out = list(head)
-    for paragraph in body:
+    out = paragraphs[:1]
+    for paragraph in _shuffled(paragraphs[1:], salt):
         if is_table(paragraph):
             out.append(paragraph)
             continue
-        lines = [varied_line(line, lang, rng, pool, swap) for line in paragraph.split("\n")]
+        lines = [varied_line(line, lang, salt, pool, swap) for line in paragraph.split("\n")]
         if len(lines) > 1 and not any(_ANSWER.match(line) for line in lines):
-            rng.shuffle(lines)
+            lines = _shuffled(lines, salt)
         out.append("\n".join(lines))
+    rng = random.Random(salt)
     return _DIGIT.sub(lambda _: str(rng.randrange(10)), "\n\n".join(out))
 
 
@@ -145,7 +162,9 @@ def write_corpus(inputs: Path, megabytes: float, files: int, swap: float, seed: 
                     lang = record.get("lang") or "en"
                     varied = {key: record[key] for key in KEPT_FIELDS if key in record}
                     varied["id"] = f"{record['id']}-c{copy}"
-                    varied["text"] = varied_text(record["text"], lang, copy, seed, pools.get(lang, []), swap)
+                    # a planted duplicate draws like its original, so it stays an (exact or near) duplicate
+                    key = record.get("dup_of") or record["id"]
+                    varied["text"] = varied_text(record["text"], lang, copy, seed, pools.get(lang, []), swap, key)
                     line = json.dumps(varied, ensure_ascii=False) + "\n"
                     handle.write(line)
                     written += len(line.encode())

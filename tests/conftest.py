@@ -89,7 +89,8 @@ def tiny_recipe(**overrides) -> dict:
                  # The tiny corpus is random words: no language model or quality rule would keep it.
                  "language": {"enabled": False}, "quality": {"enabled": False}, "mix": {"seq_len": 64}},
         "base": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4, "learning_rate": 1e-3}},
-        "pretrain": {"train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
+        "pretrain": {"eval_every": 4, "eval_max_tokens": 256,
+                     "train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
         "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},
         "reward": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 4, "seq_len": 96}},
         "align": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 2, "seq_len": 96}},

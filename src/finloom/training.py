@@ -30,6 +30,8 @@ def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
         warmup_steps=train.warmup_steps,
         weight_decay=train.weight_decay,
         lr_scheduler_type=train.lr_scheduler,
+        lr_scheduler_kwargs=({"num_decay_steps": train.decay_steps or max(1, train.max_steps // 10)}
+                             if train.lr_scheduler == "warmup_stable_decay" else {}),
         save_strategy="steps",
         save_steps=train.save_steps,
         save_total_limit=2,
@@ -77,11 +79,16 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     """
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(RichProgress(label))
+    trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
     checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     model_dir = stage_dir / "model"
     with atomic_dir(model_dir) as tmp:
-        trainer.save_model(str(tmp))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):  # LoRA: the stage's model is the merged full model
+            model.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            trainer.save_model(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
         # The Trainer pickles its arguments next to the weights; finloom model directories hold no pickles.
         (tmp / "training_args.bin").unlink(missing_ok=True)
@@ -96,6 +103,14 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
     }
     return metrics
+
+
+def _tensorboard(log_dir: Path) -> TrainerCallback:
+    """TensorBoard event files in ``STAGE/tensorboard`` (``tensorboard --logdir RUN``), every logged value."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))
 
 
 def load_log_history(path: Path) -> list[dict]:

@@ -227,7 +227,8 @@ class TokenShardDataset(IterableDataset):
     give the same order. ``skip_blocks`` drops the first N blocks of that order, so a run resumed
     after N blocks sees exactly the blocks it has not seen. DataLoader workers split the remaining
     blocks between them. Each item also carries its block's ``domain`` (an index into
-    ``index["domains"]``). Pair it with ``DataCollatorForLanguageModeling(mlm=False)``.
+    ``index["domains"]``) and global ``position`` (the key of a precomputed reference). Batch it
+    with ``collate_blocks``.
     """
 
     def __init__(self, shard_dir: Path, seed: int | None = None, skip_blocks: int = 0):
@@ -271,4 +272,20 @@ class TokenShardDataset(IterableDataset):
                 shard = int(np.searchsorted(self._shard_starts, position, side="right")) - 1
                 row = int(position - self._shard_starts[shard])
                 yield {"input_ids": torch.from_numpy(shards[shard][row : row + 1][0].astype(np.int64)),
-                       "domain": int(domains[shard][row])}
+                       "domain": int(domains[shard][row]), "position": int(position)}
+
+
+def collate_blocks(tags: bool = False):
+    """A collator for ``TokenShardDataset`` items: ``input_ids`` and ``labels`` (the same ids; blocks are
+    packed, never padded), plus ``domain`` and ``position`` tensors when ``tags`` and the items have them
+    (held-out evaluation blocks do not)."""
+
+    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+        input_ids = torch.stack([torch.as_tensor(item["input_ids"], dtype=torch.long) for item in items])
+        batch = {"input_ids": input_ids, "labels": input_ids.clone()}
+        if tags and "domain" in items[0]:
+            batch["domain"] = torch.tensor([item["domain"] for item in items])
+            batch["position"] = torch.tensor([item["position"] for item in items])
+        return batch
+
+    return collate

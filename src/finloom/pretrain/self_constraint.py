@@ -1,0 +1,106 @@
+"""Continual pre-training with domain self-constraint: a small HF Trainer subclass beside its config.
+
+Per token of a batch of packed blocks, each tagged with its domain by the data stage:
+
+    finance block:  CE(x_t)
+    general block:  lambda * KL_t(p_theta || p_ref)  +  general_ce_weight * CE(x_t)
+
+and the loss is the mean over every token of the batch. ``p_ref`` is the frozen model the run
+started from (the general base). It is either computed online (a frozen copy, or, with LoRA, the
+same weights with the adapters switched off), or read from a precomputed top-k store
+(``finloom.pretrain.reference``), so a large run need not hold two models. Everything else
+(optimiser, schedule, checkpoints, resume, FSDP / DeepSpeed through accelerate) is the Trainer's.
+
+Metrics are logged under ``self_constraint/``: ``finance_ce``, ``general_kl``, ``general_ce``
+(always measured, even when its weight is 0, so forgetting shows in the curves) and ``lambda``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from finloom.pretrain.kl import lambda_at, token_kl
+
+
+@dataclass
+class SelfConstraintConfig(TrainingArguments):
+    """TrainingArguments plus the self-constraint objective. Defaults: reverse KL, full vocabulary, lambda 1."""
+
+    kl_lambda: float = field(default=1.0, metadata={"help": "Weight of the KL on general tokens."})
+    kl_direction: str = field(default="reverse", metadata={"help": "reverse: KL(p_theta||p_ref); forward: KL(p_ref||p_theta)."})
+    kl_top_k: int | None = field(default=None, metadata={"help": "KL over the reference's top-k tokens; None: full vocabulary."})
+    kl_warmup_steps: int = field(default=0, metadata={"help": "Lambda rises linearly from 0 over these steps."})
+    general_ce_weight: float = field(default=0.0, metadata={"help": "Weight of plain CE on general tokens."})
+    finance_domain: int = field(default=0, metadata={"help": "Domain index of finance blocks in the shards."})
+    remove_unused_columns: bool = False  # the batch carries each block's domain and position
+
+
+class SelfConstraintTrainer(Trainer):
+    """``ref_model`` (online) or ``reference`` (a ``PrecomputedReference``) supplies p_ref; with neither, a
+    PEFT model's own weights with adapters disabled do."""
+
+    def __init__(self, *args, ref_model=None, reference=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ref_model = ref_model
+        self.reference = reference
+        self.loss_is_scaled_for_ga = False  # compute_loss returns a per-micro-batch mean
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+
+    def _reference_kl_input(self, model, input_ids: torch.Tensor, positions: torch.Tensor) -> dict:
+        args: SelfConstraintConfig = self.args
+        if self.reference is not None:
+            indices, logprobs = self.reference.lookup(positions.tolist(), input_ids.device)
+            return {"reference_topk": (indices[:, :-1], logprobs[:, :-1])}
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logits = self.ref_model(input_ids=input_ids).logits
+            else:
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    logits = model(input_ids=input_ids).logits
+        return {"reference_logits": logits[:, :-1], "top_k": args.kl_top_k}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "domain" not in inputs:  # held-out evaluation blocks: plain next-token CE
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        args: SelfConstraintConfig = self.args
+        domain = inputs.pop("domain")
+        positions = inputs.pop("position")
+        input_ids = inputs["input_ids"]
+        outputs = model(input_ids=input_ids, attention_mask=inputs.get("attention_mask"))
+        logits = outputs.logits[:, :-1]
+        targets = inputs["labels"][:, 1:]
+        mask = targets != -100
+        ce = F.cross_entropy(logits.float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+        finance = (domain == args.finance_domain)[:, None].expand_as(ce)
+        general_rows = (domain != args.finance_domain).nonzero(as_tuple=True)[0]
+        kl = torch.zeros_like(ce)
+        if len(general_rows):
+            reference = self._reference_kl_input(model, input_ids[general_rows], positions[general_rows])
+            kl[general_rows] = token_kl(logits[general_rows], direction=args.kl_direction, **reference)
+        weight = lambda_at(self.state.global_step, args.kl_lambda, args.kl_warmup_steps)
+        per_token = torch.where(finance, ce, weight * kl + args.general_ce_weight * ce)
+        loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+        self._record(ce, kl, finance & mask, ~finance & mask, weight)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _record(self, ce, kl, finance_mask, general_mask, weight: float) -> None:
+        if finance_mask.any():
+            self._metrics["finance_ce"].append(ce[finance_mask].mean().item())
+        if general_mask.any():
+            self._metrics["general_kl"].append(kl[general_mask].mean().item())
+            self._metrics["general_ce"].append(ce[general_mask].mean().item())
+        self._metrics["lambda"].append(weight)
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # training logs: add the averages since the last log, TRL style
+            logs.update({f"self_constraint/{k}": round(sum(v) / len(v), 6) for k, v in self._metrics.items() if v})
+            self._metrics.clear()
+        super().log(logs, *args, **kwargs)

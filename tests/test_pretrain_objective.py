@@ -1,0 +1,200 @@
+"""Domain self-constraint: KL forms against hand computation, the loss on a tiny example, reference paths, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from finloom.data.mixing import TokenShardDataset, collate_blocks
+from finloom.pretrain.kl import lambda_at, token_kl
+from finloom.pretrain.reference import PrecomputedReference, precompute_reference
+from finloom.pretrain.self_constraint import SelfConstraintConfig, SelfConstraintTrainer
+
+
+def _softmax(row):
+    top = max(row)
+    exp = [math.exp(v - top) for v in row]
+    return [e / sum(exp) for e in exp]
+
+
+def _kl(p, q):
+    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+
+
+POLICY = [[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [-2.0, 1.0, 0.5, 3.0], [0.0, 0.0, 0.0, 1.0]]
+REFERENCE = [[1.0, 0.9, 0.0, -1.0], [0.5, -0.5, 0.2, 0.0], [0.0, 2.0, 1.0, 0.7], [1.0, 0.0, -1.0, 0.5]]  # no ties
+
+
+def test_full_kl_both_directions_by_hand():
+    policy, reference = torch.tensor(POLICY), torch.tensor(REFERENCE)
+    reverse = token_kl(policy, reference, direction="reverse")
+    forward = token_kl(policy, reference, direction="forward")
+    for row in range(4):
+        p, q = _softmax(POLICY[row]), _softmax(REFERENCE[row])
+        assert reverse[row].item() == pytest.approx(_kl(p, q), abs=1e-6)
+        assert forward[row].item() == pytest.approx(_kl(q, p), abs=1e-6)
+
+
+def test_top_k_kl_renormalises_over_the_reference_top_k_by_hand():
+    policy, reference = torch.tensor(POLICY), torch.tensor(REFERENCE)
+    got = token_kl(policy, reference, top_k=2)
+    for row in range(4):
+        top = sorted(range(4), key=lambda v: -REFERENCE[row][v])[:2]
+        p = _softmax([POLICY[row][v] for v in top])
+        q = _softmax([REFERENCE[row][v] for v in top])
+        assert got[row].item() == pytest.approx(_kl(p, q), abs=1e-6)
+
+
+@pytest.mark.parametrize("direction", ["reverse", "forward"])
+def test_top_k_with_k_equal_to_vocabulary_is_the_full_kl(direction):
+    generator = torch.Generator().manual_seed(0)
+    policy, reference = torch.randn(3, 5, 50, generator=generator), torch.randn(3, 5, 50, generator=generator)
+    full = token_kl(policy, reference, direction=direction)
+    assert torch.allclose(token_kl(policy, reference, top_k=50, direction=direction), full, atol=1e-5)
+    assert torch.allclose(token_kl(policy, reference, top_k=500, direction=direction), full, atol=1e-5)
+
+
+def test_lambda_warms_up_linearly():
+    assert [lambda_at(step, 2.0, 4) for step in (0, 2, 4, 10)] == [0.0, 1.0, 2.0, 2.0]
+    assert lambda_at(0, 2.0, 0) == 2.0
+
+
+class Bigram(nn.Module):
+    """A real (if tiny) causal LM: the next-token logits depend on the current token only."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor(table))
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return type("Output", (), {"logits": self.table[input_ids]})()
+
+
+def _trainer(tmp_path, policy, **kwargs) -> SelfConstraintTrainer:
+    options = {"finance_domain": 0, **{k: v for k, v in kwargs.items() if k not in ("ref_model", "reference")}}
+    args = SelfConstraintConfig(output_dir=str(tmp_path), report_to="none", **options)
+    return SelfConstraintTrainer(model=policy, args=args, ref_model=kwargs.get("ref_model"),
+                                 reference=kwargs.get("reference"))
+
+
+def test_loss_equals_hand_computed_value(tmp_path):
+    policy, reference = Bigram(POLICY), Bigram(REFERENCE)
+    ids = torch.tensor([[0, 1, 2], [2, 1, 3]])
+    batch = {"input_ids": ids, "labels": ids.clone(), "domain": torch.tensor([0, 1]), "position": torch.tensor([0, 1])}
+    trainer = _trainer(tmp_path, policy, ref_model=reference, kl_lambda=0.5, general_ce_weight=0.25)
+    loss = trainer.compute_loss(policy, dict(batch))
+
+    def ce(row, target):
+        return -math.log(_softmax(POLICY[row])[target])
+
+    finance = ce(0, 1) + ce(1, 2)  # finance block 0 1 2: predict 1 from 0, 2 from 1
+    general = sum(0.5 * _kl(_softmax(POLICY[t]), _softmax(REFERENCE[t])) + 0.25 * ce(t, nxt)
+                  for t, nxt in ((2, 1), (1, 3)))
+    assert loss.item() == pytest.approx((finance + general) / 4, abs=1e-6)
+    loss.backward()
+    assert policy.table.grad is not None and reference.table.grad is None
+
+
+def test_ce_only_settings_reduce_to_plain_cross_entropy(tmp_path):
+    policy = Bigram(POLICY)
+    ids = torch.tensor([[0, 1, 2], [2, 1, 3]])
+    batch = {"input_ids": ids, "labels": ids.clone(), "domain": torch.tensor([0, 1]), "position": torch.tensor([0, 1])}
+    trainer = _trainer(tmp_path, policy, ref_model=Bigram(REFERENCE), kl_lambda=0.0, general_ce_weight=1.0)
+    logits = policy(ids).logits[:, :-1]
+    expected = nn.functional.cross_entropy(logits.reshape(-1, 4), ids[:, 1:].reshape(-1))
+    assert trainer.compute_loss(policy, dict(batch)).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_run):
+    from finloom.llm.loading import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(tiny_run / "base" / "model"), load_tokenizer(tiny_run / "base" / "model"), tiny_run
+
+
+def test_online_and_precomputed_reference_give_the_same_loss(tiny_lm, tmp_path):
+    from finloom.llm.loading import load_causal_lm
+
+    reference, _, run = tiny_lm
+    shards = run / "data" / "shards" / "pretrain"
+    dataset = TokenShardDataset(shards)
+    finance = dataset.index["domains"].index("finance")
+    store = tmp_path / "ref"
+    index = precompute_reference(reference, shards, store, top_k=16, finance_domain=finance, batch_size=4,
+                                 dtype="float32", blocks_per_shard=7)
+    assert index["blocks"] == sum(1 for item in dataset if item["domain"] != finance)
+    assert len(index["shards"]) > 1
+    policy = load_causal_lm(run / "pretrain" / "model")  # a model that moved away from the reference
+    items = list(TokenShardDataset(shards, seed=3))
+    chosen = [i for i in items if i["domain"] == finance][:3] + [i for i in items if i["domain"] != finance][:5]
+    batch = collate_blocks(tags=True)(chosen)
+    online = _trainer(tmp_path / "a", policy, ref_model=reference, kl_top_k=16, finance_domain=finance)
+    stored = _trainer(tmp_path / "b", policy, reference=PrecomputedReference(store), kl_top_k=16,
+                      finance_domain=finance)
+    with torch.no_grad():
+        online_loss = online.compute_loss(policy, dict(batch))
+        stored_loss = stored.compute_loss(policy, dict(batch))
+    assert online_loss.item() > 0
+    assert stored_loss.item() == pytest.approx(online_loss.item(), rel=1e-5)
+    with pytest.raises(KeyError, match="not in the reference store"):
+        PrecomputedReference(store).lookup([next(i for i, item in enumerate(dataset) if item["domain"] == finance)])
+
+
+def test_resume_from_a_checkpoint_is_exact(tiny_lm, tmp_path):
+    """Eight steps straight equal four steps, a stop, and a resume from checkpoint-4: same weights, same losses."""
+    from transformers import TrainerCallback
+
+    from finloom.llm.loading import load_causal_lm
+
+    _, tokenizer, run = tiny_lm
+    shards = run / "data" / "shards" / "pretrain"
+    finance = TokenShardDataset(shards).index["domains"].index("finance")
+
+    class StopAt(TrainerCallback):
+        def __init__(self, step):
+            self.step = step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == self.step:
+                control.should_training_stop = True
+
+    def trainer(folder, stop=None):
+        model = load_causal_lm(run / "base" / "model")
+        args = SelfConstraintConfig(output_dir=str(folder), report_to="none", max_steps=8, save_steps=4,
+                                    per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=5,
+                                    data_seed=5, finance_domain=finance, disable_tqdm=True)
+        made = SelfConstraintTrainer(model=model, args=args, train_dataset=TokenShardDataset(shards, seed=5),
+                                     data_collator=collate_blocks(tags=True),
+                                     ref_model=load_causal_lm(run / "base" / "model"),
+                                     callbacks=[StopAt(stop)] if stop else None)
+        return made
+
+    straight = trainer(tmp_path / "straight")
+    straight.train()
+    interrupted = trainer(tmp_path / "resumed", stop=4)
+    interrupted.train()
+    resumed = trainer(tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-4"))
+
+    def losses(t):
+        return [(e["step"], e["loss"]) for e in t.state.log_history if "loss" in e]
+
+    assert losses(resumed)[-4:] == losses(straight)[-4:]
+    for name, weight in straight.model.state_dict().items():
+        assert torch.equal(weight, resumed.model.state_dict()[name]), name
+
+
+def test_pretrain_stage_logs_objective_heldout_loss_and_tensorboard(tiny_run):
+    history = json.loads((tiny_run / "pretrain" / "log_history.json").read_text())
+    trained = [entry for entry in history if "loss" in entry]
+    assert all("self_constraint/general_kl" in entry and "self_constraint/finance_ce" in entry for entry in trained)
+    assert [e["step"] for e in history if "eval_finance_loss" in e] == [e["step"] for e in history
+                                                                       if "eval_general_loss" in e] == [4, 8]
+    manifest = json.loads((tiny_run / "pretrain" / "manifest.json").read_text())
+    assert manifest["metrics"]["objective"] == "self_constraint"
+    assert manifest["metrics"]["heldout_general_loss"] > 0
+    assert list((tiny_run / "pretrain" / "tensorboard").glob("events.out.tfevents.*"))
