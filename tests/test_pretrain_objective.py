@@ -198,3 +198,29 @@ def test_pretrain_stage_logs_objective_heldout_loss_and_tensorboard(tiny_run):
     assert manifest["metrics"]["objective"] == "self_constraint"
     assert manifest["metrics"]["heldout_general_loss"] > 0
     assert list((tiny_run / "pretrain" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_precompute_ref_command_then_pretrain_reads_the_store(tiny_data, tmp_path):
+    from conftest import finloom_cli, tiny_recipe, write_recipe
+    from finloom.recipe import load_recipe
+    from finloom.runner import Runner, read_manifest
+
+    recipe = tiny_recipe(**{"pretrain.objective": {"kl_top_k": 16, "reference": "precomputed"}})
+    path = write_recipe(tiny_data, recipe, "precomputed.yaml")
+    run_dir = tmp_path / "run"
+    runner = Runner(load_recipe(path), run_dir)
+    runner.run(only="data")
+    runner.run(only="base")
+    done = finloom_cli("pretrain", "precompute-ref", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    [store] = (run_dir / "reference").iterdir()
+    index = json.loads((store / "index.json").read_text())
+    assert index["top_k"] == 16 and index["blocks"] > 0
+    written = (store / "index.json").stat().st_mtime_ns
+    assert runner.run(only="pretrain") == {"pretrain": "done"}
+    assert (store / "index.json").stat().st_mtime_ns == written  # read, not recomputed
+    history = json.loads((run_dir / "pretrain" / "log_history.json").read_text())
+    assert all(entry["self_constraint/general_kl"] >= 0 for entry in history if "loss" in entry)
+    assert read_manifest(run_dir, "pretrain")["status"] == "done"
+    wrong = finloom_cli("pretrain", "precompute-ref", "--run-dir", str(tmp_path / "nowhere"))
+    assert wrong.returncode == 2 and "not a finloom run directory" in wrong.stderr

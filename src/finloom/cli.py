@@ -25,8 +25,33 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Check and inspect recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
-data_app = typer.Typer(help="Look into the data stage of a run.", no_args_is_help=True)
+data_app = typer.Typer(help="Look into the data stage of a run; train its classifiers.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+pretrain_app = typer.Typer(help="Continual pre-training tools: the reference store, the mix search.", no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+experiment_app = typer.Typer(help="Experiments over a run's models.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("forgetting")
+def experiment_forgetting(
+    run_dir: RunDirOpt,
+    force: Annotated[bool, typer.Option(help="Re-run every variant from scratch.")] = False,
+) -> None:
+    """CPT variants (finance-only CE, replay CE, self-constraint full / top-500) at one token budget, each
+    evaluated like the eval stage; writes RUN/forgetting/results.json and rebuilds the report.
+
+    The run's data, base/pretrain and eval stages must have completed. Variants and targets come from
+    the recipe's forgetting section (enabled here even if the recipe has it off).
+    """
+    from finloom.eval.report import build_report
+    from finloom.runner import Runner
+
+    runner = Runner.from_run_dir(run_dir)
+    runner.recipe = runner.recipe.model_copy(
+        update={"forgetting": runner.recipe.forgetting.model_copy(update={"enabled": True})})
+    runner.run(only="forgetting", force=force)
+    _console().print(f"report: {build_report(run_dir)['html']}")
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory.")]
@@ -170,6 +195,61 @@ def data_train_classifier(
     _console().print(table)
     if "heldout" in metrics:
         _console().print(f"held-out accuracy {metrics['heldout']['accuracy']}, macro F1 {metrics['heldout']['macro_f1']}")
+
+
+@pretrain_app.command("precompute-ref")
+def pretrain_precompute_ref(
+    run_dir: RunDirOpt,
+    batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 8,
+) -> None:
+    """Run the frozen start model once over the pretrain mix and store its top-k log-probs (pretrain.objective.kl_top_k).
+
+    With pretrain.objective.reference: precomputed the pretrain stage then trains holding one model.
+    The data stage (and base, for scratch models) must have completed in RUN.
+    """
+    from finloom.pretrain.stage import precompute_for_run
+    from finloom.runner import Runner
+
+    runner = Runner.from_run_dir(run_dir)
+    folder = precompute_for_run(runner, batch_size)
+    size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+    _console().print(f"reference store: {folder} ({size:.1f} MB)")
+
+
+@pretrain_app.command("mix-search")
+def pretrain_mix_search(
+    run_dir: RunDirOpt,
+    ratios: Annotated[list[float], typer.Option("--ratio", help="A finance share to try (repeat the option).")] = [0.1, 0.2, 0.3, 0.5],  # noqa: B006
+    steps: Annotated[int, typer.Option(help="Training steps of each short run.")] = 200,
+    eval_points: Annotated[int, typer.Option(help="Held-out evaluations per run (points of each loss curve).")] = 5,
+    general_budget: Annotated[float, typer.Option(help="Allowed relative rise of general loss over the start model.")] = 0.02,
+    target_tokens: Annotated[int | None, typer.Option(help="Budget to extrapolate to; default: the pretrain stage's.")] = None,
+    mcq_items: Annotated[int, typer.Option(help="Finance MCQ items scored per run (metric scaling law).")] = 200,
+    apply: Annotated[Path | None, typer.Option(help="Write the recommended ratio into this recipe (old file kept as .bak).")] = None,
+) -> None:
+    """Pick the finance share of the CPT mix by loss and metric scaling laws fitted on short runs.
+
+    Writes RUN/mix_search/results.json (points, fits, predictions, recommendation); the report shows them.
+    """
+    from finloom.pretrain.mix_search import apply_ratio, run_mix_search
+    from finloom.runner import Runner
+
+    runner = Runner.from_run_dir(run_dir)
+    result = run_mix_search(runner, ratios, steps, eval_points, general_budget, target_tokens, mcq_items)
+    table = Table(title=f"mix search at {result['target_tokens']:,} tokens (start general loss "
+                        f"{result['start']['general_loss']:.4f})")
+    for column in ("finance share", "predicted finance loss", "predicted general loss", "predicted finance MCQ"):
+        table.add_column(column)
+    for ratio, prediction in result["predictions"].items():
+        table.add_row(ratio, f"{prediction['finance_loss']:.4f}", f"{prediction['general_loss']:.4f}",
+                      f"{prediction['finance_mcq']:.3f}" if "finance_mcq" in prediction else "—")
+    _console().print(table)
+    choice = result["recommendation"]
+    _console().print(f"recommended finance share: {choice['ratio']}" + ("" if choice["within_general_budget"]
+                                                                       else f" ({choice['note']})"))
+    if apply:
+        apply_ratio(apply, choice["ratio"])
+        _console().print(f"wrote data.mix.mixes.pretrain.shares into {apply} (previous version: {apply}.bak)")
 
 
 @app.command()

@@ -415,6 +415,36 @@ class EvalSection(StageSection):
     batch_size: int = Field(8, ge=1)
 
 
+class ForgettingVariant(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings)
+    mix: Literal["pretrain", "finance_only"] = Field(
+        "pretrain", description="pretrain: the pretrain stage's mix; finance_only: every token from finance text.")
+
+
+def _default_variants() -> list[ForgettingVariant]:
+    return [
+        ForgettingVariant(name="finance_only_ce", objective=ObjectiveSettings(type="ce"), mix="finance_only"),
+        ForgettingVariant(name="replay_ce", objective=ObjectiveSettings(type="ce")),
+        ForgettingVariant(name="self_constraint_full", objective=ObjectiveSettings()),
+        ForgettingVariant(name="self_constraint_top500", objective=ObjectiveSettings(kl_top_k=500)),
+    ]
+
+
+class ForgettingSection(StageSection):
+    """The forgetting experiment: CPT variants from the same start model at an equal token budget, each
+    evaluated on finance and general held-out perplexity and MCQ. Off by default (it trains every variant)."""
+
+    enabled: bool = False
+    variants: list[ForgettingVariant] = Field(default_factory=_default_variants, min_length=2)
+    train: TrainArgs | None = Field(None, description="Budget and optimiser of every variant; default: pretrain.train.")
+    reuse_pretrain: bool = Field(
+        True, description="A variant identical to the pretrain stage (objective, mix, budget) reuses its model.")
+    general_ppl_tolerance: float = Field(0.02, ge=0, description="Target: general PPL within this of the start model's.")
+    finance_gain_share: float = Field(
+        0.9, ge=0, le=1, description="Target: this share of finance-only CE's finance-PPL reduction.")
+
+
 class ReportSection(StageSection):
     title: str | None = None
 
@@ -437,7 +467,7 @@ class ClientSection(Section):
         return self
 
 
-STAGE_NAMES = ("data", "base", "pretrain", "sft", "reward", "align", "eval", "report")
+STAGE_NAMES = ("data", "base", "pretrain", "sft", "reward", "align", "eval", "forgetting", "report")
 
 
 class Recipe(Section):
@@ -454,6 +484,7 @@ class Recipe(Section):
     reward: RewardSection
     align: AlignSection
     eval: EvalSection = Field(default_factory=EvalSection)
+    forgetting: ForgettingSection = Field(default_factory=ForgettingSection)
     report: ReportSection = Field(default_factory=ReportSection)
 
     source_dir: Path = Field(Path("."), exclude=True, description="Directory of the recipe file.")

@@ -9,6 +9,7 @@ that stage, which changes its fingerprint, which re-runs everything downstream.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import json
@@ -41,6 +42,7 @@ STAGE_ENTRY = {
     "reward": "finloom.reward.stage:run",
     "align": "finloom.align.stage:run",
     "eval": "finloom.eval.stage:run",
+    "forgetting": "finloom.pretrain.forgetting:run",
     "report": "finloom.eval.report:run",
 }
 # Stages that produce a model directory at ``STAGE/model``, in pipeline order.
@@ -103,7 +105,7 @@ def upstream_stages(recipe: Recipe, stage: str) -> list[str]:
     enabled = recipe.enabled_stages()
     if stage == "data":
         return []
-    if stage in ("eval", "report"):
+    if stage in ("eval", "forgetting", "report"):
         return [s for s in enabled if STAGE_NAMES.index(s) < STAGE_NAMES.index(stage)]
     needs = ["data"] if stage in ("base", "pretrain") and "data" in enabled else []
     model_stage = model_stage_before(recipe, stage)
@@ -166,6 +168,31 @@ class PeakMemory:
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
 
 
+TRAINING_STAGES = ("base", "pretrain", "sft", "reward", "align")
+
+
+class Processes:
+    """The processes of one ``accelerate launch`` (FSDP / DeepSpeed: one per GPU), from the launcher's environment.
+
+    Every process trains; the main one (rank 0) alone takes the run lock and writes recipe and
+    manifests, and runs the stages that do not train. Barriers keep the others in step with it.
+    """
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+
 class RunLock:
     """An exclusive lock on the run directory, released by the OS even after kill -9."""
 
@@ -198,6 +225,7 @@ class Runner:
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self._hash_cache_path = self.run_dir / ".hash_cache.json"
+        self.processes = Processes()
 
     @classmethod
     def from_run_dir(cls, run_dir: Path) -> "Runner":
@@ -224,8 +252,10 @@ class Runner:
             config["tokenizer"] = tokenizer_spec(resolved["model"])
         else:
             config["model"] = resolved["model"]
-        if stage in ("eval", "report"):
+        if stage in ("eval", "forgetting", "report"):
             config["enabled_stages"] = self.recipe.enabled_stages()
+        if stage == "forgetting":  # its variants train like pretrain and evaluate like eval
+            config["pretrain"], config["eval"] = resolved["pretrain"], resolved["eval"]
         upstream = {}
         for name in upstream_stages(self.recipe, stage):
             manifest = read_manifest(self.run_dir, name)
@@ -263,12 +293,15 @@ class Runner:
             raise BadInput("base.enabled: a model.scratch recipe needs the base stage (it builds the model)")
         stages = self.select(only, start)
         states: dict[str, str] = {}
-        with RunLock(self.run_dir):
-            self._write_recipe()
+        with RunLock(self.run_dir) if self.processes.main else contextlib.nullcontext():
+            if self.processes.main:
+                self._write_recipe()
+            self.processes.barrier()
             cache = self._load_hash_cache()
             for stage in stages:
                 states[stage] = self._run_stage(stage, force, cache)
-                self._save_hash_cache(cache)
+                if self.processes.main:
+                    self._save_hash_cache(cache)
         return states
 
     def _write_recipe(self) -> None:
@@ -291,7 +324,8 @@ class Runner:
             manifest = read_manifest(self.run_dir, name)
             if manifest is None or manifest.get("status") != "done":
                 raise BadInput(f"stage {stage!r} needs {name!r}, which has not completed; run it first")
-        print_ = console.print
+        main = self.processes.main
+        print_ = console.print if main else (lambda *args, **kwargs: None)
         plan = self.fingerprint(stage, cache)
         stage_dir = self.run_dir / stage
         previous = read_manifest(self.run_dir, stage)
@@ -300,7 +334,7 @@ class Runner:
             print_(f"[dim]· {stage}: up to date, skipped[/dim]")
             return "skipped"
         resume = same and previous.get("status") in ("running", "interrupted") and not forced
-        if not resume and stage_dir.exists():
+        if main and not resume and stage_dir.exists():
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         ctx = RunContext(self.run_dir, self.recipe, stage)
@@ -313,10 +347,18 @@ class Runner:
             "versions": library_versions(),
             **plan,
         }
-        atomic_write_json(stage_dir / "manifest.json", manifest)
+        if main:
+            atomic_write_json(stage_dir / "manifest.json", manifest)
+        self.processes.barrier()
         print_(f"[bold cyan]▶ {stage}[/bold cyan]" + (" (resuming)" if resume else ""))
         entry = _load_entry(stage)
         started = time.perf_counter()
+        if not main:  # another process of a distributed launch: train along, keep no books
+            if stage in TRAINING_STAGES:
+                _seed_everything(self.recipe.seed, self.recipe.threads)
+                entry(self.recipe.section(stage), ctx)
+            self.processes.barrier()
+            return "done"
         try:
             with PeakMemory() as memory:
                 _seed_everything(self.recipe.seed, self.recipe.threads)
@@ -340,6 +382,7 @@ class Runner:
             metrics=result.metrics,
         )
         atomic_write_json(stage_dir / "manifest.json", manifest)
+        self.processes.barrier()
         print_(f"[green]✓ {stage}[/green] in {wall:.1f}s, peak RSS {manifest['peak_rss_mb']:.0f} MB")
         return "done"
 

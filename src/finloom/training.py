@@ -8,13 +8,16 @@ same curves, and write the same kind of model directory.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from finloom.files import atomic_dir, atomic_write_json
+from finloom.files import atomic_write_json
 from finloom.progress import progress_bar
 from finloom.recipe import TrainArgs
 
@@ -78,31 +81,56 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     the report plots), and returns the final metrics.
     """
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(RichProgress(label))
-    trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
+    if trainer.is_world_process_zero():  # one progress bar and one event file per run, not per process
+        trainer.add_callback(RichProgress(label))
+        trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
     checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
+    started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
-    model_dir = stage_dir / "model"
-    with atomic_dir(model_dir) as tmp:
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if hasattr(model, "merge_and_unload"):  # LoRA: the stage's model is the merged full model
-            model.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
-        else:
-            trainer.save_model(str(tmp))
-        trainer.processing_class.save_pretrained(str(tmp))
-        # The Trainer pickles its arguments next to the weights; finloom model directories hold no pickles.
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-        (tmp / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+    train_seconds = time.perf_counter() - started
+    _save_model_dir(trainer, stage_dir / "model")
     history = trainer.state.log_history
-    atomic_write_json(stage_dir / "log_history.json", history)
+    if trainer.is_world_process_zero():
+        atomic_write_json(stage_dir / "log_history.json", history)
     losses = [entry["loss"] for entry in history if "loss" in entry]
     metrics = {
         "train_steps": trainer.state.global_step,
         "train_loss": round(output.training_loss, 5),
         "final_loss": round(losses[-1], 5) if losses else None,
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
+        "train_seconds": round(train_seconds, 2),
     }
     return metrics
+
+
+def _save_model_dir(trainer: Trainer, model_dir: Path) -> None:
+    """Write ``model_dir`` (safetensors, tokenizer, no pickles) so it appears whole or not at all.
+
+    Every process of a distributed run takes part in ``save_model`` (FSDP and ZeRO-3 gather the
+    weights across them) into one shared partial directory; the main process then renames it into
+    place. A LoRA model is saved merged, as a plain full model.
+    """
+    accelerator = trainer.accelerator
+    partial = model_dir.with_name(f".{model_dir.name}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        if accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(str(partial), safe_serialization=True)
+    else:
+        trainer.save_model(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(partial))
+        # The Trainer pickles its arguments next to the weights; finloom model directories hold no pickles.
+        (partial / "training_args.bin").unlink(missing_ok=True)
+        (partial / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(partial, model_dir)
+    accelerator.wait_for_everyone()
 
 
 def _tensorboard(log_dir: Path) -> TrainerCallback:

@@ -153,6 +153,83 @@ def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str 
     return sections
 
 
+def _forgetting_plot(rows: list[dict]) -> str | None:
+    start = next((r for r in rows if r["variant"] == "start"), None)
+    points = [r for r in rows if r["variant"] != "start" and r.get("finance_ppl") and r.get("general_ppl")]
+    if not start or not points:
+        return None
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for row in points:
+        finance_gain = 1 - row["finance_ppl"] / start["finance_ppl"]
+        general_change = row["general_ppl"] / start["general_ppl"] - 1
+        axis.scatter(general_change * 100, finance_gain * 100, s=60)
+        axis.annotate(row["variant"], (general_change * 100, finance_gain * 100), fontsize=8,
+                      xytext=(4, 4), textcoords="offset points")
+    axis.axvline(0, color="grey", linewidth=0.8)
+    axis.set_xlabel("general perplexity change vs start (%)  - lower is better")
+    axis.set_ylabel("finance perplexity reduction vs start (%)  - higher is better")
+    axis.set_title("Forgetting: finance learned vs general lost")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def forgetting_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
+    rows = metrics["rows"]
+    table = [[r["variant"], r.get("finance_ppl"), r.get("general_ppl"), r.get("finance_ppl_change"),
+              r.get("general_ppl_change"), r.get("finance_mcq"), r.get("general_mcq"), r.get("step_time_s")]
+             for r in rows]
+    sections = [("Forgetting experiment", _table(
+        ["variant", "finance PPL", "general PPL", "finance PPL change", "general PPL change", "finance MCQ",
+         "general MCQ", "step time (s)"], table), _forgetting_plot(rows),
+        "Every variant starts from the same model at the same token budget. Self-constraint aims to keep general "
+        "perplexity at the start model's while learning finance like finance-only training.")]
+    checks = metrics.get("verdict", {})
+    if checks and "note" not in checks:
+        rows = [[name, c["general_ppl_change"], c["general_within_tolerance"], c["finance_gain_share"],
+                 c["finance_gain_enough"], c.get("beats_replay"), c["all_met"]] for name, c in checks.items()]
+        sections.append(("Forgetting targets", _table(
+            ["variant", "general PPL change", "within tolerance", "share of finance-only gain", "gain enough",
+             "beats replay", "all targets met"], rows), None, ""))
+    return sections
+
+
+def _mix_search_plot(result: dict) -> str:
+    from finloom.pretrain.mix_search import predict
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for axis, domain in zip(axes, ("finance", "general")):
+        for ratio, curve in result["curves"].items():
+            (line,) = axis.plot(curve["tokens"], curve[f"{domain}_loss"], "o", label=f"finance share {ratio}")
+            fit = result["fits"][ratio][domain]
+            grid = [curve["tokens"][0] * (result["target_tokens"] / curve["tokens"][0]) ** (i / 40) for i in range(41)]
+            axis.plot(grid, [predict(fit, t) for t in grid], "-", color=line.get_color(), alpha=0.6)
+        axis.axhline(result["start"][f"{domain}_loss"], color="black", linestyle=":", label="start model")
+        axis.axvline(result["target_tokens"], color="grey", linestyle="--", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.set_xlabel("tokens")
+        axis.set_ylabel(f"held-out {domain} loss")
+        axis.set_title(f"{domain}: points and L(D) = E + A D^-alpha")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def mix_search_sections(result: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
+    rows = [[ratio, p["finance_loss"], p["general_loss"], p.get("finance_mcq"),
+             result["fits"][ratio]["finance"]["alpha"], result["fits"][ratio]["general"]["alpha"]]
+            for ratio, p in result["predictions"].items()]
+    choice = result["recommendation"]
+    note = (f"Short runs of {result['steps']} steps per finance share, fitted and extrapolated to "
+            f"{result['target_tokens']:,} tokens. Recommended finance share: {choice['ratio']}"
+            + ("" if choice["within_general_budget"] else f" ({choice['note']})")
+            + f"; general-loss budget {result['general_budget']:.0%} over the start model.")
+    return [("Mix search (scaling laws)", _table(
+        ["finance share", "predicted finance loss", "predicted general loss", "predicted finance MCQ",
+         "finance alpha", "general alpha"], rows), _mix_search_plot(result), note)]
+
+
 def _cell(value) -> str:
     if value is None:
         return "—"
@@ -228,6 +305,18 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
         if tasks:
             rows = [[task] + [results[m]["finance_mcq"]["by_task"].get(task) for m in results] for task in tasks]
             add("Finance MCQ accuracy by certification", _table(["certification"] + list(results), rows))
+
+    forgetting = manifests.get("forgetting", {}).get("metrics")
+    if forgetting and forgetting.get("rows"):
+        for heading, table, image, note in forgetting_sections(forgetting):
+            add(heading, table, image, note)
+
+    mix_search = run_dir / "mix_search" / "results.json"
+    if mix_search.exists():
+        import json
+
+        for heading, table, image, note in mix_search_sections(json.loads(mix_search.read_text(encoding="utf-8"))):
+            add(heading, table, image, note)
 
     trained = [s for s in TRAINING_STAGES if s in manifests]
     rows = []

@@ -44,11 +44,11 @@ def precompute_reference(model, shard_dir: Path, out_dir: Path, top_k: int, fina
     dataset = TokenShardDataset(shard_dir)
     device = next(model.parameters()).device
     model.eval()
-    general = [i for i, item in enumerate(_domains(dataset)) if item != finance_domain]
+    general_blocks = int((_domains(dataset) != finance_domain).sum())
     items = iter(item for item in dataset if item["domain"] != finance_domain)
     shards, buffer = [], {"positions": [], "indices": [], "logprobs": []}
     with atomic_dir(out_dir) as tmp, progress_bar("reference top-k") as bar:
-        task = bar.add_task("reference", total=len(general), status=f"k={top_k}")
+        task = bar.add_task("reference", total=general_blocks, status=f"k={top_k}")
 
         def flush() -> None:
             if not buffer["positions"]:
@@ -75,7 +75,7 @@ def precompute_reference(model, shard_dir: Path, out_dir: Path, top_k: int, fina
                 flush()
         flush()
         index = {"format": FORMAT, "top_k": top_k, "dtype": dtype, "seq_len": dataset.seq_len,
-                 "finance_domain": finance_domain, "blocks": len(general), "shards": shards,
+                 "finance_domain": finance_domain, "blocks": general_blocks, "shards": shards,
                  "shard_index_hash": hash_path(Path(shard_dir) / "index.json")}
         atomic_write_json(tmp / "index.json", index)
     return index

@@ -28,9 +28,9 @@ from finloom.runner import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
 
-def shard_dataset(ctx: RunContext, mix: str, tokenizer) -> TokenShardDataset:
-    """The stage's mix, checked to be tokenised with the model's own tokenizer."""
-    dataset = TokenShardDataset(ctx.artifact("data", f"shards_{mix}"), seed=ctx.recipe.seed)
+def shard_dataset(ctx: RunContext, mix: str, tokenizer, shard_dir: Path | None = None) -> TokenShardDataset:
+    """The stage's mix (or the shards in ``shard_dir``), checked to be tokenised with the model's own tokenizer."""
+    dataset = TokenShardDataset(shard_dir or ctx.artifact("data", f"shards_{mix}"), seed=ctx.recipe.seed)
     if dataset.index["tokenizer_hash"] != tokenizer_hash(tokenizer):
         raise BadInput(f"{ctx.stage}.mix: the {mix!r} shards were tokenised with another tokenizer than the model's; "
                        "re-run the data stage (finloom run RECIPE --from data)")
@@ -101,9 +101,11 @@ def ensure_reference(ctx: RunContext, objective: ObjectiveSettings, model_path, 
     return out
 
 
-def _train(ctx: RunContext, model, tokenizer, section: BaseSection | PretrainSection, model_path=None) -> StageResult:
+def train_causal_lm(ctx: RunContext, model, tokenizer, section: BaseSection | PretrainSection, model_path=None,
+                    shard_dir: Path | None = None) -> StageResult:
+    """Train ``model`` as ``section`` says, in ``ctx.stage_dir``, on its mix (or ``shard_dir``)."""
     train = section.train
-    dataset = shard_dataset(ctx, section.mix, tokenizer)
+    dataset = shard_dataset(ctx, section.mix, tokenizer, shard_dir)
     eval_every = getattr(section, "eval_every", None)
     heldout = heldout_datasets(ctx, tokenizer, train.seq_len, getattr(section, "eval_max_tokens", 8192)) if eval_every else {}
     objective = getattr(section, "objective", None)
@@ -124,6 +126,7 @@ def _train(ctx: RunContext, model, tokenizer, section: BaseSection | PretrainSec
     else:
         trainer = Trainer(args=_arguments(TrainingArguments, train, ctx, eval_every, bool(heldout)), **common)
     metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, ctx.stage)
+    metrics["step_time_s"] = round(metrics["train_seconds"] / max(1, metrics["train_steps"] - (metrics["resumed_from_step"] or 0)), 4)
     mix = dataset.index["mix"]["domains"]
     metrics["mix"] = {domain: {"token_share": values["share"], "epochs_in_shards": values["epochs"]}
                       for domain, values in mix.items() if values["blocks"]}
@@ -140,7 +143,7 @@ def _train(ctx: RunContext, model, tokenizer, section: BaseSection | PretrainSec
 def run_base(section: BaseSection, ctx: RunContext) -> StageResult:
     tokenizer = load_tokenizer(ctx.artifact("data", "tokenizer"))
     model = build_model(ctx.recipe.model.scratch, tokenizer)
-    result = _train(ctx, model, tokenizer, section)
+    result = train_causal_lm(ctx, model, tokenizer, section)
     result.metrics["parameters"] = sum(p.numel() for p in model.parameters())
     result.metrics["vocab_size"] = len(tokenizer)
     return result
@@ -151,4 +154,18 @@ def run_pretrain(section: PretrainSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
     model = load_causal_lm(model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
-    return _train(ctx, model, tokenizer, section, model_path)
+    return train_causal_lm(ctx, model, tokenizer, section, model_path)
+
+
+def precompute_for_run(runner, batch_size: int) -> Path:
+    """``finloom pretrain precompute-ref``: the reference store the pretrain stage of this run will read."""
+    recipe = runner.recipe
+    objective = recipe.pretrain.objective
+    if objective.type != "self_constraint" or objective.kl_top_k is None:
+        raise BadInput("pretrain.objective: precomputing the reference needs type: self_constraint and kl_top_k")
+    ctx = RunContext(runner.run_dir, recipe, "pretrain")
+    _, model_path = ctx.input_model()
+    shard_dir = ctx.artifact("data", f"shards_{recipe.pretrain.mix}")
+    domains = TokenShardDataset(shard_dir).index["domains"]
+    finance_domain = domains.index("finance") if "finance" in domains else -1
+    return ensure_reference(ctx, objective, model_path, shard_dir, finance_domain, batch_size)

@@ -1,0 +1,163 @@
+"""The forgetting experiment: does domain self-constraint learn finance without losing general ability?
+
+Every variant starts from the model the pretrain stage starts from (the general base) and trains
+at the same token budget; each is evaluated exactly like the eval stage evaluates stage models
+(held-out finance and general perplexity, finance and general MCQ accuracy), and its step time is
+recorded. Default variants: finance-only CE, replay CE on the pretrain mix, self-constraint with
+full-vocabulary KL, self-constraint with top-500 KL. A variant identical to the pretrain stage
+reuses its model and the eval stage's numbers, so the experiment costs one training less.
+
+The verdict compares against the targets in the recipe (general PPL within 2% of the start
+model's; at least 90% of finance-only CE's finance-PPL reduction; better than replay on both
+axes) and states, with the numbers, which held and which did not. Variants resume one by one: a
+finished variant's ``result.json`` is kept across an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from finloom.data.mixing import write_token_shards
+from finloom.eval.stage import evaluate_model, load_mcqs
+from finloom.files import atomic_write_json, iter_texts
+from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.pretrain.stage import train_causal_lm
+from finloom.recipe import ForgettingSection, ForgettingVariant, PretrainSection
+from finloom.errors import BadInput
+from finloom.runner import Processes, RunContext, StageResult, read_manifest
+
+
+def _same_as_pretrain(variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection) -> bool:
+    return (section.reuse_pretrain and pretrain.enabled and variant.mix == "pretrain" and not pretrain.lora.enabled
+            and variant.objective == pretrain.objective and (section.train or pretrain.train) == pretrain.train)
+
+
+def _finance_only_shards(ctx: RunContext, tokenizer, seq_len: int) -> Path:
+    out = ctx.stage_dir / "shards_finance_only"
+    if not (out / "index.json").exists():
+        write_token_shards({"finance": iter_texts(ctx.artifact("data", "finance"))}, tokenizer, out,
+                           {"finance": 1.0}, seq_len, seed=ctx.recipe.seed)
+    return out
+
+
+def _evaluator(ctx: RunContext):
+    """evaluate(label, model_path) -> the eval stage's metrics for that model, on the eval stage's sets."""
+    recipe = ctx.recipe
+    rejects: list[dict] = []
+    mcq_sets = {name: load_mcqs(getattr(recipe.eval, name), recipe.resolve, recipe.eval.max_items, rejects)
+                for name in ("finance_mcq", "general_mcq") if getattr(recipe.eval, name)}
+    outputs = ctx.manifest("data")["outputs"]
+    heldout = {domain: list(iter_texts(ctx.run_dir / outputs[f"{domain}_heldout"]))
+               for domain in ("finance", "general") if f"{domain}_heldout" in outputs}
+    eval_results = {}
+    eval_manifest = read_manifest(ctx.run_dir, "eval")
+    if eval_manifest and eval_manifest.get("status") == "done":
+        eval_results = json.loads((ctx.run_dir / eval_manifest["outputs"]["results"]).read_text(encoding="utf-8"))
+
+    def evaluate(label: str, model_path, reuse: str | None = None) -> dict:
+        if reuse in eval_results:
+            return eval_results[reuse]
+        out_dir = ctx.stage_dir / label / "eval"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return evaluate_model(model_path, ctx, recipe.eval, mcq_sets, heldout, out_dir, label)
+
+    return evaluate
+
+
+def _variant_section(variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection) -> PretrainSection:
+    return pretrain.model_copy(update={"objective": variant.objective, "train": section.train or pretrain.train,
+                                       "lora": pretrain.lora.model_copy(update={"enabled": False})})
+
+
+def _row(label: str, results: dict, start: dict | None, step_time: float | None) -> dict:
+    row = {"variant": label, "step_time_s": step_time}
+    for key in ("finance_ppl", "general_ppl"):
+        row[key] = results.get(key, {}).get("perplexity")
+    for key in ("finance_mcq", "general_mcq"):
+        row[key] = results.get(key, {}).get("accuracy")
+    if start:
+        for key in ("finance_ppl", "general_ppl"):
+            if row[key] and start.get(key):
+                row[f"{key}_change"] = round(row[key] / start[key] - 1, 4)
+    return row
+
+
+def verdict(rows: list[dict], section: ForgettingSection) -> dict:
+    """Which self-constraint variants met the targets, with the numbers behind each check."""
+    by_name = {row["variant"]: row for row in rows}
+    start = by_name.get("start")
+    finance_only = next((r for r in rows if r["variant"].startswith("finance_only")), None)
+    replay = next((r for r in rows if r["variant"].startswith("replay")), None)
+    checks = {}
+    if not (start and finance_only):
+        return {"note": "needs a start row and a finance-only variant"}
+    finance_only_gain = start["finance_ppl"] - finance_only["finance_ppl"]
+    for row in rows:
+        if not row["variant"].startswith("self_constraint"):
+            continue
+        gain = start["finance_ppl"] - row["finance_ppl"]
+        gain_share = gain / finance_only_gain if finance_only_gain > 0 else None
+        check = {
+            "general_ppl_change": row["general_ppl_change"],
+            "general_within_tolerance": abs(row["general_ppl_change"]) <= section.general_ppl_tolerance,
+            "finance_gain_share": round(gain_share, 4) if gain_share is not None else None,
+            "finance_gain_enough": gain_share is not None and gain_share >= section.finance_gain_share,
+        }
+        if replay:
+            check["beats_replay"] = (row["general_ppl"] <= replay["general_ppl"]
+                                     and row["finance_ppl"] <= replay["finance_ppl"])
+        check["all_met"] = all(value for key, value in check.items() if isinstance(value, bool))
+        checks[row["variant"]] = check
+    return checks
+
+
+def run(section: ForgettingSection, ctx: RunContext) -> StageResult:
+    if Processes().world_size > 1:
+        raise BadInput("forgetting: run the experiment in one process (finloom experiment forgetting --run-dir RUN), "
+                       "not under accelerate launch")
+    recipe = ctx.recipe
+    pretrain = recipe.pretrain
+    start_label, start_path = RunContext(ctx.run_dir, recipe, "pretrain").input_model()
+    evaluate = _evaluator(ctx)
+    start_results = evaluate("start", start_path, reuse=start_label)
+    rows = [_row("start", start_results, None, None)]
+    for variant in section.variants:
+        folder = ctx.stage_dir / variant.name
+        result_path = folder / "result.json"
+        if result_path.exists():
+            rows.append(json.loads(result_path.read_text(encoding="utf-8")))
+            continue
+        if _same_as_pretrain(variant, section, pretrain):
+            metrics = ctx.manifest("pretrain")["metrics"]
+            results = evaluate(variant.name, ctx.artifact("pretrain", "model"), reuse="pretrain")
+            row = _row(variant.name, results, rows[0], metrics.get("step_time_s"))
+            row["reused"] = "pretrain stage"
+        else:
+            row = _train_variant(ctx, variant, section, pretrain, start_path, folder, evaluate, rows[0])
+        atomic_write_json(result_path, row)
+        rows.append(row)
+    checks = verdict(rows, section)
+    atomic_write_json(ctx.stage_dir / "results.json", {"rows": rows, "verdict": checks})
+    return StageResult(outputs={"results": ctx.relative(ctx.stage_dir / "results.json")},
+                       metrics={"rows": rows, "verdict": checks})
+
+
+def _train_variant(ctx: RunContext, variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection,
+                   start_path, folder: Path, evaluate, start_row: dict) -> dict:
+    recipe = ctx.recipe
+    tokenizer = load_tokenizer(start_path, recipe.model.trust_remote_code)
+    model = load_causal_lm(start_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
+    variant_section = _variant_section(variant, section, pretrain)
+    shard_dir = (_finance_only_shards(ctx, tokenizer, variant_section.train.seq_len)
+                 if variant.mix == "finance_only" else None)
+    variant_ctx = RunContext(ctx.run_dir, recipe, "forgetting")
+    variant_ctx.stage, variant_ctx.stage_dir = f"forgetting {variant.name}", folder
+    variant_ctx.resume = (folder / "checkpoints").exists()
+    started = time.perf_counter()
+    trained = train_causal_lm(variant_ctx, model, tokenizer, variant_section, start_path, shard_dir)
+    results = evaluate(variant.name, folder / "model")
+    row = _row(variant.name, results, start_row, trained.metrics["step_time_s"])
+    row["train_seconds"] = round(time.perf_counter() - started, 2)
+    return row

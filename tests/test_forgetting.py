@@ -1,0 +1,58 @@
+"""The forgetting experiment stage: every variant from the same start, evaluated alike, with a verdict."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import finloom_cli, tiny_recipe, write_recipe
+from finloom.pretrain.forgetting import verdict
+from finloom.recipe import ForgettingSection, load_recipe
+from finloom.runner import Runner, read_manifest
+
+
+def test_verdict_checks_each_target_with_numbers():
+    rows = [
+        {"variant": "start", "finance_ppl": 100.0, "general_ppl": 50.0},
+        {"variant": "finance_only_ce", "finance_ppl": 60.0, "general_ppl": 70.0, "general_ppl_change": 0.4},
+        {"variant": "replay_ce", "finance_ppl": 70.0, "general_ppl": 52.0, "general_ppl_change": 0.04},
+        {"variant": "self_constraint_full", "finance_ppl": 63.0, "general_ppl": 50.5, "general_ppl_change": 0.01},
+        {"variant": "self_constraint_top500", "finance_ppl": 80.0, "general_ppl": 50.2, "general_ppl_change": 0.004},
+    ]
+    checks = verdict(rows, ForgettingSection())
+    full, top = checks["self_constraint_full"], checks["self_constraint_top500"]
+    assert full["finance_gain_share"] == 0.925 and full["all_met"] is True and full["beats_replay"] is True
+    assert top["finance_gain_share"] == 0.5 and top["finance_gain_enough"] is False and top["all_met"] is False
+    assert top["general_within_tolerance"] is True
+
+
+def test_forgetting_stage_trains_variants_reuses_pretrain_and_reports(tiny_data, tmp_path):
+    recipe = tiny_recipe(**{"forgetting.enabled": True})
+    path = write_recipe(tiny_data, recipe, "forgetting.yaml")
+    run_dir = tmp_path / "run"
+    Runner(load_recipe(path), run_dir).run()
+    manifest = read_manifest(run_dir, "forgetting")
+    rows = {row["variant"]: row for row in manifest["metrics"]["rows"]}
+    assert list(rows) == ["start", "finance_only_ce", "replay_ce", "self_constraint_full", "self_constraint_top500"]
+    assert rows["self_constraint_full"]["reused"] == "pretrain stage"  # same objective, mix and budget as pretrain
+    eval_results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert rows["start"]["finance_ppl"] == eval_results["base"]["finance_ppl"]["perplexity"]
+    assert rows["self_constraint_full"]["general_ppl"] == eval_results["pretrain"]["general_ppl"]["perplexity"]
+    for name in ("finance_only_ce", "replay_ce", "self_constraint_top500"):
+        assert (run_dir / "forgetting" / name / "model" / "model.safetensors").exists()
+        assert rows[name]["step_time_s"] > 0
+        assert rows[name]["finance_ppl_change"] == round(rows[name]["finance_ppl"] / rows["start"]["finance_ppl"] - 1, 4)
+    finance_only = json.loads((run_dir / "forgetting" / "finance_only_ce" / "model" / "config.json").read_text())
+    assert finance_only["vocab_size"] == 400
+    assert set(manifest["metrics"]["verdict"]) == {"self_constraint_full", "self_constraint_top500"}
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Forgetting experiment" in page and "Forgetting targets" in page
+
+    # A finished variant is not trained again when the stage re-runs (e.g. after an interruption).
+    marker = run_dir / "forgetting" / "replay_ce" / "result.json"
+    before = marker.stat().st_mtime_ns
+    manifest_path = run_dir / "forgetting" / "manifest.json"
+    stored = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**stored, "status": "interrupted"}))
+    done = finloom_cli("stage", "forgetting", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert marker.stat().st_mtime_ns == before
