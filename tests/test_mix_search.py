@@ -27,9 +27,10 @@ def test_power_law_fit_recovers_known_parameters():
 def test_recommendation_respects_the_general_budget():
     predictions = {0.1: {"finance_loss": 3.0, "general_loss": 2.00}, 0.3: {"finance_loss": 2.6, "general_loss": 2.03},
                    0.5: {"finance_loss": 2.4, "general_loss": 2.20}}
-    assert recommend(predictions, start_general_loss=2.0, general_budget=0.02) == {"ratio": 0.1,
+    assert recommend(predictions, start_general_loss=2.0, general_budget=0.01) == {"ratio": 0.1,
                                                                                   "within_general_budget": True}
-    assert recommend(predictions, 2.0, 0.05)["ratio"] == 0.3
+    assert recommend(predictions, 2.0, 0.02)["ratio"] == 0.3
+    assert recommend(predictions, 2.0, 0.15)["ratio"] == 0.5
     fallback = recommend(predictions, 1.5, 0.02)
     assert fallback["ratio"] == 0.1 and fallback["within_general_budget"] is False
 
