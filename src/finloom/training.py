@@ -47,6 +47,8 @@ def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # also makes a CPU-only torchrun / accelerate launch use gloo DDP
+        ddp_find_unused_parameters=False,
     )
 
 
