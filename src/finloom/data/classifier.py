@@ -1,7 +1,8 @@
 """Fast text classifiers for data quality and finance domain, and the pipeline steps that apply them.
 
-A classifier is hashed n-gram features into a multinomial logistic regression: it trains in
-seconds on a few hundred labelled examples, runs offline on CPU, and needs only numpy. Character
+A classifier is hashed n-gram features into a multinomial logistic regression (full-batch Adam
+on a sparse matrix): it trains in seconds on a few thousand labelled examples, runs offline on
+CPU, and needs only numpy and scipy. Character
 1-4-grams carry Chinese (no spaces, so characters and their runs are the words) and the spelling of
 English; word unigrams and bigrams add the phrasing of space-separated text. Every n-gram goes to
 one of ``2**buckets_log2`` buckets through a fixed hash (code points and ``zlib.crc32`` mixed by
@@ -149,14 +150,10 @@ def featurize(texts: list[str], settings: FeatureSettings) -> tuple[np.ndarray, 
     return indptr, np.concatenate(all_indices), np.concatenate(all_values)
 
 
-def _row_ids(indptr: np.ndarray) -> np.ndarray:
-    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+def _csr(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, columns: int):
+    from scipy.sparse import csr_matrix
 
-
-def _sparse_times_dense(rows, indices, values, weight, n_rows) -> np.ndarray:
-    """X @ W for X given as (row, column, value) triples; bincount per class keeps empty rows at 0."""
-    contributions = weight[indices] * values[:, None]
-    return np.stack([np.bincount(rows, contributions[:, k], minlength=n_rows) for k in range(weight.shape[1])], 1)
+    return csr_matrix((values, indices, indptr), shape=(len(indptr) - 1, columns))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -167,14 +164,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Mini-batch Adam on the L2-regularised cross-entropy; the seed fixes split and batch order."""
+    """Full-batch Adam on the L2-regularised mean cross-entropy: deterministic (no batch order), one sparse
+    product per step. On the starter labels 100 steps match mini-batch training's held-out accuracy."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 0.05
+    steps: int = 100
+    learning_rate: float = 0.1
     l2: float = 1e-4
     """Weight of 0.5 * ||W||^2 added to the mean cross-entropy."""
     seed: int = 0
+    """Seeds the held-out split (the fit itself has no randomness)."""
 
 
 class TextClassifier:
@@ -190,7 +188,7 @@ class TextClassifier:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         indptr, indices, values = featurize(list(texts), self.features)
-        logits = _sparse_times_dense(_row_ids(indptr), indices, values, self.weight, len(texts)) + self.bias
+        logits = _csr(indptr, indices, values, self.weight.shape[0]) @ self.weight + self.bias
         return _softmax(logits.astype(np.float64)).astype(np.float32)
 
     def predict(self, texts: list[str]) -> list[str]:
@@ -219,10 +217,11 @@ class TextClassifier:
 
 def fit_classifier(texts: list[str], labels: list[str], features: FeatureSettings = FeatureSettings(),
                    train: TrainSettings = TrainSettings()) -> TextClassifier:
-    """Fit on all the given examples; same inputs and settings give bit-identical weights.
+    """Fit on all the given examples; the same inputs and settings give bit-identical weights.
 
     Only buckets that occur in the training texts can get a non-zero weight, so the optimisation
-    runs over those rows alone and they are scattered into the full matrix at the end.
+    runs over those rows alone (a sparse matrix of the used columns) and they are scattered into
+    the full matrix at the end.
     """
     label_names = sorted(set(labels))
     if len(label_names) < 2:
@@ -230,34 +229,23 @@ def fit_classifier(texts: list[str], labels: list[str], features: FeatureSetting
     targets = np.array([label_names.index(label) for label in labels])
     indptr, indices, values = featurize(texts, features)
     used, compact = np.unique(indices, return_inverse=True)
+    matrix = _csr(indptr, compact, values.astype(np.float64), len(used))
+    one_hot = np.zeros((len(texts), len(label_names)))
+    one_hot[np.arange(len(texts)), targets] = 1.0
     weight = np.zeros((len(used), len(label_names)))
     bias = np.zeros(len(label_names))
     moments = [np.zeros_like(weight), np.zeros_like(weight), np.zeros_like(bias), np.zeros_like(bias)]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    rng = np.random.default_rng(train.seed)
-    step = 0
-    for _ in range(train.epochs):
-        order = rng.permutation(len(texts))
-        for batch in np.array_split(order, max(1, int(np.ceil(len(texts) / train.batch_size)))):
-            starts, ends = indptr[batch], indptr[batch + 1]
-            positions = np.concatenate([np.arange(start, end) for start, end in zip(starts, ends)])
-            rows = np.repeat(np.arange(len(batch)), ends - starts)
-            batch_columns, batch_values = compact[positions], values[positions].astype(np.float64)
-            probabilities = _softmax(_sparse_times_dense(rows, batch_columns, batch_values, weight, len(batch)) + bias)
-            probabilities[np.arange(len(batch)), targets[batch]] -= 1.0
-            residual = probabilities / len(batch)
-            weight_grad = np.stack([np.bincount(batch_columns, batch_values * residual[rows, k], minlength=len(used))
-                                    for k in range(len(label_names))], 1) + train.l2 * weight
-            bias_grad = residual.sum(axis=0)
-            step += 1
-            for param, grad, first, second in ((weight, weight_grad, moments[0], moments[1]),
-                                               (bias, bias_grad, moments[2], moments[3])):
-                first *= beta1
-                first += (1 - beta1) * grad
-                second *= beta2
-                second += (1 - beta2) * grad * grad
-                param -= (train.learning_rate * (first / (1 - beta1**step))
-                          / (np.sqrt(second / (1 - beta2**step)) + eps))
+    for step in range(1, train.steps + 1):
+        residual = (_softmax(matrix @ weight + bias) - one_hot) / len(texts)
+        gradients = (matrix.T @ residual + train.l2 * weight, residual.sum(axis=0))
+        for param, grad, first, second in ((weight, gradients[0], moments[0], moments[1]),
+                                           (bias, gradients[1], moments[2], moments[3])):
+            first *= beta1
+            first += (1 - beta1) * grad
+            second *= beta2
+            second += (1 - beta2) * grad * grad
+            param -= train.learning_rate * (first / (1 - beta1**step)) / (np.sqrt(second / (1 - beta2**step)) + eps)
     full_weight = np.zeros((1 << features.buckets_log2, len(label_names)), dtype=np.float32)
     full_weight[used] = weight
     return TextClassifier(label_names, full_weight, bias, features,
@@ -300,9 +288,8 @@ def stratified_split(labels: list[str], holdout: float, seed: int) -> tuple[list
 
 def train_classifier(records: list[dict], label_field: str, out_dir: str | Path, *, text_field: str = "text",
                      seed: int = 0, holdout: float = 0.2, refit: bool = True,
-                     features: FeatureSettings = FeatureSettings(), epochs: int = TrainSettings.epochs,
-                     batch_size: int = TrainSettings.batch_size, learning_rate: float = TrainSettings.learning_rate,
-                     l2: float = TrainSettings.l2) -> dict:
+                     features: FeatureSettings = FeatureSettings(), steps: int = TrainSettings.steps,
+                     learning_rate: float = TrainSettings.learning_rate, l2: float = TrainSettings.l2) -> dict:
     """Train on ``records`` (dicts with ``text_field`` and ``label_field``), save to ``out_dir``, return metrics.
 
     Records whose label is missing or null are skipped (so the finance subdomain model trains on
@@ -315,7 +302,7 @@ def train_classifier(records: list[dict], label_field: str, out_dir: str | Path,
         raise BadInput(f"no record has both a text field {text_field!r} and a label field {label_field!r}")
     texts = [r[text_field] for r in usable]
     labels = [str(r[label_field]) for r in usable]
-    train = TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, l2=l2, seed=seed)
+    train = TrainSettings(steps=steps, learning_rate=learning_rate, l2=l2, seed=seed)
     started = time.perf_counter()
     train_ids, held_out_ids = stratified_split(labels, holdout, seed)
     model = fit_classifier([texts[i] for i in train_ids], [labels[i] for i in train_ids], features, train)

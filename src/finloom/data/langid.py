@@ -58,7 +58,7 @@ class LanguageTagger(BaseFilter):
         self,
         keep_languages: list[str] | None = None,
         min_score: float = 0.5,
-        max_chars: int = 4000,
+        max_chars: int = 1000,
         exclusion_writer=None,
     ):
         super().__init__(exclusion_writer)

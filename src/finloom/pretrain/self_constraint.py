@@ -17,6 +17,7 @@ Metrics are logged under ``self_constraint/``: ``finance_ce``, ``general_kl``, `
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -40,7 +41,16 @@ class SelfConstraintConfig(TrainingArguments):
     remove_unused_columns: bool = False  # the batch carries each block's domain and position
 
 
-class SelfConstraintTrainer(Trainer):
+class CPTTrainer(Trainer):
+    """The HF Trainer, logging held-out perplexity (``eval_<domain>_ppl`` = exp of the mean token CE) beside the loss."""
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        for key in [k for k in logs if k.startswith("eval_") and k.endswith("_loss")]:
+            logs[key.removesuffix("_loss") + "_ppl"] = round(math.exp(min(logs[key], 50.0)), 4)
+        super().log(logs, *args, **kwargs)
+
+
+class SelfConstraintTrainer(CPTTrainer):
     """``ref_model`` (online) or ``reference`` (a ``PrecomputedReference``) supplies p_ref; with neither, a
     PEFT model's own weights with adapters disabled do."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from finloom.data.mixing import TokenShardDataset, collate_blocks, default_separator_id, tokenizer_hash
 from finloom.errors import BadInput
@@ -22,7 +22,7 @@ from finloom.files import iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.llm.scratch import build_model
 from finloom.pretrain.reference import PrecomputedReference, precompute_reference, reference_key
-from finloom.pretrain.self_constraint import SelfConstraintConfig, SelfConstraintTrainer
+from finloom.pretrain.self_constraint import CPTTrainer, SelfConstraintConfig, SelfConstraintTrainer
 from finloom.recipe import BaseSection, ObjectiveSettings, PretrainSection, TrainArgs
 from finloom.runner import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
@@ -124,7 +124,7 @@ def train_causal_lm(ctx: RunContext, model, tokenizer, section: BaseSection | Pr
         trainer = SelfConstraintTrainer(args=args, **common, **_reference(
             ctx, objective, model_path, dataset, finance_domain, train.batch_size, lora))
     else:
-        trainer = Trainer(args=_arguments(TrainingArguments, train, ctx, eval_every, bool(heldout)), **common)
+        trainer = CPTTrainer(args=_arguments(TrainingArguments, train, ctx, eval_every, bool(heldout)), **common)
     metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, ctx.stage)
     metrics["step_time_s"] = round(metrics["train_seconds"] / max(1, metrics["train_steps"] - (metrics["resumed_from_step"] or 0)), 4)
     mix = dataset.index["mix"]["domains"]
