@@ -431,6 +431,18 @@ def run_side(side: str, work: Path, options) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def code_version() -> dict:
+    """The commit the run used, and whether src/finloom/data differed from it (the stage's code)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD") or None,
+            "data_code_modified": bool(git("status", "--porcelain", "--", "src/finloom/data"))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=100, help="Corpus size (both corpora together).")
@@ -447,6 +459,7 @@ def main() -> int:
     options = parser.parse_args()
     if options.child:
         return child_main(options)
+    version = code_version()
     with contextlib.ExitStack() as stack:
         if options.keep:
             work = options.keep
@@ -457,7 +470,9 @@ def main() -> int:
         corpus = write_corpus(work / "inputs", options.mb, options.files, options.swap, options.seed)
         corpus["generation_s"] = round(time.perf_counter() - began, 1)
         raw = {side: run_side(side, work, options) for side in options.sides}
-    result = {"corpus": corpus | {"swap": options.swap, "seed": options.seed}, "cores_used": 1,
+    if code_version() != version:
+        version["changed_during_run"] = code_version()
+    result = {"code": version, "corpus": corpus | {"swap": options.swap, "seed": options.seed}, "cores_used": 1,
               "executor": "datatrove LocalPipelineExecutor, tasks=1, workers=1",
               "summary": {side: summarise(side, raw[side], corpus) for side in raw}}
     if "datatrove" in raw:

@@ -94,8 +94,9 @@ def tiny_recipe(**overrides) -> dict:
         "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},
         "reward": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 4, "seq_len": 96}},
         "align": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 2, "seq_len": 96}},
-        "eval": {"finance_mcq": [{"path": "fin_mcq.jsonl"}], "general_mcq": [{"path": "gen_mcq.jsonl"}],
-                 "perplexity_max_tokens": 256},
+        "eval": {"benchmarks": [{"name": "finance_mcq", "files": [{"path": "fin_mcq.jsonl"}]},
+                                {"name": "general_mcq", "domain": "general", "files": [{"path": "gen_mcq.jsonl"}]}],
+                 "perplexity_max_tokens": 256, "max_gen_tokens": 16},
     }
     for dotted, value in overrides.items():
         node = recipe

@@ -281,6 +281,7 @@ def serve(
 def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' tqdm bars; finloom shows rich progress bars
     try:
         if len(sys.argv) > 1 and sys.argv[1] in ("run", "stage", "serve"):
             from finloom.logs import quiet_libraries

@@ -153,6 +153,26 @@ def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str 
     return sections
 
 
+def _heldout_curves(run_dir: Path) -> str | None:
+    history = load_log_history(run_dir / "pretrain" / "log_history.json")
+    series = {domain: [(e["step"], e[f"eval_{domain}_ppl"]) for e in history if f"eval_{domain}_ppl" in e]
+              for domain in ("finance", "general")}
+    if not any(series.values()):
+        return None
+    figure, axis = plt.subplots(figsize=(6.5, 3.4))
+    for domain, color in (("finance", "#dc2626"), ("general", "#2563eb")):
+        if series[domain]:
+            axis.plot([p[0] for p in series[domain]], [p[1] for p in series[domain]], marker="o", color=color,
+                      label=f"{domain} held-out PPL")
+    axis.set_xlabel("pretrain step")
+    axis.set_ylabel("perplexity")
+    axis.set_yscale("log")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def _forgetting_plot(rows: list[dict]) -> str | None:
     start = next((r for r in rows if r["variant"] == "start"), None)
     points = [r for r in rows if r["variant"] != "start" and r.get("finance_ppl") and r.get("general_ppl")]
@@ -305,6 +325,11 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
         if tasks:
             rows = [[task] + [results[m]["finance_mcq"]["by_task"].get(task) for m in results] for task in tasks]
             add("Finance MCQ accuracy by certification", _table(["certification"] + list(results), rows))
+
+    curves = _heldout_curves(run_dir)
+    if curves:
+        add("Held-out perplexity during continual pre-training", None, curves,
+            "Evaluated every pretrain.eval_every steps on held-out text: finance should fall while general stays flat.")
 
     forgetting = manifests.get("forgetting", {}).get("metrics")
     if forgetting and forgetting.get("rows"):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from finloom.data.mixing import write_token_shards
-from finloom.eval.stage import evaluate_model, load_mcqs
+from finloom.eval.stage import Evaluator, heldout_texts
 from finloom.files import atomic_write_json, iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.pretrain.stage import train_causal_lm
@@ -43,14 +43,9 @@ def _finance_only_shards(ctx: RunContext, tokenizer, seq_len: int) -> Path:
 
 
 def _evaluator(ctx: RunContext):
-    """evaluate(label, model_path) -> the eval stage's metrics for that model, on the eval stage's sets."""
+    """evaluate(label, model_path) -> the eval stage's log-likelihood metrics for that model, on its benchmarks."""
     recipe = ctx.recipe
-    rejects: list[dict] = []
-    mcq_sets = {name: load_mcqs(getattr(recipe.eval, name), recipe.resolve, recipe.eval.max_items, rejects)
-                for name in ("finance_mcq", "general_mcq") if getattr(recipe.eval, name)}
-    outputs = ctx.manifest("data")["outputs"]
-    heldout = {domain: list(iter_texts(ctx.run_dir / outputs[f"{domain}_heldout"]))
-               for domain in ("finance", "general") if f"{domain}_heldout" in outputs}
+    evaluator = Evaluator(recipe.eval, recipe, ctx.stage_dir / "work", heldout_texts(ctx))
     eval_results = {}
     eval_manifest = read_manifest(ctx.run_dir, "eval")
     if eval_manifest and eval_manifest.get("status") == "done":
@@ -59,9 +54,7 @@ def _evaluator(ctx: RunContext):
     def evaluate(label: str, model_path, reuse: str | None = None) -> dict:
         if reuse in eval_results:
             return eval_results[reuse]
-        out_dir = ctx.stage_dir / label / "eval"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return evaluate_model(model_path, ctx, recipe.eval, mcq_sets, heldout, out_dir, label)
+        return evaluator.run_local(label, model_path, chat=False, out_dir=ctx.stage_dir / label / "eval")
 
     return evaluate
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from finloom.data.mixing import write_token_shards
 from finloom.errors import BadInput
-from finloom.eval.stage import evaluate_model, load_mcqs
+from finloom.eval.stage import Evaluator
 from finloom.files import atomic_write_json, iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.pretrain.stage import heldout_datasets, train_causal_lm
@@ -87,13 +87,14 @@ def run_mix_search(runner, ratios: list[float], steps: int, eval_points: int, ge
     section = recipe.pretrain.model_copy(update={"train": train, "eval_every": eval_every})
     tokens_per_step = train.batch_size * train.grad_accum * train.seq_len
     target = target_tokens or recipe.pretrain.train.max_steps * tokens_per_step
-    mcqs = {"finance_mcq": load_mcqs(recipe.eval.finance_mcq, recipe.resolve, mcq_items, [])}
+    finance = [b.name for b in recipe.eval.benchmarks if b.kind == "mcq" and b.domain == "finance"][:1]
+    evaluation = recipe.eval.model_copy(update={"max_items": mcq_items})
+    evaluator = Evaluator(evaluation, recipe, out / "eval_work", {}, set(finance)) if finance else None
 
     def finance_accuracy(label: str, model_path) -> float | None:
-        if not mcqs["finance_mcq"]:
+        if evaluator is None:
             return None
-        (out / label).mkdir(parents=True, exist_ok=True)
-        return evaluate_model(model_path, ctx, recipe.eval, mcqs, {}, out / label, label)["finance_mcq"]["accuracy"]
+        return evaluator.run_local(label, model_path, chat=False, out_dir=out / label / "eval")[finance[0]]["accuracy"]
 
     start_losses = _heldout_losses(ctx, start_path, tokenizer, train, section.eval_max_tokens)
     points = {"start": {"finance_loss": start_losses["finance"], "general_loss": start_losses["general"],

@@ -54,7 +54,8 @@ def heldout_datasets(ctx: RunContext, tokenizer, seq_len: int, max_tokens: int) 
 def _arguments(config_class, train: TrainArgs, ctx: RunContext, eval_every: int | None, evaluate: bool, **extra):
     kwargs = trainer_kwargs(train, ctx.stage_dir / "checkpoints", ctx.recipe.seed)
     if eval_every and evaluate:
-        kwargs.update(eval_strategy="steps", eval_steps=eval_every, per_device_eval_batch_size=train.batch_size)
+        kwargs.update(eval_strategy="steps", eval_steps=eval_every, per_device_eval_batch_size=train.batch_size,
+                      eval_on_start=True)  # the curve starts at the start model
     return config_class(**kwargs, **extra)
 
 

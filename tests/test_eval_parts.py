@@ -1,0 +1,96 @@
+"""Evaluation building blocks: question parsing, public layouts, answer extraction, scenario scoring."""
+
+from __future__ import annotations
+
+import pytest
+
+from finloom.eval.answers import answer_value, extract_letters, numbers_match
+from finloom.eval.layouts import convert
+from finloom.eval.mcq import normalize_answer, parse_question
+from finloom.eval.scenarios import checklist_metrics, final_score, is_usable, judge_prompt, parse_judgement
+
+
+def test_parse_question_handles_full_width_and_multiline():
+    stem, options = parse_question("关于存款保险，下列说法正确的有：\nA．保护存款人\nB、覆盖股票\n继续说明\nC:限额赔付\nD) 无上限")
+    assert stem == "关于存款保险，下列说法正确的有："
+    assert options == {"A": "保护存款人", "B": "覆盖股票 继续说明", "C": "限额赔付", "D": "无上限"}
+    assert normalize_answer("d, a b") == "ABD"
+
+
+def test_layouts_convert_public_formats_and_reject_with_reasons():
+    flame, flame_rejects = convert([
+        {"task_name": "CPA", "second_level": "审计", "question": "Which?\nA．one\nB．two\nC．three", "answer": "AC"},
+        {"task_name": "CPA", "question": "Q?\nA.x\nB.y", "answer": "C"},
+        {"task_name": "CPA", "question": "no options at all", "answer": "A"},
+    ], "flame")
+    assert flame[0]["options"] == ["one", "two", "three"] and flame[0]["multi"] is True
+    assert flame[0]["subsets"] == ["AB", "AC", "BC", "ABC"] and flame[0]["answer_index"] == 1
+    assert [reason for _, reason in flame_rejects] == ["answer 'C' is not among the options AB", "fewer than two options"]
+    financeiq, _ = convert([{"Question": "股票的风险？", "A": "高", "B": "低", "C": "无", "D": "不确定", "Answer": "A"}], "columns")
+    assert financeiq[0]["answer_index"] == 0 and financeiq[0]["letters"] == ["A", "B", "C", "D"]
+    cflue, _ = convert([{"名称": "证券专项考试", "task": "单项选择题", "question": "复利终值公式为（）。",
+                         "choices": "{'A': 'FV=PV×(1+I×n)', 'B': 'FV=PV×(1+I)^n'}", "answer": "B"}], "cflue")
+    assert cflue[0]["task_name"] == "证券专项考试" and cflue[0]["options"][1] == "FV=PV×(1+I)^n"
+    mmlu, _ = convert([{"question": "2+2?", "choices": ["3", "4"], "answer": 1, "subject": "math"}], "mmlu")
+    assert mmlu[0]["answer"] == "B"
+    arc, _ = convert([{"question": "Sky?", "choices": {"text": ["blue", "green"], "label": ["1", "2"]},
+                       "answerKey": "1"}], "arc")
+    assert arc[0]["answer"] == "A"
+    calc, calc_rejects = convert([{"question": "q", "answer": "He pays 3 + 4 = 7\n#### 7"},
+                                  {"question": "q", "answer": "seven"}], "calc")
+    assert calc[0]["answer"] == 7.0 and calc_rejects[0][1] == "answer 'seven' is not a number"
+
+
+@pytest.mark.parametrize("reply, valid, expected", [
+    ("Answer: B", "ABCD", "B"), ("答案：AB\n解析：……", "ABCD", "AB"), ("The correct options are A and C.", "ABCD", "AC"),
+    ("我认为应该选B。", "ABCD", "B"), ("(A)", "ABCD", "A"), ("A、C、D", "ABCD", "ACD"),
+    ("Answer: E", "ABCD", None), ("I cannot tell.", "ABCD", None),
+])
+def test_letters_are_extracted_from_replies(reply, valid, expected):
+    assert extract_letters(reply, valid) == expected
+
+
+@pytest.mark.parametrize("reply, unit, expected", [
+    ("The NPV is -810,976.15 yuan.", "yuan", -810976.15), ("答案：12.68万元", "10k_yuan", 12.68),
+    ("IRR = 12.5%", "%", 12.5), ("so it is 3.2 million", "yuan", 3_200_000.0), ("答案是三百二十五", "units", 325.0),
+    ("First 98.5, then after rounding 101.2", "yuan", 101.2), ("no number", "yuan", None),
+])
+def test_numbers_are_extracted_in_the_answer_unit(reply, unit, expected):
+    assert answer_value(reply, unit) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_numeric_tolerance_is_relative():
+    assert numbers_match(100.4, 100.0, 0.005) and not numbers_match(100.6, 100.0, 0.005)
+    assert not numbers_match(None, 1.0)
+
+
+SCENARIO = {"id": "s1", "task": "Minutes summary", "prompt": "Summarise the meeting.", "high_stakes": False,
+            "weights": {"accuracy": 30, "completeness": 30, "clarity": 10, "practicality": 10,
+                        "instruction_following": 20},
+            "checklist": ["Lists the decisions", {"text": "Under 200 words", "primary": False}]}
+
+
+def test_scenario_final_score_usable_rule_and_checklist_metrics():
+    scores = {"accuracy": 4, "completeness": 3, "clarity": 5, "practicality": 3, "instruction_following": 4}
+    assert final_score(scores, SCENARIO["weights"]) == pytest.approx((120 + 90 + 50 + 30 + 80) / 100)
+    assert is_usable(scores, SCENARIO["weights"], high_stakes=False)
+    assert not is_usable(scores, SCENARIO["weights"], high_stakes=True)  # 3.7 < 4
+    assert not is_usable({**scores, "clarity": -1, "accuracy": 5}, SCENARIO["weights"], high_stakes=False)
+    assert checklist_metrics([True, False], [True, False]) == {"csr": 0.5, "isr": 0.0, "psr": 0.0}  # 0.5+0.25 <= 0.8
+    assert checklist_metrics([True, True, False], [True, False, False])["psr"] == 0.0
+    assert checklist_metrics([True, True, True], [True, False, False]) == {"csr": 1.0, "isr": 1.0, "psr": 1.0}
+    assert checklist_metrics([False, True], [True, True])["psr"] == 0.0
+    assert checklist_metrics([True, True, True, True, False], [False] * 5)["psr"] == 0.0  # CSR 0.8 is not > 0.8
+
+
+def test_judge_prompt_and_reply_parsing():
+    prompt = judge_prompt(SCENARIO, "The board approved the budget.")
+    assert "instruction_following" in prompt and "1. Lists the decisions" in prompt and "2. Under 200 words" in prompt
+    good = ('Here is my review: {"accuracy": 4, "completeness": 3, "clarity": 5, "practicality": 3, '
+            '"instruction_following": 4, "checklist": [true, false]}')
+    assert parse_judgement(good, SCENARIO) == {"scores": {"accuracy": 4.0, "completeness": 3.0, "clarity": 5.0,
+                                                          "practicality": 3.0, "instruction_following": 4.0},
+                                               "checklist": [True, False]}
+    assert parse_judgement(good.replace('"clarity": 5', '"clarity": 7'), SCENARIO) is None
+    assert parse_judgement(good.replace("[true, false]", "[true]"), SCENARIO) is None
+    assert parse_judgement("The answer is fine.", SCENARIO) is None
