@@ -252,13 +252,70 @@ def pretrain_mix_search(
         _console().print(f"wrote data.mix.mixes.pretrain.shares into {apply} (previous version: {apply}.bak)")
 
 
-@app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
-    """(Re)build RUN/report.html and RUN/report.md from the run's manifests."""
-    from finloom.eval.report import build_report
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Option(help="A local model directory, or an OpenAI-compatible base URL (http...).")],
+    suite: Annotated[str, typer.Option(help="finance, general or all: which of the benchmarks to run.")] = "all",
+    recipe: Annotated[Path | None, typer.Option(help="Take benchmarks, endpoints' judge (teacher) and limits from "
+                                                     "this recipe's eval section; default: the bundled starter sets.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: evals/<model name>).")] = None,
+    chat: Annotated[bool, typer.Option(help="Also answer by generation (chat models); URLs are always chat.")] = False,
+    max_items: Annotated[int | None, typer.Option(help="At most this many items per benchmark.")] = None,
+    api_model: Annotated[str, typer.Option(help="Model name to request from the endpoint.")] = "default",
+) -> None:
+    """Evaluate one model on finloom's benchmarks (through lm-evaluation-harness) and print the results.
 
+    Writes OUT/results.json and per-question files OUT/<model>/<benchmark>.jsonl.
+    """
+    from finloom.eval.stage import Evaluator, headline
+    from finloom.files import atomic_write_json
+    from finloom.logs import quiet_libraries
+    from finloom.recipe import DEFAULT_EVAL_RECIPE, EndpointSpec
+
+    quiet_libraries()
+    if suite not in ("finance", "general", "all"):
+        raise BadInput(f"--suite {suite}: choose finance, general or all")
+    loaded = load_recipe(recipe or DEFAULT_EVAL_RECIPE)
+    section = loaded.eval.model_copy(update={"max_items": max_items or loaded.eval.max_items})
+    names = {b.name for b in section.benchmarks if suite == "all" or b.domain == suite}
+    if not names:
+        raise BadInput(f"--suite {suite}: the recipe's eval section has no {suite} benchmarks")
+    remote = model.startswith(("http://", "https://"))
+    resolved = Path(model).resolve()
+    label = "endpoint" if remote else (resolved.parent.name if resolved.name == "model" else resolved.name)
+    if not remote and not Path(model).is_dir():
+        raise BadInput(f"--model {model}: no such model directory")
+    target = out or Path("evals") / label
+    evaluator = Evaluator(section, loaded, target / "work", {}, names)
+    if remote:
+        results = evaluator.run_endpoint(EndpointSpec(name=label, base_url=model, model=api_model), target / label)
+    else:
+        results = evaluator.run_local(label, model, chat, target / label)
+    atomic_write_json(target / "results.json", {label: results})
+    table = Table(title=f"{model} ({suite})")
+    for column in ("benchmark", "score", "items"):
+        table.add_column(column)
+    for name, value in headline(results).items():
+        table.add_row(name, str(value), str(results[name].get("items", "—")))
+    _console().print(table)
+    _console().print(f"results: {target / 'results.json'}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    compare: Annotated[list[Path] | None, typer.Option(help="Other runs to put side by side with RUN_DIR (repeat).")] = None,
+    out: Annotated[Path, typer.Option(help="Where the comparison page goes (with --compare).")] = Path("."),
+) -> None:
+    """(Re)build RUN/report.html, report.md and model_card.md; with --compare, OUT/compare.html of several runs."""
+    from finloom.eval.report import build_comparison, build_report
+
+    if compare:
+        paths = build_comparison([run_dir, *compare], out)
+        _console().print(f"comparison: {paths['html']}")
+        return
     paths = build_report(run_dir)
-    _console().print(f"report: {paths['html']}")
+    _console().print(f"report: {paths['html']}  model card: {paths['model_card']}")
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from finloom.errors import BadInput
 
 STARTER_DATA_DIR = Path(__file__).parent / "starter" / "data"
+DEFAULT_EVAL_RECIPE = Path(__file__).parent / "eval" / "suites" / "starter.yaml"
 STARTER_PREFIX = "starter:"
 
 

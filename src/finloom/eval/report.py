@@ -6,104 +6,17 @@ the report of any run, and the report shows exactly what the run recorded.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from finloom.errors import BadInput  # noqa: E402
-from finloom.files import atomic_write_text  # noqa: E402
-from finloom.recipe import STAGE_NAMES, ReportSection  # noqa: E402
-from finloom.runner import RunContext, StageResult, read_manifest  # noqa: E402
-from finloom.training import load_log_history  # noqa: E402
+from finloom.errors import BadInput
+from finloom.eval import plots
+from finloom.files import atomic_write_text
+from finloom.recipe import STAGE_NAMES, ReportSection
+from finloom.runner import RunContext, StageResult, read_manifest
 
 TRAINING_STAGES = ("base", "pretrain", "sft", "reward", "align")
-EVAL_COLUMNS = (
-    ("finance_mcq", "accuracy", "Finance MCQ acc"),
-    ("general_mcq", "accuracy", "General MCQ acc"),
-    ("finance_ppl", "perplexity", "Finance PPL"),
-    ("general_ppl", "perplexity", "General PPL"),
-)
-
-
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _loss_curves(run_dir: Path, stages: list[str]) -> str | None:
-    curves = {}
-    for stage in stages:
-        history = load_log_history(run_dir / stage / "log_history.json")
-        points = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
-        if points:
-            curves[stage] = points
-    if not curves:
-        return None
-    figure, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
-    for axis, (stage, points) in zip(axes[0], curves.items()):
-        axis.plot([p[0] for p in points], [p[1] for p in points], color="#2563eb")
-        axis.set_title(stage)
-        axis.set_xlabel("step")
-        axis.set_ylabel("loss")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return _png(figure)
-
-
-def _eval_plots(results: dict) -> str | None:
-    models = list(results)
-    if not models:
-        return None
-    figure, (ppl_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for key, label, color in (("finance_ppl", "finance", "#dc2626"), ("general_ppl", "general", "#2563eb")):
-        values = [results[m].get(key, {}).get("perplexity") for m in models]
-        if any(v is not None for v in values):
-            ppl_axis.plot(models, values, marker="o", label=label, color=color)
-    ppl_axis.set_title("Held-out perplexity by stage (lower is better)")
-    ppl_axis.set_yscale("log")
-    ppl_axis.legend()
-    ppl_axis.grid(alpha=0.3)
-    width = 0.38
-    for offset, (key, label, color) in enumerate(
-        (("finance_mcq", "finance MCQ", "#dc2626"), ("general_mcq", "general MCQ", "#2563eb"))
-    ):
-        values = [results[m].get(key, {}).get("accuracy") or 0 for m in models]
-        positions = [i + (offset - 0.5) * width for i in range(len(models))]
-        acc_axis.bar(positions, values, width, label=label, color=color)
-        chance = [results[m].get(key, {}).get("chance") for m in models]
-        if all(c is not None for c in chance):
-            acc_axis.hlines(chance, [p - width / 2 for p in positions], [p + width / 2 for p in positions],
-                            colors="black", linestyles="dashed", label="chance" if offset == 0 else None)
-    acc_axis.set_xticks(range(len(models)), models)
-    acc_axis.set_title("MCQ accuracy by stage")
-    acc_axis.set_ylim(0, 1)
-    acc_axis.legend()
-    acc_axis.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    return _png(figure)
-
-
-def _funnel_plot(steps: list[dict]) -> str:
-    labels = ["input"] + [step["step"] for step in steps]
-    counts = [steps[0]["in"]] + [step["kept"] for step in steps]
-    figure, axis = plt.subplots(figsize=(7, 0.45 * len(labels) + 1))
-    axis.barh(labels[::-1], counts[::-1], color="#2563eb")
-    for y, count in enumerate(counts[::-1]):
-        axis.text(count, y, f" {count:,}", va="center", fontsize=8)
-    axis.set_xlabel("documents remaining")
-    axis.set_title("Documents remaining after each step")
-    axis.grid(alpha=0.3, axis="x")
-    figure.tight_layout()
-    return _png(figure)
 
 
 def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
@@ -126,7 +39,7 @@ def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str 
                 for s in steps]
         sections.append(("Data funnel by step", _table(["step", "in", "kept", "removed (reason=count)",
                                                         "set aside", "characters kept"], rows),
-                         _funnel_plot(steps), ""))
+                         plots.funnel_plot(steps), ""))
     sources = metrics.get("sources")
     if sources:
         by_source = tokens.get("by_source", {})
@@ -153,47 +66,6 @@ def data_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str 
     return sections
 
 
-def _heldout_curves(run_dir: Path) -> str | None:
-    history = load_log_history(run_dir / "pretrain" / "log_history.json")
-    series = {domain: [(e["step"], e[f"eval_{domain}_ppl"]) for e in history if f"eval_{domain}_ppl" in e]
-              for domain in ("finance", "general")}
-    if not any(series.values()):
-        return None
-    figure, axis = plt.subplots(figsize=(6.5, 3.4))
-    for domain, color in (("finance", "#dc2626"), ("general", "#2563eb")):
-        if series[domain]:
-            axis.plot([p[0] for p in series[domain]], [p[1] for p in series[domain]], marker="o", color=color,
-                      label=f"{domain} held-out PPL")
-    axis.set_xlabel("pretrain step")
-    axis.set_ylabel("perplexity")
-    axis.set_yscale("log")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return _png(figure)
-
-
-def _forgetting_plot(rows: list[dict]) -> str | None:
-    start = next((r for r in rows if r["variant"] == "start"), None)
-    points = [r for r in rows if r["variant"] != "start" and r.get("finance_ppl") and r.get("general_ppl")]
-    if not start or not points:
-        return None
-    figure, axis = plt.subplots(figsize=(6.5, 4))
-    for row in points:
-        finance_gain = 1 - row["finance_ppl"] / start["finance_ppl"]
-        general_change = row["general_ppl"] / start["general_ppl"] - 1
-        axis.scatter(general_change * 100, finance_gain * 100, s=60)
-        axis.annotate(row["variant"], (general_change * 100, finance_gain * 100), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")
-    axis.axvline(0, color="grey", linewidth=0.8)
-    axis.set_xlabel("general perplexity change vs start (%)  - lower is better")
-    axis.set_ylabel("finance perplexity reduction vs start (%)  - higher is better")
-    axis.set_title("Forgetting: finance learned vs general lost")
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return _png(figure)
-
-
 def forgetting_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
     rows = metrics["rows"]
     table = [[r["variant"], r.get("finance_ppl"), r.get("general_ppl"), r.get("finance_ppl_change"),
@@ -201,7 +73,7 @@ def forgetting_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None
              for r in rows]
     sections = [("Forgetting experiment", _table(
         ["variant", "finance PPL", "general PPL", "finance PPL change", "general PPL change", "finance MCQ",
-         "general MCQ", "step time (s)"], table), _forgetting_plot(rows),
+         "general MCQ", "step time (s)"], table), plots.forgetting_plot(rows),
         "Every variant starts from the same model at the same token budget. Self-constraint aims to keep general "
         "perplexity at the start model's while learning finance like finance-only training.")]
     checks = metrics.get("verdict", {})
@@ -212,28 +84,6 @@ def forgetting_sections(metrics: dict) -> list[tuple[str, tuple[str, str] | None
             ["variant", "general PPL change", "within tolerance", "share of finance-only gain", "gain enough",
              "beats replay", "all targets met"], rows), None, ""))
     return sections
-
-
-def _mix_search_plot(result: dict) -> str:
-    from finloom.pretrain.mix_search import predict
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for axis, domain in zip(axes, ("finance", "general")):
-        for ratio, curve in result["curves"].items():
-            (line,) = axis.plot(curve["tokens"], curve[f"{domain}_loss"], "o", label=f"finance share {ratio}")
-            fit = result["fits"][ratio][domain]
-            grid = [curve["tokens"][0] * (result["target_tokens"] / curve["tokens"][0]) ** (i / 40) for i in range(41)]
-            axis.plot(grid, [predict(fit, t) for t in grid], "-", color=line.get_color(), alpha=0.6)
-        axis.axhline(result["start"][f"{domain}_loss"], color="black", linestyle=":", label="start model")
-        axis.axvline(result["target_tokens"], color="grey", linestyle="--", linewidth=0.8)
-        axis.set_xscale("log")
-        axis.set_xlabel("tokens")
-        axis.set_ylabel(f"held-out {domain} loss")
-        axis.set_title(f"{domain}: points and L(D) = E + A D^-alpha")
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    figure.tight_layout()
-    return _png(figure)
 
 
 def mix_search_sections(result: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
@@ -247,7 +97,59 @@ def mix_search_sections(result: dict) -> list[tuple[str, tuple[str, str] | None,
             + f"; general-loss budget {result['general_budget']:.0%} over the start model.")
     return [("Mix search (scaling laws)", _table(
         ["finance share", "predicted finance loss", "predicted general loss", "predicted finance MCQ",
-         "finance alpha", "general alpha"], rows), _mix_search_plot(result), note)]
+         "finance alpha", "general alpha"], rows), plots.mix_search_plot(result), note)]
+
+
+def eval_columns(results: dict) -> list[str]:
+    """Every result key any model has, benchmarks first (in first-seen order), perplexities last."""
+    keys: list[str] = []
+    for per_model in results.values():
+        keys += [k for k in per_model if k not in keys]
+    return [k for k in keys if not k.endswith("_ppl")] + [k for k in keys if k.endswith("_ppl")]
+
+
+def eval_sections(results: dict) -> list[tuple[str, tuple[str, str] | None, str | None, str]]:
+    from finloom.eval.stage import headline
+
+    columns = eval_columns(results)
+    rows = [[model] + [headline(per_model).get(column) for column in columns] for model, per_model in results.items()]
+    domains = {name: value.get("domain") for per_model in results.values() for name, value in per_model.items()
+               if isinstance(value, dict) and value.get("domain") and not name.endswith("_gen")}
+    sections = [("Evaluation by stage", _table(["model"] + columns, rows), plots.domain_accuracy(results, domains),
+                 "Accuracy (MCQ by log-likelihood; _gen: answered by generation), usable rate (scenarios) and "
+                 "held-out perplexity, every model on the same sets: finance gains should not cost general ability.")]
+    chance_rows = [[model] + [per_model.get(c, {}).get("chance") for c in columns if c in domains]
+                   for model, per_model in results.items()]
+    if any(v is not None for row in chance_rows for v in row[1:]):
+        sections.append(("Chance levels", _table(["model"] + [c for c in columns if c in domains], chance_rows), None,
+                         "Random guessing on the same questions (multi-answer questions have many letter sets)."))
+    ppl = plots.eval_plots(results, domains)
+    if ppl:
+        sections.append(("Perplexity and MCQ accuracy by stage", None, ppl, ""))
+    for name in [c for c in columns if any(results[m].get(c, {}).get("by_task") for m in results)]:
+        if any(len(results[m].get(name, {}).get("by_task", {})) > 1 for m in results):
+            tasks = sorted({t for r in results.values() for t in r.get(name, {}).get("by_task", {})})
+            rows = [[task] + [results[m].get(name, {}).get("by_task", {}).get(task) for m in results] for task in tasks]
+            sections.append((f"{name} by certification", _table(["certification"] + list(results), rows),
+                             plots.certification_bars(results, name), ""))
+    for name in [c for c in columns if any("usable_rate" in results[m].get(c, {}) or
+                                           "responded_rate" in results[m].get(c, {}) for m in results)]:
+        rows = [[model, r.get("usable_rate"), r.get("pass_rate"), r.get("csr"), r.get("isr"), r.get("psr"),
+                 r.get("judge_failures"), r.get("responded_rate"), r.get("judge", "")]
+                for model, per_model in results.items() if (r := per_model.get(name))]
+        sections.append((f"{name}: judged scenarios", _table(
+            ["model", "usable rate", "pass rate", "CSR", "ISR", "PSR", "judge failures", "answered", "note"], rows),
+            plots.scenario_radar(results, name),
+            "Usable: weighted dimension score >= 3 (basic) or >= 4 (high-stakes) and no dimension at -1. Pass rate "
+            "(= ISR): every checklist item met. Judge replies that never parsed are counted as failures."))
+    return sections
+
+
+def load_results(run_dir: Path) -> dict:
+    import json
+
+    path = Path(run_dir) / "eval" / "results.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _cell(value) -> str:
@@ -277,93 +179,157 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
 """
 
 
-def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
-    run_dir = Path(run_dir)
+class Page:
+    """One report page, written twice: self-contained HTML (plots inline) and Markdown."""
+
+    def __init__(self, title: str, subtitle: str):
+        self.title = title
+        self.subtitle = subtitle
+        self.html: list[str] = []
+        self.markdown: list[str] = [f"# {title}\n", f"{subtitle}\n"]
+
+    def add(self, heading: str, table: tuple[str, str] | None = None, image: str | None = None, note: str = "") -> None:
+        self.html.append(f"<section><h2>{html.escape(heading)}</h2>")
+        self.markdown.append(f"\n## {heading}\n")
+        if note:
+            self.html.append(f"<p class='muted'>{html.escape(note)}</p>")
+            self.markdown.append(f"{note}\n")
+        if table:
+            self.html.append(table[0])
+            self.markdown.append(table[1])
+        if image:
+            self.html.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{image}'>")
+        self.html.append("</section>")
+
+    def extend(self, sections) -> None:
+        for heading, table, image, note in sections:
+            self.add(heading, table, image, note)
+
+    def write(self, html_path: Path, md_path: Path) -> dict[str, Path]:
+        page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<title>{html.escape(self.title)}</title><style>{STYLE}</style></head><body>"
+                f"<h1>{html.escape(self.title)}</h1><p class='muted'>{html.escape(self.subtitle)}</p>"
+                + "".join(self.html) + "</body></html>")
+        atomic_write_text(html_path, page)
+        atomic_write_text(md_path, "".join(self.markdown))
+        return {"html": html_path, "markdown": md_path}
+
+
+def _manifests(run_dir: Path) -> dict[str, dict]:
     manifests = {stage: read_manifest(run_dir, stage) for stage in STAGE_NAMES}
     manifests = {stage: m for stage, m in manifests.items() if m}
     if not manifests:
         raise BadInput(f"{run_dir}: no stage manifests found; is this a finloom run directory?")
-    title = title or f"finloom run: {run_dir.name}"
-    sections_html: list[str] = []
-    sections_md: list[str] = [f"# {title}\n", f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"]
+    return manifests
 
-    def add(heading: str, table: tuple[str, str] | None = None, image: str | None = None, note: str = "") -> None:
-        sections_html.append(f"<h2>{html.escape(heading)}</h2>")
-        sections_md.append(f"\n## {heading}\n")
-        if note:
-            sections_html.append(f"<p class='muted'>{html.escape(note)}</p>")
-            sections_md.append(f"{note}\n")
-        if table:
-            sections_html.append(table[0])
-            sections_md.append(table[1])
-        if image:
-            sections_html.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{image}'>")
 
+def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
+    """RUN/report.html, RUN/report.md and RUN/model_card.md, all from what the run recorded."""
+    run_dir = Path(run_dir)
+    manifests = _manifests(run_dir)
+    page = Page(title or f"finloom run: {run_dir.name}",
+                f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run's manifests.")
     rows = [[stage, m.get("status"), m.get("wall_time_s"), m.get("peak_rss_mb")]
             for stage, m in manifests.items() if stage != "report"]
-    add("Stages", _table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows))
-
-    data_metrics = manifests.get("data", {}).get("metrics", {})
-    for heading, table, image, note in data_sections(data_metrics):
-        add(heading, table, image, note)
-
-    eval_manifest = manifests.get("eval")
-    results = {}
-    if eval_manifest and (run_dir / "eval" / "results.json").exists():
-        import json
-
-        results = json.loads((run_dir / "eval" / "results.json").read_text(encoding="utf-8"))
-        rows = [[model] + [results[model].get(key, {}).get(field) for key, field, _ in EVAL_COLUMNS] for model in results]
-        add(
-            "Evaluation by stage",
-            _table(["model"] + [label for _, _, label in EVAL_COLUMNS], rows),
-            _eval_plots(results),
-            "Each stage's model on the same held-out sets: finance gains should not cost general ability. "
-            "Dashed lines in the accuracy chart mark random guessing.",
-        )
-        tasks = sorted({t for r in results.values() for t in r.get("finance_mcq", {}).get("by_task", {})})
-        if tasks:
-            rows = [[task] + [results[m]["finance_mcq"]["by_task"].get(task) for m in results] for task in tasks]
-            add("Finance MCQ accuracy by certification", _table(["certification"] + list(results), rows))
-
-    curves = _heldout_curves(run_dir)
+    page.add("Stages", _table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows),
+             plots.stage_timeline({s: m for s, m in manifests.items() if s != "report"}))
+    page.extend(data_sections(manifests.get("data", {}).get("metrics", {})))
+    results = load_results(run_dir)
+    if results:
+        page.extend(eval_sections(results))
+    curves = plots.heldout_curves(run_dir)
     if curves:
-        add("Held-out perplexity during continual pre-training", None, curves,
-            "Evaluated every pretrain.eval_every steps on held-out text: finance should fall while general stays flat.")
-
+        page.add("Held-out perplexity during continual pre-training", None, curves,
+                 "Evaluated every pretrain.eval_every steps on held-out text: finance should fall while general stays "
+                 "flat.")
     forgetting = manifests.get("forgetting", {}).get("metrics")
     if forgetting and forgetting.get("rows"):
-        for heading, table, image, note in forgetting_sections(forgetting):
-            add(heading, table, image, note)
-
+        page.extend(forgetting_sections(forgetting))
     mix_search = run_dir / "mix_search" / "results.json"
     if mix_search.exists():
         import json
 
-        for heading, table, image, note in mix_search_sections(json.loads(mix_search.read_text(encoding="utf-8"))):
-            add(heading, table, image, note)
-
+        page.extend(mix_search_sections(json.loads(mix_search.read_text(encoding="utf-8"))))
     trained = [s for s in TRAINING_STAGES if s in manifests]
     rows = []
     for stage in trained:
         metrics = manifests[stage].get("metrics", {})
         extra = {k: v for k, v in metrics.items() if k in ("eval_accuracy", "reward_accuracy", "reward_margin")}
-        rows.append([stage, metrics.get("train_steps"), metrics.get("final_loss"), ", ".join(f"{k}={v}" for k, v in extra.items())])
+        rows.append([stage, metrics.get("train_steps"), metrics.get("final_loss"),
+                     ", ".join(f"{k}={v}" for k, v in extra.items())])
     if rows:
-        add("Training", _table(["stage", "steps", "final loss", "stage metrics"], rows), _loss_curves(run_dir, trained))
+        page.add("Training", _table(["stage", "steps", "final loss", "stage metrics"], rows),
+                 plots.loss_curves(run_dir, trained))
+    paths = page.write(run_dir / "report.html", run_dir / "report.md")
+    paths["model_card"] = write_model_card(run_dir, manifests, results)
+    return paths
 
-    page = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p class='muted'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run's manifests.</p>"
-        + "".join(sections_html)
-        + "</body></html>"
-    )
-    html_path, md_path = run_dir / "report.html", run_dir / "report.md"
-    atomic_write_text(html_path, page)
-    atomic_write_text(md_path, "".join(sections_md))
-    return {"html": html_path, "markdown": md_path}
+
+def build_comparison(run_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+    """Side by side: every model of every run (RUN/model) on the benchmarks they share, and their stage costs."""
+    merged, rows = {}, []
+    for run_dir in map(Path, run_dirs):
+        manifests = _manifests(run_dir)
+        for model, results in load_results(run_dir).items():
+            merged[f"{run_dir.name}/{model}"] = results
+        rows.append([run_dir.name] + [manifests.get(stage, {}).get("wall_time_s") for stage in STAGE_NAMES[:-1]])
+    if not merged:
+        raise BadInput("--compare: none of the runs has evaluation results (run their eval stage first)")
+    page = Page(f"finloom comparison: {', '.join(Path(r).name for r in run_dirs)}",
+                f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.")
+    page.add("Runs", _table(["run"] + [f"{stage} (s)" for stage in STAGE_NAMES[:-1]], rows))
+    page.extend(eval_sections(merged))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return page.write(out_dir / "compare.html", out_dir / "compare.md")
+
+
+def write_model_card(run_dir: Path, manifests: dict[str, dict], results: dict) -> Path:
+    """A Markdown model card for the run's final model: lineage of data, training settings, evaluation."""
+    from finloom.eval.stage import headline
+
+    model_stages = [s for s in ("align", "sft", "pretrain", "base") if s in manifests]
+    final = model_stages[0] if model_stages else None
+    data = manifests.get("data", {})
+    lines = [f"# Model card: {run_dir.name}" + (f" / {final}" if final else ""), ""]
+    if final:
+        lines += [f"Model directory: `{manifests[final]['outputs'].get('model')}` (Hugging Face format, safetensors), "
+                  f"produced by the `{final}` stage. Start: "
+                  f"`{manifests[final].get('config', {}).get('model', {})}`.", ""]
+    if data:
+        lines += ["## Training data", "", "| input | sha256 |", "|---|---|"]
+        lines += [f"| {path} | {digest[:16]}… |" for path, digest in data.get("inputs", {}).get("files", {}).items()]
+        funnel = data.get("metrics", {}).get("funnel", {})
+        if funnel:
+            lines += ["", f"Read {funnel.get('read')} documents, rejected {funnel.get('rejected')} malformed records, "
+                          f"removed {sum(funnel.get('removed', {}).values())} "
+                          f"({', '.join(f'{k} {v}' for k, v in funnel.get('removed', {}).items())}), kept "
+                          f"{', '.join(f'{k} {v}' for k, v in funnel.get('kept', {}).items())}."]
+        for name, mix in data.get("metrics", {}).get("mixes", {}).items():
+            lines.append(f"Mix `{name}`: {mix['tokens']:,} tokens, shares "
+                         f"{', '.join(f'{d} {v:.3f}' for d, v in mix['shares'].items())}.")
+        lines.append("")
+    lines += ["## Training", "", "| stage | steps | final loss | learning rate | batch | seq len | config sha256 |",
+              "|---|---|---|---|---|---|---|"]
+    for stage in TRAINING_STAGES:
+        manifest = manifests.get(stage)
+        if manifest:
+            train = manifest.get("config", {}).get("section", {}).get("train", {})
+            metrics = manifest.get("metrics", {})
+            lines.append(f"| {stage} | {metrics.get('train_steps')} | {metrics.get('final_loss')} | "
+                         f"{train.get('learning_rate')} | {train.get('batch_size')} | {train.get('seq_len')} | "
+                         f"{manifest.get('config_hash', '')[:16]}… |")
+    if results:
+        columns = eval_columns(results)
+        lines += ["", "## Evaluation", "", "| model | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for model, per_model in results.items():
+            values = headline(per_model)
+            lines.append(f"| {model} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
+    lines += ["", "Every number above is read from the run's manifests; see report.html for the full report."]
+    path = run_dir / "model_card.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def run(section: ReportSection, ctx: RunContext) -> StageResult:

@@ -187,7 +187,7 @@ def models_to_evaluate(ctx: RunContext) -> list[tuple[str, str]]:
 
 def headline(results: dict) -> dict:
     """One number per benchmark and model: accuracy, usable rate or perplexity."""
-    keys = ("accuracy", "usable_rate", "perplexity")
+    keys = ("accuracy", "usable_rate", "responded_rate", "perplexity")
     return {name: next((value[k] for k in keys if value.get(k) is not None), None) for name, value in results.items()}
 
 
