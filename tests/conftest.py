@@ -6,6 +6,11 @@ the network nor the bundled starter data, and one full pipeline run takes second
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the finloom CLI sets it; before torch loads OpenMP
+os.environ.setdefault("TQDM_DISABLE", "1")
+
 import json
 import random
 import socket

@@ -28,7 +28,9 @@ def small_quickstart(folder: Path) -> Path:
                                   "tokenizer_max_chars": 300_000}
     for stage, steps in (("base", 150), ("pretrain", 80), ("sft", 60), ("reward", 10), ("align", 10)):
         recipe[stage]["train"].update(max_steps=steps, batch_size=8, save_steps=20)
-    recipe["eval"].update(max_items=60, perplexity_max_tokens=4096)
+    recipe["eval"].update(perplexity_max_tokens=4096)
+    for benchmark in recipe["eval"]["benchmarks"]:
+        benchmark["max_items"] = 60 if benchmark.get("kind", "mcq") == "mcq" else 8
     path = folder / "quickstart-small.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
@@ -53,6 +55,10 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert results["pretrain"]["finance_ppl"]["perplexity"] < results["base"]["finance_ppl"]["perplexity"]
     for model in results.values():
         assert model["finance_mcq"]["items"] == 60 and model["general_mcq"]["items"] == 60
+    for chat_model in ("sft", "align"):  # chat models also answer by generation, and do the generated benchmarks
+        assert results[chat_model]["finance_mcq_gen"]["items"] == 60
+        assert results[chat_model]["finance_calc"]["items"] == 8 and results[chat_model]["scenarios"]["items"] == 8
+    assert "finance_calc" not in results["base"]
     forgetting = json.loads((run_dir / "forgetting" / "results.json").read_text())
     assert [row["variant"] for row in forgetting["rows"]] == ["start", "finance_only_ce", "replay_ce",
                                                               "self_constraint_full", "self_constraint_top500"]

@@ -118,3 +118,46 @@ def test_endpoint_and_scenario_judge_against_a_real_server(tiny_data, tiny_run, 
         assert row["judge_failed"] == ("scores" not in row)
     assert judged["judge_failures"] == sum(r["judge_failed"] for r in rows)
     assert set(judged["by_family"]) == {"knowledge_theory", "risk_control", "customer_service"}
+
+
+def test_eval_command_on_a_model_directory_with_local_files(tiny_run, tmp_path):
+    """`finloom eval` on a stage model: a CSV folder in FinanceIQ's layout (one sub-task per file) and a
+    saved HF dataset in MMLU's layout, from a recipe's eval section."""
+    import csv
+
+    from datasets import Dataset
+
+    from conftest import finloom_cli
+
+    folder = tmp_path / "financeiq" / "test"
+    folder.mkdir(parents=True)
+    for name, rows in (("银行从业", [("存款保险的作用是？", "保护存款人", "提高利率", "发行货币", "征税", "A")] * 3),
+                       ("证券从业", [("股票属于？", "债权", "所有权凭证", "保险", "期货", "B")] * 2)):
+        with open(folder / f"{name}.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["Question", "A", "B", "C", "D", "Answer"])
+            writer.writerows(rows)
+    Dataset.from_list([{"question": "2 + 2 = ?", "choices": ["3", "4", "5", "6"], "answer": 1, "subject": "math"}] * 4
+                      ).save_to_disk(str(tmp_path / "mmlu_local"))
+    recipe = tmp_path / "suite.yaml"
+    recipe.write_text(
+        "name: suite\nmodel: {hf: unused}\n"
+        "data: {enabled: false, general: [{path: x}], finance: [{path: x}]}\n"
+        "sft: {enabled: false}\nreward: {enabled: false}\nalign: {enabled: false}\n"
+        "eval:\n  benchmarks:\n"
+        f"    - {{name: financeiq, layout: columns, files: [{{path: {tmp_path / 'financeiq'}}}]}}\n"
+        f"    - {{name: mmlu, domain: general, layout: mmlu, files: [{{path: {tmp_path / 'mmlu_local'}}}]}}\n",
+        encoding="utf-8")
+    out = tmp_path / "out"
+    done = finloom_cli("eval", "--model", str(tiny_run / "base" / "model"), "--suite", "all", "--recipe", str(recipe),
+                       "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())["base"]
+    assert results["financeiq"]["items"] == 5 and set(results["financeiq"]["by_task"]) == {"银行从业", "证券从业"}
+    assert results["mmlu"]["items"] == 4 and results["mmlu"]["by_task"] == {"math": results["mmlu"]["accuracy"]}
+    finance_only = finloom_cli("eval", "--model", str(tiny_run / "base" / "model"), "--suite", "finance", "--recipe",
+                               str(recipe), "--out", str(tmp_path / "finance"))
+    assert finance_only.returncode == 0
+    assert list(json.loads((tmp_path / "finance" / "results.json").read_text())["base"]) == ["financeiq"]
+    missing = finloom_cli("eval", "--model", str(tmp_path / "nope"), "--recipe", str(recipe))
+    assert missing.returncode == 2 and "no such model directory" in missing.stderr

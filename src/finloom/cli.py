@@ -339,6 +339,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # libraries' tqdm bars; finloom shows rich progress bars
+    # OpenMP threads that spin while waiting make torch 10-30x slower on a CPU another process also uses
+    # (measured: 2 threads, one core busy elsewhere); passive waiting costs little on an idle machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         if len(sys.argv) > 1 and sys.argv[1] in ("run", "stage", "serve"):
             from finloom.logs import quiet_libraries

@@ -51,12 +51,24 @@ class PreparedBenchmark:
     rejects: list[dict] = field(default_factory=list)
 
 
+def _is_saved_dataset(path: Path) -> bool:
+    """A folder written by ``datasets.Dataset.save_to_disk``."""
+    return path.is_dir() and (path / "state.json").exists() and (path / "dataset_info.json").exists()
+
+
 def _files(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".csv",
-                                                                                           ".parquet"))
+    if path.is_file() or _is_saved_dataset(path):
+        return [path]
+    saved = sorted(p.parent for p in path.rglob("state.json") if _is_saved_dataset(p.parent))
+    return saved + sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".csv", ".parquet")
+                          and not any(folder in p.parents for folder in saved))
 
 
 def _records(path: Path, rejects: list[dict]) -> list[dict]:
+    if _is_saved_dataset(path):
+        from datasets import load_from_disk
+
+        return [dict(row) for row in load_from_disk(str(path))]
     if path.suffix == ".csv":
         import csv
 
