@@ -23,6 +23,8 @@ def test_verdict_checks_each_target_with_numbers():
     assert full["finance_gain_share"] == 0.925 and full["all_met"] is True and full["beats_replay"] is True
     assert top["finance_gain_share"] == 0.5 and top["finance_gain_enough"] is False and top["all_met"] is False
     assert top["general_within_tolerance"] is True
+    lower = verdict([rows[0], rows[1], {**rows[3], "general_ppl": 45.0, "general_ppl_change": -0.1}], ForgettingSection())
+    assert lower["self_constraint_full"]["general_within_tolerance"] is True  # general PPL falling is not forgetting
 
 
 def test_forgetting_stage_trains_variants_reuses_pretrain_and_reports(tiny_data, tmp_path):

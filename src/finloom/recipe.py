@@ -513,7 +513,8 @@ class ForgettingSection(StageSection):
     train: TrainArgs | None = Field(None, description="Budget and optimiser of every variant; default: pretrain.train.")
     reuse_pretrain: bool = Field(
         True, description="A variant identical to the pretrain stage (objective, mix, budget) reuses its model.")
-    general_ppl_tolerance: float = Field(0.02, ge=0, description="Target: general PPL within this of the start model's.")
+    general_ppl_tolerance: float = Field(
+        0.02, ge=0, description="Target: general PPL at most this much above the start model's (a fall is no forgetting).")
     finance_gain_share: float = Field(
         0.9, ge=0, le=1, description="Target: this share of finance-only CE's finance-PPL reduction.")
 

@@ -94,7 +94,8 @@ def verdict(rows: list[dict], section: ForgettingSection) -> dict:
         gain_share = gain / finance_only_gain if finance_only_gain > 0 else None
         check = {
             "general_ppl_change": row["general_ppl_change"],
-            "general_within_tolerance": abs(row["general_ppl_change"]) <= section.general_ppl_tolerance,
+            # Forgetting is general perplexity going up; a drop (an under-trained start model improving) is no loss.
+            "general_within_tolerance": row["general_ppl_change"] <= section.general_ppl_tolerance,
             "finance_gain_share": round(gain_share, 4) if gain_share is not None else None,
             "finance_gain_enough": gain_share is not None and gain_share >= section.finance_gain_share,
         }
