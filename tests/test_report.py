@@ -11,12 +11,20 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
     page = (tiny_run / "report.html").read_text(encoding="utf-8")
     assert "<table>" in page and "Evaluation by stage" in page and "Data funnel" in page
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(images) == 3  # data funnel, eval plots, loss curves
-    assert "Data funnel by step" in page and "Data by source" in page
+    # timeline, funnel, finance vs general, perplexity + MCQ, certification bars (finance_mcq and its generated
+    # answers), held-out curves during CPT, loss curves
+    assert len(images) == 8
+    assert "Data funnel by step" in page and "Data by source" in page and "Token mixes" in page
     assert not re.search(r"(src|href)=['\"]https?://", page)
     markdown = (tiny_run / "report.md").read_text(encoding="utf-8")
-    for model in ("base", "pretrain", "sft", "align"):
-        assert re.search(rf"^\| {model} \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$", markdown, re.M), model
+    header = "| model | finance_mcq | general_mcq | finance_mcq_gen | general_mcq_gen | finance_ppl | general_ppl |"
+    assert header in markdown
+    for model in ("base", "pretrain"):  # base models: no generated answers
+        assert re.search(rf"^\| {model} \| [0-9.]+ \| [0-9.]+ \| — \| — \| [0-9.]+ \| [0-9.]+ \|$", markdown, re.M)
+    for model in ("sft", "align"):
+        assert re.search(rf"^\| {model} (\| [0-9.]+ ){{6}}\|$", markdown, re.M), model
+    card = (tiny_run / "model_card.md").read_text(encoding="utf-8")
+    assert "# Model card: shared / align" in card and "| general.jsonl |" in card and "## Evaluation" in card
 
 
 def test_status_and_report_commands(tiny_run):

@@ -113,7 +113,7 @@ def run_mix_search(runner, ratios: list[float], steps: int, eval_points: int, ge
             train_causal_lm(run_ctx, model, tokenizer, section, start_path, shards)
         history = json.loads((out / label / "log_history.json").read_text(encoding="utf-8"))
         curve = {"tokens": [], "finance_loss": [], "general_loss": []}
-        for step in sorted({e["step"] for e in history if "eval_finance_loss" in e}):
+        for step in sorted({e["step"] for e in history if "eval_finance_loss" in e and e["step"] > 0}):
             entries = [e for e in history if e["step"] == step]
             curve["tokens"].append(step * tokens_per_step)
             for domain in ("finance", "general"):
