@@ -161,3 +161,27 @@ def test_eval_command_on_a_model_directory_with_local_files(tiny_run, tmp_path):
     assert list(json.loads((tmp_path / "finance" / "results.json").read_text())["base"]) == ["financeiq"]
     missing = finloom_cli("eval", "--model", str(tmp_path / "nope"), "--recipe", str(recipe))
     assert missing.returncode == 2 and "no such model directory" in missing.stderr
+
+
+def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, tmp_path):
+    """The served SFT model through lm-eval's local-completions (echo + logprobs) scores the MCQ exactly as
+    the eval stage scored the same model in-process."""
+    from conftest import tiny_recipe, write_recipe
+    from finloom.eval.stage import Evaluator
+    from finloom.recipe import load_recipe
+
+    recipe = tiny_recipe(**{"eval.endpoints": [{"name": "served", "base_url": served_sft, "chat": False,
+                                                "logprobs": True, "tokenizer": str(tiny_run / "sft" / "model")}],
+                            "eval.benchmarks": [{"name": "finance_mcq", "files": [{"path": "fin_mcq.jsonl"}],
+                                                 "scoring": "cloze"}]})
+    loaded = load_recipe(write_recipe(tiny_data, recipe, "logprobs.yaml"))
+    results = Evaluator(loaded.eval, loaded, tmp_path / "work", {}).run_endpoint(loaded.eval.endpoints[0],
+                                                                                 tmp_path / "served")
+    remote = {(r["id"], r["template"]): r for r in map(json.loads, (tmp_path / "served" / "finance_mcq.jsonl")
+                                                       .read_text().splitlines())}
+    local = {(r["id"], r["template"]): r for r in map(json.loads, (tiny_run / "eval" / "sft" / "finance_mcq.jsonl")
+                                                      .read_text().splitlines())}
+    assert remote.keys() == local.keys() and results["finance_mcq"]["items"] == 17
+    for key, row in local.items():
+        assert remote[key]["prediction"] == row["prediction"]
+        assert remote[key]["loglikelihoods"] == pytest.approx(row["loglikelihoods"], abs=1e-4)

@@ -126,7 +126,7 @@ class Evaluator:
             task = bar.add_task(label, total=None, status=f"{len(subtasks)} lm-eval tasks")
             lm = FinloomLM(model, tokenizer, self.section.batch_size, max_gen_toks=self.section.max_gen_tokens,
                            progress=lambda n: bar.advance(task, n))
-            samples = harness.evaluate(lm, subtasks, self.work, apply_chat_template=chat, seed=recipe.seed)
+            samples = self._evaluate(lm, subtasks, chat)
             results = self._collect(samples, subtasks, out_dir, label)
             max_length = min(1024, getattr(model.config, "max_position_embeddings", 1024))
             separator = tokenizer.get_vocab().get("<|endoftext|>", tokenizer.eos_token_id)
@@ -144,9 +144,17 @@ class Evaluator:
         subtasks = self._subtasks(chat=True, loglikelihood=endpoint.logprobs)
         with progress_bar(f"eval {endpoint.name}") as bar:
             bar.add_task(endpoint.name, total=None, status=f"{len(subtasks)} lm-eval tasks")
-            samples = harness.evaluate(lm, subtasks, self.work, apply_chat_template=endpoint.chat,
-                                       seed=self.recipe.seed)
+            samples = self._evaluate(lm, subtasks, endpoint.chat)
         return self._collect(samples, subtasks, out_dir, endpoint.name)
+
+    def _evaluate(self, lm, subtasks: list[harness.SubTask], chat: bool) -> dict:
+        """Log-likelihood tasks on the raw prompt for every model, so stages compare on one protocol;
+        generation tasks through the chat template for chat models."""
+        scored = [t for t in subtasks if t.template in harness.LOGLIKELIHOOD_TEMPLATES]
+        generated = [t for t in subtasks if t not in scored]
+        samples = harness.evaluate(lm, scored, self.work, apply_chat_template=False, seed=self.recipe.seed)
+        samples.update(harness.evaluate(lm, generated, self.work, apply_chat_template=chat, seed=self.recipe.seed))
+        return samples
 
 
 def api_model(endpoint: EndpointSpec):

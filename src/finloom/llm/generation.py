@@ -78,3 +78,34 @@ class LocalGenerator:
             if piece:
                 yield piece
         thread.join()
+
+    @torch.no_grad()
+    def prompt_logprobs(self, ids: list[int], top_n: int, max_tokens: int) -> dict:
+        """OpenAI-style ``logprobs`` of a prompt (echo) and of ``max_tokens`` greedy tokens after it.
+
+        ``token_logprobs[i]`` is log p(token i | tokens before it) (None for the first token);
+        ``top_logprobs[i]`` the ``top_n`` most likely tokens at that position. This is what
+        evaluation harnesses read to score multiple-choice answers through an API.
+        """
+        with self._lock:
+            sequence = list(ids)
+            for _ in range(max_tokens):
+                logits = self.model(input_ids=torch.tensor([sequence])).logits[0, -1]
+                sequence.append(int(logits.argmax()))
+            logprobs = torch.log_softmax(self.model(input_ids=torch.tensor([sequence])).logits[0].float(), dim=-1)
+        tokens = [self.tokenizer.decode([token]) for token in sequence]
+        token_logprobs: list[float | None] = [None]
+        top_logprobs: list[dict | None] = [None]
+        for position in range(1, len(sequence)):
+            row = logprobs[position - 1]
+            token_logprobs.append(float(row[sequence[position]]))
+            values, indices = row.topk(max(top_n, 1))
+            top_logprobs.append({self.tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices)})
+        offsets, position = [], 0
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        return {"text": "".join(tokens[len(ids):]), "all_text": "".join(tokens),
+                "logprobs": {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
+                             "text_offset": offsets},
+                "prompt_tokens": len(ids), "completion_tokens": len(sequence) - len(ids)}

@@ -45,7 +45,14 @@ class ChatRequest(SamplingParams):
 
 
 class CompletionRequest(SamplingParams):
-    prompt: str
+    prompt: str | list[int] | list[str] | list[list[int]] = Field(description="Text or token ids, or a batch of either.")
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20, description="Top log-probs per token (prompt too, with echo).")
+
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]
+        return list(self.prompt)
 
 
 def _usage(generation) -> dict:
@@ -105,6 +112,11 @@ def create_app(model_dir: str | Path, model_name: str | None = None, trust_remot
     def completions(request: CompletionRequest):
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
+        if request.echo or request.logprobs is not None:
+            return _scored_completions(request, request_id, created)
+        if not isinstance(request.prompt, str):
+            return JSONResponse(status_code=400, content={"error": {
+                "message": "token or batched prompts are served with logprobs / echo only", "type": "invalid_request_error"}})
         if request.stream:
             def chunk(piece: str, finish: str | None) -> dict:
                 return {"id": request_id, "object": "text_completion", "created": created, "model": name,
@@ -117,5 +129,22 @@ def create_app(model_dir: str | Path, model_name: str | None = None, trust_remot
             "choices": [{"index": 0, "text": generation.text, "finish_reason": generation.finish_reason}],
             "usage": _usage(generation),
         }
+
+    def _scored_completions(request: CompletionRequest, request_id: str, created: int) -> dict:
+        """Greedy tokens with their log-probs; with ``echo``, the prompt's tokens and log-probs first."""
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for index, prompt in enumerate(request.prompts()):
+            ids = prompt if isinstance(prompt, list) else generator.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            scored = generator.prompt_logprobs(ids, request.logprobs or 1, request.max_tokens)
+            logprobs = scored["logprobs"]
+            if not request.echo:
+                logprobs = {key: values[len(ids):] for key, values in logprobs.items()}
+            choices.append({"index": index, "text": scored["all_text"] if request.echo else scored["text"],
+                            "logprobs": logprobs, "finish_reason": "length"})
+            prompt_tokens += scored["prompt_tokens"]
+            completion_tokens += scored["completion_tokens"]
+        return {"id": request_id, "object": "text_completion", "created": created, "model": name, "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
 
     return app
