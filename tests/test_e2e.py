@@ -59,6 +59,9 @@ def test_quickstart_small_end_to_end(tmp_path):
         assert results[chat_model]["finance_mcq_gen"]["items"] == 60
         assert results[chat_model]["finance_calc"]["items"] == 8 and results[chat_model]["scenarios"]["items"] == 8
     assert "finance_calc" not in results["base"]
+    judged = results["align"]["scenarios"]  # judged by the run's own align model (teacher: stage:align)
+    assert judged["usable_rate"] is not None and 0 <= judged["judge_failures"] <= 8
+    assert (run_dir / "eval" / "align" / "scenarios_judge.jsonl").exists()
     forgetting = json.loads((run_dir / "forgetting" / "results.json").read_text())
     assert [row["variant"] for row in forgetting["rows"]] == ["start", "finance_only_ce", "replay_ce",
                                                               "self_constraint_full", "self_constraint_top500"]

@@ -527,7 +527,9 @@ class ClientSection(Section):
     """The teacher / judge LLM: an OpenAI-compatible endpoint or a local HF model directory."""
 
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
-    local_model: str | None = Field(None, description="Local HF model directory, run in-process.")
+    local_model: str | None = Field(
+        None, description="Local HF model directory, run in-process; 'stage:NAME' is that stage's model of the run "
+                          "(a self-judging demo: the quickstart's scenarios are judged by its own align model).")
     model: str = "default"
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     timeout_s: float = Field(60.0, gt=0)
@@ -568,6 +570,10 @@ class Recipe(Section):
         problems = []
         if self.data.enabled and self.data.judge.enabled and self.teacher is None:
             problems.append("data.judge.enabled: the judge needs a teacher section (its LLM endpoint)")
+        if (self.data.enabled and self.data.judge.enabled and self.teacher is not None
+                and (self.teacher.local_model or "").startswith("stage:")):
+            problems.append("teacher.local_model: the data stage runs before any stage has a model; "
+                            "judge the data with an endpoint or a model directory")
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or (stage == "base" and self.model.scratch is None) or not self.data.enabled:

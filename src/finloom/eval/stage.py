@@ -47,9 +47,10 @@ class Evaluator:
     """The recipe's benchmarks, converted and turned into lm-eval tasks once, evaluated on any model."""
 
     def __init__(self, section: EvalSection, recipe: Recipe, work: Path, heldout: dict[str, list[str]],
-                 names: set[str] | None = None):
+                 names: set[str] | None = None, run_dir: Path | None = None):
         self.section = section
         self.recipe = recipe
+        self.run_dir = run_dir
         self.work = Path(work)
         self.heldout = heldout
         self.specs = {spec.name: spec for spec in section.benchmarks if names is None or spec.name in names}
@@ -105,11 +106,23 @@ class Evaluator:
 
         scenarios = {item["id"]: item for item in prepared.items}
         settings = self.section.scenarios
-        with LLMClient(self.recipe.teacher) as client:
+        with LLMClient(self._judge_config()) as client:
             judged = judge_answers(client, rows, scenarios, settings.judge_retries, settings.judge_max_tokens,
                                    settings.usable_basic, settings.usable_high_stakes)
         atomic_write_jsonl(out_dir / f"{key}_judge.jsonl", judged)
         return {**answered, **summarize_scenarios(judged)}
+
+    def _judge_config(self):
+        """The teacher, with a 'stage:NAME' local model resolved to that stage's model in this run."""
+        teacher = self.recipe.teacher
+        reference = teacher.local_model or ""
+        if not reference.startswith("stage:"):
+            return teacher
+        stage = reference.removeprefix("stage:")
+        path = (self.run_dir / stage / "model") if self.run_dir else None
+        if path is None or not path.exists():
+            raise BadInput(f"teacher.local_model: {reference}: no model of stage {stage!r} in this run")
+        return teacher.model_copy(update={"local_model": str(path)})
 
     def run_local(self, label: str, model_path, chat: bool, out_dir: Path) -> dict:
         """Every benchmark on a local model directory (generation tasks only for chat models) and perplexity."""
@@ -203,7 +216,7 @@ def run(section: EvalSection, ctx: RunContext) -> StageResult:
     heldout = heldout_texts(ctx)
     if not section.benchmarks and not heldout:
         raise BadInput("eval: nothing to evaluate (no benchmarks and no held-out text)")
-    evaluator = Evaluator(section, ctx.recipe, ctx.stage_dir / "work", heldout)
+    evaluator = Evaluator(section, ctx.recipe, ctx.stage_dir / "work", heldout, run_dir=ctx.run_dir)
     atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", evaluator.rejects)
     per_model = {}
     for label, model_path in models_to_evaluate(ctx):
