@@ -14,6 +14,7 @@ from conftest import tiny_recipe, write_recipe
 from finloom.errors import RunLocked
 from finloom.recipe import load_recipe
 from finloom.runner import RunLock, Runner, read_manifest
+from finloom.training import last_complete_checkpoint
 
 STAGES = ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
 
@@ -83,6 +84,19 @@ def test_locked_run_directory_is_refused(tmp_path):
         pass
 
 
+def test_resume_skips_a_checkpoint_cut_off_while_being_written(tmp_path):
+    for step, state in [(20, '{"global_step": 20}'), (40, '{"global_step": 40}'), (60, None), (80, '{"global_st')]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    (tmp_path / "runs").mkdir()  # not a checkpoint: left alone
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-20", "checkpoint-40", "runs"]
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
 @pytest.mark.parametrize("how", ["sigkill", "sigint"])
 def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
     recipe = tiny_recipe(**{"pretrain.train": {"max_steps": 600, "batch_size": 4, "seq_len": 64, "save_steps": 20}})
@@ -96,7 +110,7 @@ def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     assert checkpoint.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "timeout"
-    time.sleep(0.5)  # let the checkpoint finish writing (its files are complete before the next one starts)
+    time.sleep(0.5)  # the kill may land while a later checkpoint is half-written: resume must cope
     process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
     code = process.wait(timeout=60)
     assert code == (-9 if how == "sigkill" else 130)

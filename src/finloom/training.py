@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from finloom.files import atomic_write_json
 from finloom.progress import progress_bar
@@ -86,7 +87,7 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     if trainer.is_world_process_zero():  # one progress bar and one event file per run, not per process
         trainer.add_callback(RichProgress(label))
         trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
-    checkpoint = get_last_checkpoint(trainer.args.output_dir) if resume else None
+    checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
@@ -103,6 +104,27 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
         "train_seconds": round(train_seconds, 2),
     }
     return metrics
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint that was written to the end; incomplete newer ones are removed.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one was cut
+    off by a kill (-9, out of memory, power) part-way through. It cannot be resumed from, and left in
+    place it would be picked as "latest" and could push a complete checkpoint out of the rotation.
+    """
+    if not output_dir.is_dir():
+        return None
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = sorted(((int(m.group(1)), path) for path in output_dir.iterdir()
+                    if path.is_dir() and (m := pattern.match(path.name))), reverse=True)
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+    return None
 
 
 def _save_model_dir(trainer: Trainer, model_dir: Path) -> None:
