@@ -4,7 +4,8 @@ For every type, ``--n`` valid identifiers (seeded) are embedded in English and C
 a label ("card number", "SWIFT code", "身份证号") and some without; recall counts a sentence only when
 the identifier became exactly its placeholder. The same number of look-alikes of the same shape that fail
 the check digits or format rules measures the false-positive rate (any detection counts). Chance rates show
-what no checksum can prevent: random numbers of the right shape that happen to pass it.
+what no checksum can prevent: random numbers of the right shape that happen to pass it, introduced as
+order / invoice / tracking numbers (which the detectors leave alone) and bare.
 
 Throughput: the starter corpora, replicated to ``--mb``, through datatrove's JsonlReader -> JsonlWriter with
 and without the PII step, on one task.
@@ -328,8 +329,12 @@ def random_check_digit_iban(rng: random.Random) -> str:
     return f"{country}{rng.randrange(100):02d}{iban_bban(country, rng)}"
 
 
+ORDER_LABELLED = ["订单号 {v} 已发货", "Order number {v} has shipped.", "发票号码：{v}，请核对。", "Tracking # {v} is out for delivery."]
+
+
 def chance_rates(n: int, seed: int) -> dict:
-    """How often random strings of an identifier's shape pass its check, embedded like order numbers."""
+    """How often random strings of an identifier's shape are flagged: introduced as an order / invoice /
+    tracking number, and bare in the unlabelled sentences (where nothing but the check can tell them apart)."""
     rng = random.Random(f"{seed}-chance")
     shapes = {
         "random_16_digit_numbers": lambda: str(rng.randrange(10**15, 10**16)),
@@ -338,7 +343,10 @@ def chance_rates(n: int, seed: int) -> dict:
         "random_check_digit_ibans": lambda: random_check_digit_iban(rng),
         "random_11_digit_numbers": lambda: str(rng.randrange(10**10, 10**11)),
     }
-    return {name: round(sum(bool(detect(f"订单号 {make()} 已发货")) for _ in range(n)) / n, 4)
+    contexts = {"labelled_as_order_invoice_tracking": ORDER_LABELLED, "bare": UNLABELLED}
+    return {name: {context: round(sum(bool(detect(templates[i % len(templates)].format(v=make())))
+                                      for i in range(n)) / n, 4)
+                   for context, templates in contexts.items()}
             for name, make in shapes.items()}
 
 

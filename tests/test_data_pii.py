@@ -161,6 +161,17 @@ def test_random_order_numbers_failing_luhn_are_kept():
     assert detect(text) == []
 
 
+def test_numbers_labelled_as_orders_invoices_or_tracking_are_kept():
+    card, cn_id, mobile = "4539148803436467", "11010519491231002X", "13812345678"
+    for label in ("订单号 ", "快递单号：", "发票号码", "Order number: ", "invoice no. ", "Tracking #", "ref "):
+        for number in (card, cn_id, mobile):
+            assert detect(f"{label}{number} 已处理") == [], (label, number)
+    # the label names only the number right after it; the same numbers labelled as themselves still go
+    assert scrub(f"Order 12, card {card}") == "Order 12, card <BANK_CARD>"
+    assert scrub(f"订单号 889, 身份证号{cn_id}，手机{mobile}") == "订单号 889, 身份证号<CN_ID>，手机<PHONE>"
+    assert scrub(f"身份证编号{cn_id}") == "身份证编号<CN_ID>"
+
+
 def test_luhn_valid_numbers_without_issuer_are_kept():
     numbers = [_with_check_digit(body) for body in ("123456781234567", "700000000000000", "800012345678901")]
     numbers.append("0000000000000000")

@@ -272,6 +272,29 @@ class Detector:
         return found
 
 
+# A label right before a number that names it as something other than a person's identifier: an order,
+# invoice or tracking number is a record of a transaction, not of a person, and random numbers of a card's
+# or ID's length pass Luhn (1 in 10) or MOD 11-2 (1 in 11) often enough to flag too many of them on shape
+# alone. Only separators may stand between label and number, so "order 12, card 4539..." still flags the card.
+_NOT_PERSONAL_LABEL = re.compile(
+    r"(?:(?<![A-Za-z])(?:order|invoice|tracking|reference|ref|transaction|serial|batch|ticket|shipment|"
+    r"waybill|parcel|contract|isbn|sku|confirmation)(?:\s*(?:number|no\.?|num\.?|id|code|#))?"
+    r"|订单号|订单编号|单号|运单号|流水号|交易号|发票号码?|合同号|合同编号|序列号|批次号|工单号)"
+    r"[\s:：#=为是]{0,3}$",
+    re.IGNORECASE,
+)
+
+
+def labelled_not_personal(text: str, start: int, window: int = 32) -> bool:
+    """Whether ``text[start:]`` is introduced as an order, invoice, tracking ... number (see above)."""
+    return bool(_NOT_PERSONAL_LABEL.search(text, max(0, start - window), start))
+
+
+def _unless_labelled_not_personal(accept: Callable[[re.Match], int | None]) -> Callable[[re.Match], int | None]:
+    """``accept``, but never for a number labelled as an order / invoice / tracking number."""
+    return lambda match: None if labelled_not_personal(match.string, match.start()) else accept(match)
+
+
 def _whole(check: Callable[[str], bool]) -> Callable[[re.Match], int | None]:
     """Accept the whole match when ``check`` passes on its text."""
     return lambda match: match.end() if check(match.group()) else None
@@ -301,14 +324,15 @@ def _iban_pattern() -> str:
 
 # From most to least specific: on equally long overlapping spans the earlier type wins.
 DETECTORS: tuple[Detector, ...] = (
-    _detector("CN_ID", rf"{_LEFT}\d{{17}}[\dXx]{_RIGHT}", _whole(cn_id_valid), "digit_run", 20),
+    _detector("CN_ID", rf"{_LEFT}\d{{17}}[\dXx]{_RIGHT}", _unless_labelled_not_personal(_whole(cn_id_valid)),
+              "digit_run", 20),
     _detector("IBAN", _iban_pattern(), _whole(iban_valid), "iban_head", 44),
     _detector(
         "BANK_CARD",
         rf"{_LEFT}(?:\d{{13,19}}"
         rf"|(?<!\d[ -])\d{{4}}(?P<sep>[ -])\d{{4}}(?:(?P=sep)\d{{4}}){{1,3}}(?:(?P=sep)\d{{1,3}})?(?![ -]\d)"
         rf"|(?<!\d[ -])3[47]\d\d(?P<amex>[ -])\d{{6}}(?P=amex)\d{{5}}(?![ -]\d)){_RIGHT}",
-        _whole(_digits_only(card_number_valid)), "digit_run", 25,
+        _unless_labelled_not_personal(_whole(_digits_only(card_number_valid))), "digit_run", 25,
     ),
     _detector("US_SSN", rf"{_LEFT}\d{{3}}-\d{{2}}-\d{{4}}{_RIGHT}", _whole(ssn_valid), "digit_run", 13),
     _detector("SWIFT_BIC", rf"{_LEFT}[A-Z]{{6}}[A-Z0-9]{{2}}(?:[A-Z0-9]{{3}})?{_RIGHT}", _accept_bic, "caps_run", 13),
@@ -318,7 +342,8 @@ DETECTORS: tuple[Detector, ...] = (
     _detector("EMAIL", r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
                        rf"[A-Za-z]{{2,24}}{_RIGHT}", _match_end, "at", 330),
     # Chinese mobile: 1[3-9] + 9 digits, 3-4-4 grouping, optional 0086 (+86 is the international pattern's).
-    _detector("PHONE", rf"{_LEFT}(?:0086[ -]?)?1[3-9]\d(?:[ -]?\d{{4}}){{2}}{_RIGHT}", _match_end, "digit_run", 20),
+    _detector("PHONE", rf"{_LEFT}(?:0086[ -]?)?1[3-9]\d(?:[ -]?\d{{4}}){{2}}{_RIGHT}",
+              _unless_labelled_not_personal(_match_end), "digit_run", 20),
     # E.164: at most 15 digits, so at most 30 characters with separators.
     _detector("PHONE", rf"(?<![0-9+])\+\d+(?:[ -]\d+)*{_RIGHT}", international_phone_end, "plus", 40),
     # North American (xxx) xxx-xxxx: area code and exchange never start with 0 or 1.
