@@ -4,6 +4,7 @@ API models and the scenario judge run against a real local server."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,16 @@ def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, t
     for key, row in local.items():
         assert remote[key]["prediction"] == row["prediction"]
         assert remote[key]["loglikelihoods"] == pytest.approx(row["loglikelihoods"], abs=1e-4)
+
+
+def test_stage_judge_outside_a_run_is_a_clear_error(tmp_path):
+    from finloom.errors import BadInput
+    from finloom.eval.stage import Evaluator
+    from finloom.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "quickstart.yaml")  # teacher: stage:align
+    with pytest.raises(BadInput, match="teacher.local_model: stage:align: no model of stage 'align'"):
+        Evaluator(recipe.eval, recipe, tmp_path / "work", {}, {"finance_mcq"})._judge_config()
+    (tmp_path / "run" / "align" / "model").mkdir(parents=True)
+    inside = Evaluator(recipe.eval, recipe, tmp_path / "work", {}, {"finance_mcq"}, run_dir=tmp_path / "run")
+    assert inside._judge_config().local_model == str(tmp_path / "run" / "align" / "model")

@@ -70,12 +70,12 @@ class FinloomLM(TemplateLM):
             for row, ids in enumerate(inputs):
                 tensor[row, : len(ids)] = torch.tensor(ids)
                 attention[row, : len(ids)] = 1
-            logits = self.model(input_ids=tensor.to(self.device), attention_mask=attention.to(self.device)).logits
+            logprobs = F.log_softmax(self.model(input_ids=tensor.to(self.device),
+                                                attention_mask=attention.to(self.device)).logits.float(), dim=-1)
             for row, ((_, _, continuation), ids) in enumerate(zip(batch, inputs)):
-                # normalise only the positions that predict the continuation, not the whole context
-                positions = torch.arange(len(ids) - len(continuation), len(ids), device=logits.device)
-                targets = torch.tensor(continuation, device=logits.device)
-                scores = F.log_softmax(logits[row, positions].float(), dim=-1)
+                positions = torch.arange(len(ids) - len(continuation), len(ids))
+                targets = torch.tensor(continuation, device=logprobs.device)
+                scores = logprobs[row, positions.to(logprobs.device)]
                 greedy = bool((scores.argmax(dim=-1) == targets).all())
                 results[order[start + row]] = (float(scores.gather(-1, targets[:, None]).sum()), greedy)
             self._advance(len(batch))

@@ -121,7 +121,8 @@ class Evaluator:
         stage = reference.removeprefix("stage:")
         path = (self.run_dir / stage / "model") if self.run_dir else None
         if path is None or not path.exists():
-            raise BadInput(f"teacher.local_model: {reference}: no model of stage {stage!r} in this run")
+            raise BadInput(f"teacher.local_model: {reference}: no model of stage {stage!r} in this run "
+                           "('stage:' judges exist only inside a run; give teacher.base_url or a model directory)")
         return teacher.model_copy(update={"local_model": str(path)})
 
     def run_local(self, label: str, model_path, chat: bool, out_dir: Path) -> dict:
