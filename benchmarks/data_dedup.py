@@ -29,6 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -199,12 +200,40 @@ def run_child(work: Path, settings: MinhashSettings) -> None:
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
+    sampler = PhaseMemory()
     began = time.perf_counter()
     counts = run_minhash_dedup(work / "input", work / "kept", work / "dedup", settings,
-                               exclusion_folder=work / "removed", cluster_ids=True)
+                               exclusion_folder=work / "removed", cluster_ids=True, on_phase=sampler.enter)
     seconds = time.perf_counter() - began
+    sampler.stop()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": peak_mb, "phase_peak_rss_mb": sampler.peaks}))
+
+
+class PhaseMemory:
+    """Peak RSS per phase, sampled every 5 ms by a thread (ru_maxrss only gives the whole run's peak)."""
+
+    def __init__(self):
+        import psutil
+
+        self.process, self.phase, self.peaks = psutil.Process(), None, {}
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def enter(self, index: int, phase) -> None:
+        self.phase = phase.name
+
+    def _sample(self) -> None:
+        while self.running:
+            if self.phase:
+                rss = self.process.memory_info().rss / 2**20
+                self.peaks[self.phase] = round(max(self.peaks.get(self.phase, 0), rss))
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join()
 
 
 def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
@@ -225,7 +254,7 @@ def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
                         for code in families}
     return {"input_mb": round(input_mb, 1), "documents": run["counts"]["documents"],
             "dedup_seconds": round(run["seconds"], 1), "mb_per_s": round(input_mb / run["seconds"], 2),
-            "peak_rss_mb": round(run["peak_rss_mb"]), "counts": run["counts"], "languages": per_language}
+            "peak_rss_mb": round(run["peak_rss_mb"]), "phase_peak_rss_mb": run["phase_peak_rss_mb"], "counts": run["counts"], "languages": per_language}
 
 
 def main() -> int:

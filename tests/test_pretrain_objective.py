@@ -81,10 +81,13 @@ def _trainer(tmp_path, policy, **kwargs) -> SelfConstraintTrainer:
                                  reference=kwargs.get("reference"))
 
 
-def test_loss_equals_hand_computed_value(tmp_path):
+@pytest.mark.parametrize("general_first", [False, True])  # the trainer regroups rows by domain; order must not matter
+def test_loss_equals_hand_computed_value(tmp_path, general_first):
     policy, reference = Bigram(POLICY), Bigram(REFERENCE)
-    ids = torch.tensor([[0, 1, 2], [2, 1, 3]])
-    batch = {"input_ids": ids, "labels": ids.clone(), "domain": torch.tensor([0, 1]), "position": torch.tensor([0, 1])}
+    ids, domain = torch.tensor([[0, 1, 2], [2, 1, 3]]), torch.tensor([0, 1])
+    if general_first:
+        ids, domain = ids.flip(0), domain.flip(0)
+    batch = {"input_ids": ids, "labels": ids.clone(), "domain": domain, "position": torch.tensor([0, 1])}
     trainer = _trainer(tmp_path, policy, ref_model=reference, kl_lambda=0.5, general_ce_weight=0.25)
     loss = trainer.compute_loss(policy, dict(batch))
 

@@ -169,70 +169,129 @@ class ReasonJsonlWriter(JsonlWriter):
 class MinhashVerifyPairs(PipelineStep):
     """Keep only the candidate pairs whose full signatures agree on at least ``threshold`` of their minhashes.
 
-    Runs between datatrove's bucket and cluster steps, as one task (like clustering). It gathers
-    the whole signature of every document that appears in a candidate pair from the per-bucket
-    signature files, then rewrites each ``.dups`` file with the pairs that pass. Memory grows with
-    the number of such documents (4 bytes per hash), not with the corpus, like the cluster step's
-    union-find. Pairs against an index (``SENTINEL``) have no signature here and pass unchanged.
+    Runs between datatrove's bucket and cluster steps, as one task (like clustering). It never
+    holds whole signatures, so its memory stays small whatever share of the corpus is duplicated:
+
+    1. the ``.dups`` files are read ``chunk_pairs`` rows at a time into one sorted array of unique
+       pairs of global document rows (a pair colliding in several buckets is checked once);
+    2. bucket by bucket, that bucket's hashes of every document (its signature files, read in
+       chunks) fill one (documents x hashes_per_bucket) array, and each pair's count of equal
+       hashes grows by that bucket's matches;
+    3. the pairs whose share of equal hashes reaches the threshold are written back, spread over
+       the ``.dups`` file names the cluster step expects.
+
+    Peak memory: 32 bytes per document (8 hashes of 4 bytes) plus about 26 per unique candidate
+    pair (the pair, its count and the chunked lookups); holding full signatures took 800 bytes per
+    document in a pair. Measured in benchmarks/data_dedup.py. Pairs against an index
+    (``SENTINEL``) have no signature here and pass unchanged.
     """
 
     type = "🫂 - DEDUP"
     name = "🎯 MinHash verify pairs"
 
     def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
-                 output_folder: DataFolderLike, config: MinhashConfig, threshold: float):
+                 output_folder: DataFolderLike, config: MinhashConfig, threshold: float, chunk_pairs: int = 1 << 18):
         super().__init__()
         self.signatures_folder = get_datafolder(signatures_folder)
         self.input_folder = get_datafolder(input_folder)
         self.output_folder = get_datafolder(output_folder)
         self.config = config
         self.threshold = threshold
+        self.chunk_pairs = chunk_pairs
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
         if world_size != 1:
             raise ValueError("MinhashVerifyPairs runs as a single task")
         with self.track_time():
-            pairs = {}
-            for name in self.input_folder.list_files(glob_pattern="*.dups"):
-                with self.input_folder.open(name, "rb") as handle:
-                    pairs[name] = np.frombuffer(handle.read(), dtype="<u4").reshape(-1, 4)
-            own = [p[p[:, 0] != SENTINEL] for p in pairs.values()]
-            keys = np.unique(np.concatenate([_doc_keys(p[:, 0], p[:, 1]) for p in own]
-                                            + [_doc_keys(p[:, 2], p[:, 3]) for p in own]))
-            signatures = self._signatures(keys)
-            for name, file_pairs in pairs.items():
-                keep = file_pairs[:, 0] == SENTINEL
-                checked = file_pairs[~keep]
-                left = signatures[np.searchsorted(keys, _doc_keys(checked[:, 0], checked[:, 1]))]
-                right = signatures[np.searchsorted(keys, _doc_keys(checked[:, 2], checked[:, 3]))]
-                keep[~keep] = (left == right).mean(axis=1) >= self.threshold
-                self.stat_update("candidate_pairs", value=len(file_pairs))
-                self.stat_update("verified_pairs", value=int(keep.sum()))
-                with self.output_folder.open(name, "wb") as out:
-                    out.write(file_pairs[keep].tobytes())
+            names = self.input_folder.list_files(glob_pattern="*.dups")
+            offsets, rows = self._file_offsets()
+            pairs, index_pairs = self._unique_pairs(names, offsets)
+            agree = self._equal_hashes(pairs, offsets, rows)
+            total = self.config.num_buckets * self.config.hashes_per_bucket
+            verified = pairs[agree / total >= self.threshold]
+            self.stat_update("unique_candidate_pairs", value=len(pairs))
+            self.stat_update("verified_pairs", value=len(verified))
+            self._write(names, verified, offsets, index_pairs)
 
-    def _signatures(self, keys: np.ndarray) -> np.ndarray:
-        """Row i: the full signature of the document ``keys[i]`` (file id << 32 | document index)."""
-        per_bucket = self.config.hashes_per_bucket
-        record = np.dtype([("sig", self.config.hash_config.np_dtype, (per_bucket,)), ("doc", "<u4")])
-        # The low 32 bits of each minhash are enough to tell equal from different (a false match
-        # costs 2**-32), at half the memory.
-        signatures = np.zeros((len(keys), self.config.num_buckets * per_bucket), np.uint32)
+    def _record_dtype(self) -> np.dtype:
+        return np.dtype([("sig", self.config.hash_config.np_dtype, (self.config.hashes_per_bucket,)), ("doc", "<u4")])
+
+    def _chunks(self, folder, name: str, dtype: np.dtype):
+        """The records of one file, ``chunk_pairs`` at a time (never the whole file in memory)."""
+        with folder.open(name, "rb") as handle:
+            while chunk := handle.read(self.chunk_pairs * dtype.itemsize):
+                yield np.frombuffer(chunk, dtype=dtype)
+
+    def _signature_file(self, bucket: int, file_id: int) -> str:
+        return f"bucket_{bucket:03d}/{file_id:05d}.minhash.sig"
+
+    def _file_offsets(self) -> tuple[dict[int, int], int]:
+        """Signature file id -> the global row of its document 0 (files in id order), and the row count."""
+        counts = {}
         for name in self.signatures_folder.list_files(subdirectory="bucket_000", glob_pattern="*.minhash.sig"):
             file_id = int(Path(name).name.removesuffix(".minhash.sig"))
-            for bucket in range(self.config.num_buckets):
-                with self.signatures_folder.open(f"bucket_{bucket:03d}/{file_id:05d}.minhash.sig", "rb") as handle:
-                    records = np.frombuffer(handle.read(), dtype=record)
-                record_keys = _doc_keys(np.full(len(records), file_id), records["doc"])
-                rows = np.minimum(np.searchsorted(keys, record_keys), max(len(keys) - 1, 0))
-                wanted = keys[rows] == record_keys if len(keys) else np.zeros(len(records), bool)
-                columns = slice(bucket * per_bucket, (bucket + 1) * per_bucket)
-                signatures[rows[wanted], columns] = records["sig"][wanted] & 0xFFFFFFFF
-        return signatures
+            counts[file_id] = 1 + max((int(records["doc"].max()) for records in
+                                       self._chunks(self.signatures_folder, self._signature_file(0, file_id),
+                                                    self._record_dtype())), default=-1)
+        offsets, rows = {}, 0
+        for file_id in sorted(counts):
+            offsets[file_id], rows = rows, rows + counts[file_id]
+        return offsets, rows
 
+    def _unique_pairs(self, names: list[str], offsets: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted unique ``low_row << 32 | high_row`` of the candidate pairs; the pairs against an index as read."""
+        first_row = np.zeros(max(offsets, default=0) + 1, np.uint64)
+        for file_id, offset in offsets.items():
+            first_row[file_id] = offset
+        unique, pending, index_pairs = np.zeros(0, np.uint64), [], [np.zeros((0, 4), "<u4")]
+        for name in names:
+            for chunk in self._chunks(self.input_folder, name, np.dtype(("<u4", 4))):
+                self.stat_update("candidate_pairs", value=len(chunk))
+                from_index = chunk[:, 0] == SENTINEL
+                index_pairs.append(chunk[from_index])
+                own = chunk[~from_index]
+                left, right = first_row[own[:, 0]] + own[:, 1], first_row[own[:, 2]] + own[:, 3]
+                pending.append(np.unique((np.minimum(left, right) << np.uint64(32)) | np.maximum(left, right)))
+                # merge once the pending pairs outgrow the merged ones: amortised, and never all rows at once
+                if sum(map(len, pending)) >= max(len(unique), self.chunk_pairs):
+                    unique, pending = np.unique(np.concatenate([unique, *pending])), []
+        return np.unique(np.concatenate([unique, *pending])), np.concatenate(index_pairs)
 
-def _doc_keys(file_ids: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:
-    return (file_ids.astype(np.uint64) << np.uint64(32)) | doc_ids.astype(np.uint64)
+    def _equal_hashes(self, pairs: np.ndarray, offsets: dict[int, int], rows: int) -> np.ndarray:
+        """Per pair, how many minhashes of its two documents are equal, accumulated one bucket at a time."""
+        agree = np.zeros(len(pairs), np.uint16)
+        if not len(pairs):
+            return agree
+        # The low 32 bits of each minhash are enough to tell equal from different (a false match
+        # costs 2**-32), at half the memory.
+        hashes = np.zeros((rows, self.config.hashes_per_bucket), np.uint32)
+        for bucket in range(self.config.num_buckets):
+            for file_id, offset in offsets.items():
+                for records in self._chunks(self.signatures_folder, self._signature_file(bucket, file_id),
+                                            self._record_dtype()):
+                    hashes[offset + records["doc"].astype(np.int64)] = records["sig"] & 0xFFFFFFFF
+            for start in range(0, len(pairs), self.chunk_pairs):
+                part = pairs[start:start + self.chunk_pairs]
+                low, high = (part >> np.uint64(32)).astype(np.int64), (part & np.uint64(0xFFFFFFFF)).astype(np.int64)
+                agree[start:start + len(part)] += (hashes[low] == hashes[high]).sum(axis=1, dtype=np.uint16)
+        return agree
+
+    def _write(self, names: list[str], verified: np.ndarray, offsets: dict[int, int], index_pairs: np.ndarray) -> None:
+        """Verified pairs as datatrove's (file, doc, file, doc) rows, spread over the input's ``.dups`` names."""
+        file_ids = np.array(sorted(offsets), np.int64)
+        starts = np.array([offsets[f] for f in file_ids], np.int64)
+
+        def file_and_doc(rows: np.ndarray) -> list[np.ndarray]:
+            position = np.searchsorted(starts, rows, side="right") - 1
+            return [file_ids[position], rows - starts[position]]
+
+        for number, (name, part) in enumerate(zip(names, np.array_split(verified, max(len(names), 1)))):
+            low, high = (part >> np.uint64(32)).astype(np.int64), (part & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            rows = np.stack(file_and_doc(low) + file_and_doc(high), axis=1).astype("<u4").reshape(-1, 4)
+            if number == 0:
+                rows = np.concatenate([index_pairs, rows])
+            with self.output_folder.open(name, "wb") as handle:
+                handle.write(rows.tobytes())
 
 
 def exact_dedup_config() -> ExactDedupConfig:
@@ -322,8 +381,11 @@ def run_minhash_dedup(
     output_filename: str = "${rank}.jsonl",
     exclusion_filename: str = "${filter_reason}_${rank}.jsonl",
     cluster_ids: bool = False,
+    on_phase: Callable[[int, Phase], None] | None = None,
 ) -> dict:
     """MinHash dedup of the JSONL files in ``input_folder`` on the local executor; returns its counts.
+
+    ``on_phase(index, phase)`` is called before each phase (a benchmark measures memory per phase).
 
     Returns ``documents``, ``kept``, ``removed`` (documents = kept + removed, checked),
     ``candidate_pairs`` (bucket collisions, one per shared bucket) and ``duplicate_pairs`` (those
@@ -336,7 +398,7 @@ def run_minhash_dedup(
 
     writer = JsonlWriter(str(output_folder), output_filename=output_filename, compression=None)
     phases = minhash_phases(reader, work, tasks, [writer], settings, exclusion_folder, exclusion_filename, cluster_ids)
-    run_phases(phases, ExecutorSettings(workers=workers), work / "logs")
+    run_phases(phases, ExecutorSettings(workers=workers), work / "logs", on_phase)
     counts = minhash_counts(work / "logs", settings)
     if counts["documents"] != counts["kept"] + counts["removed"]:
         raise RuntimeError(f"MinHash dedup counts do not add up: {counts}")
