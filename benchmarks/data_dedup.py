@@ -25,7 +25,6 @@ import dataclasses
 import itertools
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set
+from finloom.runner import process_peak_rss_mb
 
 LEVELS = (0.97, 0.92, 0.87, 0.65, 0.5)
 THRESHOLD = 0.8
@@ -206,7 +206,7 @@ def run_child(work: Path, settings: MinhashSettings) -> None:
                                exclusion_folder=work / "removed", cluster_ids=True, on_phase=sampler.enter)
     seconds = time.perf_counter() - began
     sampler.stop()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = process_peak_rss_mb()
     print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": peak_mb, "phase_peak_rss_mb": sampler.peaks}))
 
 

@@ -48,12 +48,13 @@ import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from finloom.runner import process_peak_rss_mb
 
 SIDES = ("finloom", "finloom_subset", "datatrove")
 STARTER_CORPORA = ("general", "finance")
@@ -200,8 +201,6 @@ def phase_step_stats(logging_dir: Path) -> list[dict]:
     return rows
 
 
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # --- finloom side ----------------------------------------------------------------------------------------
@@ -275,7 +274,7 @@ def run_finloom(work: Path, inputs: Path, subset: bool) -> dict:
     phases_s = sum(p["wall_s"] for p in phases)
     funnel = manifest["metrics"]["funnel"]
     return {
-        "wall_s": round(wall, 2), "peak_rss_mb": peak_rss_mb(), "stage_peak_rss_mb": manifest["peak_rss_mb"],
+        "wall_s": round(wall, 2), "peak_rss_mb": process_peak_rss_mb(), "stage_peak_rss_mb": manifest["peak_rss_mb"],
         "breakdown_s": {"classifier_training": round(sum(training), 2), "phases": round(phases_s, 2),
                         "stage_rest (merge outputs, funnel recount)": round(manifest["wall_time_s"] - phases_s
                                                                             - sum(training), 2),
@@ -360,7 +359,7 @@ def run_datatrove(work: Path, inputs: Path, tokenizer: str) -> dict:
     rows = {name: phase_step_stats(dt / "logs" / name) for name, _, _ in phases}
     out_docs = next(r["forwarded"] for r in rows["minhash_filter"] if r["step"] == "MinHash stage 4")
     return {
-        "wall_s": round(wall, 2), "peak_rss_mb": peak_rss_mb(), "word_tokenizer": tokenizer,
+        "wall_s": round(wall, 2), "peak_rss_mb": process_peak_rss_mb(), "word_tokenizer": tokenizer,
         "minhash_config": str(minhash),
         "phases": [{"phase": name, "wall_s": round(seconds, 2), "steps": rows[name]} for name, seconds in timings],
         "documents_out": out_docs,

@@ -3,12 +3,14 @@
 Builds the study recipe from recipes/quickstart.yaml, changing only ``forgetting.variants`` (the
 four defaults plus lambda 0.3 / 3 / 10, forward KL, KL + general CE) and, with ``--base-steps``,
 the general base's training length (then sft, reward, align and eval are switched off: the study
-needs the base, pretrain and forgetting stages only). Runs it with finloom's runner into
+needs the base, pretrain and forgetting stages only; ``--perplexity-only`` does that alone);
+``--finance-share`` changes the pretrain mix. Runs it with finloom's runner into
 ``--run-dir``; give a copy of a finished quickstart run to re-run only forgetting and report.
 Prints the table of ``RUN/forgetting/results.json``.
 
     python benchmarks/pretrain_forgetting.py --run-dir COPY_OF_QUICKSTART_RUN
     python benchmarks/pretrain_forgetting.py --run-dir NEW_DIR --base-steps 1200
+    python benchmarks/pretrain_forgetting.py --run-dir COPY --finance-share 0.2 --variants finance_only_ce ...
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ VARIANTS = [
 ]
 
 
-def study_recipe(base_steps: int | None) -> dict:
+def study_recipe(base_steps: int | None, finance_share: float | None = None, names: list[str] | None = None,
+                 perplexity_only: bool = False) -> dict:
     recipe = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
-    recipe["forgetting"] = {"enabled": True, "variants": VARIANTS}
+    variants = [v for v in VARIANTS if not names or v["name"] in names]
+    recipe["forgetting"] = {"enabled": True, "variants": variants}
+    if finance_share is not None:
+        recipe["data"]["mix"]["mixes"]["pretrain"] = {"shares": {"general": 1 - finance_share, "finance": finance_share}}
     if base_steps:
         recipe["base"]["train"].update({"max_steps": base_steps, "save_steps": max(base_steps // 3, 1)})
+    if base_steps or perplexity_only:
         for stage in ("sft", "reward", "align", "eval"):
             recipe[stage] = {"enabled": False}
         recipe.pop("teacher")  # only the eval stage's scenarios use it
@@ -66,6 +73,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--base-steps", type=int, help="Train the general base this long (quickstart: 300).")
+    parser.add_argument("--finance-share", type=float, help="Finance share of the pretrain mix (quickstart: 0.5).")
+    parser.add_argument("--perplexity-only", action="store_true",
+                        help="Switch off sft, reward, align and eval (no MCQ columns); implied by --base-steps.")
+    parser.add_argument("--variants", nargs="+", choices=[v["name"] for v in VARIANTS], help="Default: all.")
     args = parser.parse_args()
 
     from finloom.recipe import load_recipe
@@ -73,7 +84,7 @@ def main() -> int:
 
     args.run_dir.mkdir(parents=True, exist_ok=True)
     path = args.run_dir.parent / f"{args.run_dir.name}.study.yaml"
-    path.write_text(yaml.safe_dump(study_recipe(args.base_steps), sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(study_recipe(args.base_steps, args.finance_share, args.variants, args.perplexity_only), sort_keys=False), encoding="utf-8")
     Runner(load_recipe(path), args.run_dir).run()
     results = json.loads((args.run_dir / "forgetting" / "results.json").read_text(encoding="utf-8"))
     print(table(results))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -90,6 +89,7 @@ def child(variant: str, paths: dict, steps: int, batch: int, work: Path) -> dict
     from finloom.logs import quiet_libraries
     from finloom.pretrain.reference import PrecomputedReference, precompute_reference
     from finloom.pretrain.self_constraint import SelfConstraintConfig, SelfConstraintTrainer
+    from finloom.runner import process_peak_rss_mb
 
     quiet_libraries()
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def child(variant: str, paths: dict, steps: int, batch: int, work: Path) -> dict
     trainer.add_callback(clock.callback)
     trainer.train()
     result["step_time_s"] = round(clock.step_time(), 4)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = process_peak_rss_mb()
     return result
 
 

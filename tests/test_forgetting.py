@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import finloom_cli, tiny_recipe, write_recipe
-from finloom.pretrain.forgetting import verdict
+from finloom.pretrain.forgetting import current_eval_results, verdict
 from finloom.recipe import ForgettingSection, load_recipe
 from finloom.runner import Runner, read_manifest
 
@@ -58,3 +58,14 @@ def test_forgetting_stage_trains_variants_reuses_pretrain_and_reports(tiny_data,
     done = finloom_cli("stage", "forgetting", "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr[-2000:]
     assert marker.stat().st_mtime_ns == before
+
+    # The eval stage's numbers are reused only while they are of the models on disk.
+    loaded = load_recipe(path)
+    assert current_eval_results(run_dir, loaded) == eval_results
+    without_eval = tiny_recipe(**{"forgetting.enabled": True, "eval.enabled": False})
+    assert current_eval_results(run_dir, load_recipe(write_recipe(tiny_data, without_eval, "no_eval.yaml"))) == {}
+    eval_manifest = run_dir / "eval" / "manifest.json"
+    stale = json.loads(eval_manifest.read_text())
+    stale["inputs"]["stages"]["pretrain"] = "an earlier pretrain"
+    eval_manifest.write_text(json.dumps(stale))
+    assert current_eval_results(run_dir, loaded) == {}

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -141,6 +142,25 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def process_peak_rss_mb() -> float:
+    """This process's peak resident memory in MB since it started (its exec), for benchmarks' subprocesses.
+
+    Not ``ru_maxrss``: Linux carries the parent's high-water mark across fork + exec into it, so a
+    child started by a big parent reports the parent's peak. ``VmHWM`` belongs to the process's own
+    address space; where /proc is missing (macOS), ``ru_maxrss`` is the fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    scale = 2**20 if sys.platform == "darwin" else 1024  # bytes on macOS, KB on Linux
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, 1)
 
 
 class PeakMemory:

@@ -24,9 +24,9 @@ from finloom.eval.stage import Evaluator, heldout_texts
 from finloom.files import atomic_write_json, iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.pretrain.stage import train_causal_lm
-from finloom.recipe import ForgettingSection, ForgettingVariant, PretrainSection
+from finloom.recipe import ForgettingSection, ForgettingVariant, PretrainSection, Recipe
 from finloom.errors import BadInput
-from finloom.runner import Processes, RunContext, StageResult, read_manifest
+from finloom.runner import Processes, RunContext, StageResult, read_manifest, upstream_stages
 
 
 def _same_as_pretrain(variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection) -> bool:
@@ -42,14 +42,31 @@ def _finance_only_shards(ctx: RunContext, tokenizer, seq_len: int) -> Path:
     return out
 
 
+def current_eval_results(run_dir: Path, recipe: Recipe) -> dict:
+    """The eval stage's results by model label, only if they are of the models now on disk.
+
+    A run directory can hold an eval from an earlier recipe: eval switched off since, or its
+    upstream stages re-run after it (a copied run with another mix). Its numbers then belong to
+    other models, so they are used only when eval is upstream of this forgetting stage and every
+    stage it read still has the fingerprint it recorded.
+    """
+    if "eval" not in upstream_stages(recipe, "forgetting"):
+        return {}
+    manifest = read_manifest(run_dir, "eval")
+    if not manifest or manifest.get("status") != "done":
+        return {}
+    for name, fingerprint in manifest.get("inputs", {}).get("stages", {}).items():
+        upstream = read_manifest(run_dir, name)
+        if not upstream or upstream.get("fingerprint") != fingerprint:
+            return {}
+    return json.loads((run_dir / manifest["outputs"]["results"]).read_text(encoding="utf-8"))
+
+
 def _evaluator(ctx: RunContext):
     """evaluate(label, model_path) -> the eval stage's log-likelihood metrics for that model, on its benchmarks."""
     recipe = ctx.recipe
     evaluator = Evaluator(recipe.eval, recipe, ctx.stage_dir / "work", heldout_texts(ctx))
-    eval_results = {}
-    eval_manifest = read_manifest(ctx.run_dir, "eval")
-    if eval_manifest and eval_manifest.get("status") == "done":
-        eval_results = json.loads((ctx.run_dir / eval_manifest["outputs"]["results"]).read_text(encoding="utf-8"))
+    eval_results = current_eval_results(ctx.run_dir, recipe)
 
     def evaluate(label: str, model_path, reuse: str | None = None) -> dict:
         if reuse in eval_results:
