@@ -224,3 +224,17 @@ def test_bundled_mcq_options_appear_in_corpora_but_stems_do_not():
     stems, options = Decontaminate(evals), Decontaminate(evals, include_options=True)
     assert sum(bool(stems.hits(text)) for text in corpus) == 0
     assert sum(bool(options.hits(text)) for text in corpus) > 0.9 * len(corpus)
+
+
+def test_several_signature_tasks_find_the_same_duplicates(tmp_path, english_records):
+    """Pair verification maps (file, document) of every signature task to one row space: with the input in
+    two files and two tasks, the removed documents are those of one task."""
+    _write(tmp_path / "input" / "a.jsonl", english_records[: len(english_records) // 2])
+    _write(tmp_path / "input" / "b.jsonl", english_records[len(english_records) // 2:])
+    removed = {}
+    for tasks in (1, 2):
+        counts = run_minhash_dedup(tmp_path / "input", tmp_path / f"kept{tasks}", tmp_path / f"work{tasks}",
+                                   exclusion_folder=tmp_path / f"removed{tasks}", tasks=tasks)
+        removed[tasks] = set(_read(tmp_path / f"removed{tasks}"))
+        assert counts["removed"] == len(removed[tasks]) == 10
+    assert removed[1] == removed[2]

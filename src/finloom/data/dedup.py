@@ -174,15 +174,15 @@ class MinhashVerifyPairs(PipelineStep):
 
     1. the ``.dups`` files are read ``chunk_pairs`` rows at a time into one sorted array of unique
        pairs of global document rows (a pair colliding in several buckets is checked once);
-    2. bucket by bucket, that bucket's hashes of every document (its signature files, read in
-       chunks) fill one (documents x hashes_per_bucket) array, and each pair's count of equal
-       hashes grows by that bucket's matches;
+    2. bucket by bucket, that bucket's hashes of every document in a pair (its signature files,
+       read in chunks) fill one (documents x hashes_per_bucket) array, and each pair's count of
+       equal hashes grows by that bucket's matches;
     3. the pairs whose share of equal hashes reaches the threshold are written back, spread over
        the ``.dups`` file names the cluster step expects.
 
-    Peak memory: 32 bytes per document (8 hashes of 4 bytes) plus about 26 per unique candidate
-    pair (the pair, its count and the chunked lookups); holding full signatures took 800 bytes per
-    document in a pair. Measured in benchmarks/data_dedup.py. Pairs against an index
+    Peak memory: 40 bytes per document in a candidate pair (its row and 8 hashes of 4 bytes) plus
+    about 26 per unique candidate pair (the pair, its count and the chunked lookups); documents
+    without a candidate cost nothing. Holding full signatures took 800 bytes per document in a pair. Measured in benchmarks/data_dedup.py. Pairs against an index
     (``SENTINEL``) have no signature here and pass unchanged.
     """
 
@@ -204,9 +204,9 @@ class MinhashVerifyPairs(PipelineStep):
             raise ValueError("MinhashVerifyPairs runs as a single task")
         with self.track_time():
             names = self.input_folder.list_files(glob_pattern="*.dups")
-            offsets, rows = self._file_offsets()
+            offsets = self._file_offsets()
             pairs, index_pairs = self._unique_pairs(names, offsets)
-            agree = self._equal_hashes(pairs, offsets, rows)
+            agree = self._equal_hashes(pairs, offsets)
             total = self.config.num_buckets * self.config.hashes_per_bucket
             verified = pairs[agree / total >= self.threshold]
             self.stat_update("unique_candidate_pairs", value=len(pairs))
@@ -225,8 +225,8 @@ class MinhashVerifyPairs(PipelineStep):
     def _signature_file(self, bucket: int, file_id: int) -> str:
         return f"bucket_{bucket:03d}/{file_id:05d}.minhash.sig"
 
-    def _file_offsets(self) -> tuple[dict[int, int], int]:
-        """Signature file id -> the global row of its document 0 (files in id order), and the row count."""
+    def _file_offsets(self) -> dict[int, int]:
+        """Signature file id -> the global row of its document 0 (files in id order)."""
         counts = {}
         for name in self.signatures_folder.list_files(subdirectory="bucket_000", glob_pattern="*.minhash.sig"):
             file_id = int(Path(name).name.removesuffix(".minhash.sig"))
@@ -236,7 +236,7 @@ class MinhashVerifyPairs(PipelineStep):
         offsets, rows = {}, 0
         for file_id in sorted(counts):
             offsets[file_id], rows = rows, rows + counts[file_id]
-        return offsets, rows
+        return offsets
 
     def _unique_pairs(self, names: list[str], offsets: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Sorted unique ``low_row << 32 | high_row`` of the candidate pairs; the pairs against an index as read."""
@@ -257,23 +257,34 @@ class MinhashVerifyPairs(PipelineStep):
                     unique, pending = np.unique(np.concatenate([unique, *pending])), []
         return np.unique(np.concatenate([unique, *pending])), np.concatenate(index_pairs)
 
-    def _equal_hashes(self, pairs: np.ndarray, offsets: dict[int, int], rows: int) -> np.ndarray:
-        """Per pair, how many minhashes of its two documents are equal, accumulated one bucket at a time."""
+    def _equal_hashes(self, pairs: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+        """Per pair, how many minhashes of its two documents are equal, accumulated one bucket at a time.
+
+        Only documents that are in a candidate pair get a row, so memory follows the duplicated part
+        of the corpus, not its size.
+        """
         agree = np.zeros(len(pairs), np.uint16)
         if not len(pairs):
             return agree
+        low_high = [(part >> np.uint64(32), part & np.uint64(0xFFFFFFFF))
+                    for part in (pairs[i:i + self.chunk_pairs] for i in range(0, len(pairs), self.chunk_pairs))]
+        documents = np.unique(np.concatenate([np.unique(np.concatenate(ends)) for ends in low_high]))
         # The low 32 bits of each minhash are enough to tell equal from different (a false match
         # costs 2**-32), at half the memory.
-        hashes = np.zeros((rows, self.config.hashes_per_bucket), np.uint32)
+        hashes = np.zeros((len(documents), self.config.hashes_per_bucket), np.uint32)
         for bucket in range(self.config.num_buckets):
             for file_id, offset in offsets.items():
                 for records in self._chunks(self.signatures_folder, self._signature_file(bucket, file_id),
                                             self._record_dtype()):
-                    hashes[offset + records["doc"].astype(np.int64)] = records["sig"] & 0xFFFFFFFF
-            for start in range(0, len(pairs), self.chunk_pairs):
-                part = pairs[start:start + self.chunk_pairs]
-                low, high = (part >> np.uint64(32)).astype(np.int64), (part & np.uint64(0xFFFFFFFF)).astype(np.int64)
-                agree[start:start + len(part)] += (hashes[low] == hashes[high]).sum(axis=1, dtype=np.uint16)
+                    rows = np.uint64(offset) + records["doc"].astype(np.uint64)
+                    at = np.minimum(np.searchsorted(documents, rows), len(documents) - 1)
+                    wanted = documents[at] == rows
+                    hashes[at[wanted]] = records["sig"][wanted] & 0xFFFFFFFF
+            start = 0
+            for low, high in low_high:
+                equal = hashes[np.searchsorted(documents, low)] == hashes[np.searchsorted(documents, high)]
+                agree[start:start + len(low)] += equal.sum(axis=1, dtype=np.uint16)
+                start += len(low)
         return agree
 
     def _write(self, names: list[str], verified: np.ndarray, offsets: dict[int, int], index_pairs: np.ndarray) -> None:
