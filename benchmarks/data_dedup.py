@@ -28,7 +28,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set
-from finloom.runner import process_peak_rss_mb
+from finloom.runner import PeakMemory, process_peak_rss_mb
 
 LEVELS = (0.97, 0.92, 0.87, 0.65, 0.5)
 THRESHOLD = 0.8
@@ -200,40 +199,35 @@ def run_child(work: Path, settings: MinhashSettings) -> None:
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
-    sampler = PhaseMemory()
+    phases = PhasePeaks()
     began = time.perf_counter()
     counts = run_minhash_dedup(work / "input", work / "kept", work / "dedup", settings,
-                               exclusion_folder=work / "removed", cluster_ids=True, on_phase=sampler.enter)
+                               exclusion_folder=work / "removed", cluster_ids=True, on_phase=phases.enter)
     seconds = time.perf_counter() - began
-    sampler.stop()
-    peak_mb = process_peak_rss_mb()
-    print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": peak_mb, "phase_peak_rss_mb": sampler.peaks}))
+    phases.close()
+    print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": process_peak_rss_mb(),
+                      "phase_peak_rss_mb": phases.peaks}))
 
 
-class PhaseMemory:
-    """Peak RSS per phase, sampled every 5 ms by a thread (ru_maxrss only gives the whole run's peak)."""
+class PhasePeaks:
+    """Peak RSS per phase: one of the runner's ``PeakMemory`` samplers (every 5 ms) per phase.
+
+    The process's own peak (VmHWM) only gives the whole run's."""
 
     def __init__(self):
-        import psutil
-
-        self.process, self.phase, self.peaks = psutil.Process(), None, {}
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
+        self.peaks: dict[str, int] = {}
+        self._current: tuple[str, PeakMemory] | None = None
 
     def enter(self, index: int, phase) -> None:
-        self.phase = phase.name
+        self.close()
+        self._current = (phase.name, PeakMemory(interval_s=0.005).__enter__())
 
-    def _sample(self) -> None:
-        while self.running:
-            if self.phase:
-                rss = self.process.memory_info().rss / 2**20
-                self.peaks[self.phase] = round(max(self.peaks.get(self.phase, 0), rss))
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join()
+    def close(self) -> None:
+        if self._current:
+            name, memory = self._current
+            memory.__exit__(None, None, None)
+            self.peaks[name] = round(memory.peak_bytes / 2**20)
+            self._current = None
 
 
 def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
@@ -254,7 +248,8 @@ def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
                         for code in families}
     return {"input_mb": round(input_mb, 1), "documents": run["counts"]["documents"],
             "dedup_seconds": round(run["seconds"], 1), "mb_per_s": round(input_mb / run["seconds"], 2),
-            "peak_rss_mb": round(run["peak_rss_mb"]), "phase_peak_rss_mb": run["phase_peak_rss_mb"], "counts": run["counts"], "languages": per_language}
+            "peak_rss_mb": round(run["peak_rss_mb"]), "phase_peak_rss_mb": run["phase_peak_rss_mb"],
+            "counts": run["counts"], "languages": per_language}
 
 
 def main() -> int:

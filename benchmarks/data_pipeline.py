@@ -201,8 +201,6 @@ def phase_step_stats(logging_dir: Path) -> list[dict]:
     return rows
 
 
-
-
 # --- finloom side ----------------------------------------------------------------------------------------
 
 

@@ -181,9 +181,10 @@ class MinhashVerifyPairs(PipelineStep):
        the ``.dups`` file names the cluster step expects.
 
     Peak memory: 40 bytes per document in a candidate pair (its row and 8 hashes of 4 bytes) plus
-    about 26 per unique candidate pair (the pair, its count and the chunked lookups); documents
-    without a candidate cost nothing. Holding full signatures took 800 bytes per document in a pair. Measured in benchmarks/data_dedup.py. Pairs against an index
-    (``SENTINEL``) have no signature here and pass unchanged.
+    about 10 per unique candidate pair (the pair and its count) and one chunk's lookups; documents
+    without a candidate cost nothing. Holding full signatures took 800 bytes per document in a
+    pair. Measured in benchmarks/data_dedup.py. Pairs against an index (``SENTINEL``) have no
+    signature here and pass unchanged.
     """
 
     type = "🫂 - DEDUP"
@@ -257,6 +258,11 @@ class MinhashVerifyPairs(PipelineStep):
                     unique, pending = np.unique(np.concatenate([unique, *pending])), []
         return np.unique(np.concatenate([unique, *pending])), np.concatenate(index_pairs)
 
+    def _pair_chunks(self, pairs: np.ndarray):
+        """(low rows, high rows) of ``pairs``, ``chunk_pairs`` at a time."""
+        for start in range(0, len(pairs), self.chunk_pairs):
+            yield _pair_ends(pairs[start:start + self.chunk_pairs])
+
     def _equal_hashes(self, pairs: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
         """Per pair, how many minhashes of its two documents are equal, accumulated one bucket at a time.
 
@@ -266,9 +272,7 @@ class MinhashVerifyPairs(PipelineStep):
         agree = np.zeros(len(pairs), np.uint16)
         if not len(pairs):
             return agree
-        low_high = [(part >> np.uint64(32), part & np.uint64(0xFFFFFFFF))
-                    for part in (pairs[i:i + self.chunk_pairs] for i in range(0, len(pairs), self.chunk_pairs))]
-        documents = np.unique(np.concatenate([np.unique(np.concatenate(ends)) for ends in low_high]))
+        documents = np.unique(np.concatenate([np.unique(np.concatenate(ends)) for ends in self._pair_chunks(pairs)]))
         # The low 32 bits of each minhash are enough to tell equal from different (a false match
         # costs 2**-32), at half the memory.
         hashes = np.zeros((len(documents), self.config.hashes_per_bucket), np.uint32)
@@ -281,7 +285,7 @@ class MinhashVerifyPairs(PipelineStep):
                     wanted = documents[at] == rows
                     hashes[at[wanted]] = records["sig"][wanted] & 0xFFFFFFFF
             start = 0
-            for low, high in low_high:
+            for low, high in self._pair_chunks(pairs):
                 equal = hashes[np.searchsorted(documents, low)] == hashes[np.searchsorted(documents, high)]
                 agree[start:start + len(low)] += equal.sum(axis=1, dtype=np.uint16)
                 start += len(low)
@@ -297,12 +301,17 @@ class MinhashVerifyPairs(PipelineStep):
             return [file_ids[position], rows - starts[position]]
 
         for number, (name, part) in enumerate(zip(names, np.array_split(verified, max(len(names), 1)))):
-            low, high = (part >> np.uint64(32)).astype(np.int64), (part & np.uint64(0xFFFFFFFF)).astype(np.int64)
+            low, high = (ends.astype(np.int64) for ends in _pair_ends(part))
             rows = np.stack(file_and_doc(low) + file_and_doc(high), axis=1).astype("<u4").reshape(-1, 4)
             if number == 0:
                 rows = np.concatenate([index_pairs, rows])
             with self.output_folder.open(name, "wb") as handle:
                 handle.write(rows.tobytes())
+
+
+def _pair_ends(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two global document rows packed in ``low << 32 | high`` pair keys."""
+    return pairs >> np.uint64(32), pairs & np.uint64(0xFFFFFFFF)
 
 
 def exact_dedup_config() -> ExactDedupConfig:
