@@ -47,7 +47,6 @@ def study_recipe(base_steps: int | None, finance_share: float | None = None, nam
     if base_steps or perplexity_only:
         for stage in ("sft", "reward", "align", "eval"):
             recipe[stage] = {"enabled": False}
-        recipe.pop("teacher")  # only the eval stage's scenarios use it
     return recipe
 
 
