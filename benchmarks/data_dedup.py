@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set
+from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set, stage_stats
+from finloom.data.minhash_pairs import MinhashComponents, MinhashVerifyPairs
 from finloom.runner import PeakMemory, process_peak_rss_mb
 
 LEVELS = (0.97, 0.92, 0.87, 0.65, 0.5)
@@ -101,8 +102,10 @@ def edited_copy(lang: Language, base: list[np.ndarray], target: float, n_grams: 
     return sentences
 
 
-def write_corpus(folder: Path, megabytes: float, settings: MinhashSettings, seed: int) -> dict[str, list[list[str]]]:
-    """Write ``<lang>.jsonl`` files (half the bytes each); return the families (document ids) per language."""
+def write_corpus(folder: Path, megabytes: float, settings: MinhashSettings, seed: int,
+                 shard_mb: float) -> dict[str, list[list[str]]]:
+    """Write ``<lang>-<shard>.jsonl`` files (half the bytes per language, ``shard_mb`` at most per file);
+    return the families (document ids) per language."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     families: dict[str, list[list[str]]] = {}
@@ -123,8 +126,10 @@ def write_corpus(folder: Path, megabytes: float, settings: MinhashSettings, seed
                 records.append(line)
                 written += len(line.encode())
         order = rng.permutation(len(records))
-        with open(folder / f"{code}.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(records[i] for i in order)
+        shards = int(np.ceil(written / (shard_mb * 2**20)))
+        for shard, part in enumerate(np.array_split(order, shards)):
+            with open(folder / f"{code}-{shard:03d}.jsonl", "w", encoding="utf-8") as handle:
+                handle.writelines(records[i] for i in part)
         families[code] = family_ids
     return families
 
@@ -194,19 +199,23 @@ def score(texts: dict[str, str], families: list[list[str]], removed: set[str], c
 
 
 def run_child(work: Path, settings: MinhashSettings) -> None:
-    """Subprocess entry: run the dedup and print its counts, wall time and peak RSS."""
+    """Subprocess entry: run the dedup (one task per input file, run one after another) and print its counts,
+    wall time, peak RSS and the pair check's stats."""
     from datatrove.utils.logging import logger
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
     phases = PhasePeaks()
     began = time.perf_counter()
-    counts = run_minhash_dedup(work / "input", work / "kept", work / "dedup", settings,
+    tasks = len(list((work / "input").glob("*.jsonl")))
+    counts = run_minhash_dedup(work / "input", work / "kept", work / "dedup", settings, tasks=tasks,
                                exclusion_folder=work / "removed", cluster_ids=True, on_phase=phases.enter)
     seconds = time.perf_counter() - began
     phases.close()
-    print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": process_peak_rss_mb(),
-                      "phase_peak_rss_mb": phases.peaks}))
+    steps = {"verify": stage_stats(work / "dedup" / "logs" / "minhash_verify", MinhashVerifyPairs),
+             "components": stage_stats(work / "dedup" / "logs" / "minhash_clusters", MinhashComponents)}
+    print(json.dumps({"counts": counts, "seconds": seconds, "tasks": tasks, "peak_rss_mb": process_peak_rss_mb(),
+                      "phase_peak_rss_mb": phases.peaks, "steps": steps}))
 
 
 class PhasePeaks:
@@ -230,10 +239,10 @@ class PhasePeaks:
             self._current = None
 
 
-def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
+def bench_size(megabytes: float, settings: MinhashSettings, seed: int, shard_mb: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        families = write_corpus(work / "input", megabytes, settings, seed)
+        families = write_corpus(work / "input", megabytes, settings, seed, shard_mb)
         input_mb = sum(p.stat().st_size for p in (work / "input").iterdir()) / 2**20
         child = subprocess.run([sys.executable, __file__, "--child", str(work), "--settings",
                                 json.dumps(dataclasses.asdict(settings))], capture_output=True, text=True, check=False)
@@ -246,10 +255,10 @@ def bench_size(megabytes: float, settings: MinhashSettings, seed: int) -> dict:
         per_language = {code: score({i: t for i, t in texts.items() if i.startswith(code)}, families[code],
                                     {i for i in removed if i.startswith(code)}, cluster_of, settings, seed)
                         for code in families}
-    return {"input_mb": round(input_mb, 1), "documents": run["counts"]["documents"],
+    return {"input_mb": round(input_mb, 1), "documents": run["counts"]["documents"], "tasks": run["tasks"],
             "dedup_seconds": round(run["seconds"], 1), "mb_per_s": round(input_mb / run["seconds"], 2),
             "peak_rss_mb": round(run["peak_rss_mb"]), "phase_peak_rss_mb": run["phase_peak_rss_mb"],
-            "counts": run["counts"], "languages": per_language}
+            "counts": run["counts"], "steps": run["steps"], "languages": per_language}
 
 
 def main() -> int:
@@ -260,6 +269,12 @@ def main() -> int:
     parser.add_argument("--n-grams", type=int, default=MinhashSettings.n_grams)
     parser.add_argument("--no-verify", action="store_true",
                         help="Plain datatrove: every bucket collision is a duplicate.")
+    parser.add_argument("--verify-memory-mb", type=float, default=4,
+                        help="The pair check's memory budget (the recipe's default is 1024; small here so that it "
+                             "binds at 1 GB).")
+    parser.add_argument("--shard-mb", type=float, default=64,
+                        help="Largest input file; one signature / filter task per file (datatrove sorts a task's "
+                             "signatures in memory).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -268,10 +283,12 @@ def main() -> int:
         run_child(options.child, MinhashSettings(**json.loads(options.settings)))
         return 0
     settings = MinhashSettings(num_buckets=options.num_buckets, hashes_per_bucket=options.hashes_per_bucket,
-                               n_grams=options.n_grams, jaccard_threshold=None if options.no_verify else THRESHOLD)
+                               n_grams=options.n_grams, jaccard_threshold=None if options.no_verify else THRESHOLD,
+                               verify_memory_mb=options.verify_memory_mb)
     result = {"settings": dataclasses.asdict(settings) | {"lsh_threshold": round(settings.lsh_threshold, 3)},
               "ground_truth_threshold": THRESHOLD, "levels": LEVELS,
-              "sizes": [bench_size(mb, settings, options.seed) for mb in options.sizes_mb]}
+              "shard_mb": options.shard_mb,
+              "sizes": [bench_size(mb, settings, options.seed, options.shard_mb) for mb in options.sizes_mb]}
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 

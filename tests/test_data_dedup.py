@@ -6,11 +6,14 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from datatrove.data import Document
+from datatrove.pipeline.dedup.minhash import MinhashDedupCluster
 
 from finloom.data.decontam import Decontaminate, question_stem
-from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set
+from finloom.data.dedup import MinhashSettings, run_minhash_dedup, shingle_set, stage_stats
+from finloom.data.minhash_pairs import MinhashComponents, MinhashVerifyPairs
 from finloom.recipe import STARTER_DATA_DIR
 
 EN_VOCAB = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in ("", "n", "r", "sh")]
@@ -238,3 +241,81 @@ def test_several_signature_tasks_find_the_same_duplicates(tmp_path, english_reco
         removed[tasks] = set(_read(tmp_path / f"removed{tasks}"))
         assert counts["removed"] == len(removed[tasks]) == 10
     assert removed[1] == removed[2]
+
+
+def test_verify_in_parts_under_a_small_budget_removes_the_same(tmp_path, english_records):
+    """A budget below what the pairs need makes the check split them into units (one more read of the
+    signatures each); the verified pairs, and so the removals, are the same as in one unit."""
+    _write(tmp_path / "input" / "docs.jsonl", english_records)
+    outcome = {}
+    for name, memory_mb in (("one", 1024), ("parts", 0.0004)):
+        counts = run_minhash_dedup(tmp_path / "input", tmp_path / name / "kept", tmp_path / name / "work",
+                                   MinhashSettings(verify_memory_mb=memory_mb), exclusion_folder=tmp_path / name / "removed")
+        verify = stage_stats(tmp_path / name / "work" / "logs" / "minhash_verify", MinhashVerifyPairs)
+        outcome[name] = (counts, set(_read(tmp_path / name / "removed")), verify)
+    (one_counts, one_removed, one_stats), (parts_counts, parts_removed, parts_stats) = outcome["one"], outcome["parts"]
+    assert one_stats["units"] == 1 and one_stats["unit_splits"] == 0
+    assert parts_stats["units"] > 2 and parts_stats["unit_splits"] >= parts_stats["units"] - 1
+    assert parts_stats["unique_candidate_pairs"] == one_stats["unique_candidate_pairs"]
+    assert parts_counts == one_counts and parts_removed == one_removed and len(one_removed) == 10
+
+
+def _pair_graph(folder: Path, docs_per_file: list[int], pairs: list[tuple[int, int, int, int]]) -> None:
+    """Signature files of bucket 0 holding ``docs_per_file`` documents each, and ``pairs`` as one .dups file."""
+    dtype = np.dtype([("sig", "<u8", (MinhashSettings.hashes_per_bucket,)), ("doc", "<u4")])
+    for file_id, count in enumerate(docs_per_file):
+        path = folder / "signatures" / "bucket_000" / f"{file_id:05d}.minhash.sig"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = np.zeros(count, dtype)
+        records["doc"] = np.arange(count)
+        path.write_bytes(records.tobytes())
+    (folder / "pairs").mkdir(parents=True, exist_ok=True)
+    (folder / "pairs" / "00000_00.dups").write_bytes(np.array(pairs, "<u4").reshape(-1, 4).tobytes())
+
+
+def _read_u4(path: Path, columns: int) -> list[list[int]]:
+    return np.frombuffer(path.read_bytes(), "<u4").reshape(-1, columns).tolist() if path.exists() else []
+
+
+def test_components_keep_the_first_document_of_each_chain_across_files(tmp_path):
+    # file 0 docs 0-5, file 1 docs 0-3 (rows 6-9). A chain 5 - (1,2) - 3 - (1,0) spanning both files,
+    # given out of order; a pair 1 - 4 and one colliding twice (as in two buckets); 0, 2 and (1,1), (1,3) alone.
+    pairs = [(0, 3, 1, 0), (0, 5, 1, 2), (1, 2, 0, 3), (0, 4, 0, 1), (0, 1, 0, 4)]
+    _pair_graph(tmp_path, [6, 4], pairs)
+    step = MinhashComponents(str(tmp_path / "signatures"), str(tmp_path / "pairs"), str(tmp_path / "out"),
+                             MinhashSettings().minhash_config(), save_cluster_id=True)
+    step.run()
+    assert _read_u4(tmp_path / "out" / "000000.remove", 1) == [[4], [5]]
+    assert _read_u4(tmp_path / "out" / "000001.remove", 1) == [[0], [2]]
+    # cluster 0 is the one kept by row 1, cluster 1 the one kept by row 3
+    assert _read_u4(tmp_path / "out" / "000000.clusters", 2) == [[1, 0], [3, 1], [4, 0], [5, 1]]
+    assert _read_u4(tmp_path / "out" / "000001.clusters", 2) == [[0, 1], [2, 1]]
+    assert step.stats["to_remove"].total == 4 and step.stats["clusters"].total == 2
+
+
+def test_components_group_like_datatrove_union_find(tmp_path):
+    """On a random pair graph the groups are those of datatrove's MinhashDedupCluster; only the survivor
+    differs (datatrove keeps a union-by-size root, finloom the first document)."""
+    rng = random.Random(3)
+    docs = [300, 200]
+    nodes = [(f, d) for f, n in enumerate(docs) for d in range(n)]
+    pairs = [(*a, *b) for a, b in (rng.sample(nodes, 2) for _ in range(320))]
+    _pair_graph(tmp_path, docs, pairs)
+    config = MinhashSettings(num_buckets=1).minhash_config()
+    MinhashComponents(str(tmp_path / "signatures"), str(tmp_path / "pairs"), str(tmp_path / "ours"), config,
+                      save_cluster_id=True, chunk_pairs=50).run()
+    MinhashDedupCluster(str(tmp_path / "pairs"), str(tmp_path / "theirs"), config=config, save_cluster_id=True).run()
+
+    def groups(folder: Path) -> set[frozenset]:
+        members: dict[int, set] = {}
+        for file_id in range(len(docs)):
+            for doc, cluster in _read_u4(folder / f"{file_id:06d}.clusters", 2):
+                members.setdefault(cluster, set()).add((file_id, doc))
+        return {frozenset(group) for group in members.values()}
+
+    def removed(folder: Path) -> int:
+        return sum(len(_read_u4(folder / f"{file_id:06d}.remove", 1)) for file_id in range(len(docs)))
+
+    assert groups(tmp_path / "ours") == groups(tmp_path / "theirs")
+    assert len(groups(tmp_path / "ours")) > 20
+    assert removed(tmp_path / "ours") == removed(tmp_path / "theirs") == sum(len(g) - 1 for g in groups(tmp_path / "ours"))

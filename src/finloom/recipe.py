@@ -152,6 +152,10 @@ class FuzzyDedupSettings(Section):
     hashes_per_bucket: int = Field(8, ge=1, description="Rows per band.")
     shingle: Literal["cjk_chars", "words"] = Field("cjk_chars", description="words: datatrove's whitespace tokens.")
     seed: int = 1
+    verify_memory_mb: float = Field(
+        1024, gt=0, description="Memory the pair check may hold; past it, it checks the pairs in parts "
+                                "(one more read of the signature files each).",
+    )
 
 
 class BoilerplateLineSettings(Section):

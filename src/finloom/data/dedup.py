@@ -15,10 +15,13 @@ word tokenizers give for unsegmented text; it exists to compare against.
 
 datatrove removes a document as soon as it shares one LSH bucket with another, so pairs well
 below the target similarity go too (the S-curve is gradual: 0.68 of pairs at Jaccard 0.65 collide
-with the default 25x8 bands). One step of finloom's own, ``MinhashVerifyPairs``, sits between
-datatrove's bucket and cluster steps and keeps a candidate pair only if its full signatures
-estimate a Jaccard similarity at or above ``jaccard_threshold``; on the benchmark this lifts
-precision at 0.8 from about 0.77 to 0.98-0.99 at no loss of recall worth naming.
+with the default 25x8 bands). finloom's ``MinhashVerifyPairs`` (finloom.data.minhash_pairs) sits
+after datatrove's bucket step and keeps a candidate pair only if its full signatures estimate a
+Jaccard similarity at or above ``jaccard_threshold``; on the benchmark this lifts precision at 0.8
+from about 0.77 to 0.98-0.99 at no loss of recall worth naming. Clustering is finloom's
+``MinhashComponents`` rather than datatrove's dict-based union-find: 4 bytes per document instead of
+about 200 per document in a pair, so neither step's memory follows the corpus (``verify_memory_mb``
+caps the first).
 
 Exact dedup is datatrove's own three phases (signatures -> find -> filter). Both dedups are built
 as ``Phase`` lists (``exact_dedup_phases``, ``minhash_phases``: signatures -> buckets -> verify ->
@@ -37,9 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from datatrove.data import Document, DocumentsPipeline
-from datatrove.io import DataFolderLike, get_datafolder
+from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.exact_dedup import (
     ExactDedupConfig,
@@ -48,10 +49,8 @@ from datatrove.pipeline.dedup.exact_dedup import (
     ExactFindDedups,
 )
 from datatrove.pipeline.dedup.minhash import (
-    SENTINEL,
     MinhashConfig,
     MinhashDedupBuckets,
-    MinhashDedupCluster,
     MinhashDedupFilter,
     MinhashDedupSignature,
 )
@@ -62,6 +61,7 @@ from datatrove.utils.text import ngrams, simplify_text
 from datatrove.utils.word_tokenizers import WordTokenizer
 
 from finloom.data.executors import Phase, run_phases
+from finloom.data.minhash_pairs import MinhashComponents, MinhashVerifyPairs
 from finloom.recipe import ExecutorSettings
 
 SHINGLE_MODES = ("cjk_chars", "words")
@@ -117,6 +117,8 @@ class MinhashSettings:
     seed: seed of the hash permutations; the same everywhere for a given index.
     shingle: ``cjk_chars`` (default) or ``words`` (datatrove's behaviour on unsegmented text).
     jaccard_threshold: estimated similarity a candidate pair needs; None keeps every candidate.
+    verify_memory_mb: memory the pair check may hold; past it, it works on the pairs in parts (one
+        more read of the signature files per part).
     """
 
     num_buckets: int = 25
@@ -125,6 +127,7 @@ class MinhashSettings:
     seed: int = 1
     shingle: str = "cjk_chars"
     jaccard_threshold: float | None = 0.8
+    verify_memory_mb: float = 1024
 
     def __post_init__(self):
         if self.shingle not in SHINGLE_MODES:
@@ -164,154 +167,6 @@ class ReasonJsonlWriter(JsonlWriter):
     def write(self, document: Document, rank: int = 0, **kwargs) -> None:
         document.metadata["filter_reason"] = self.reason
         super().write(document, rank, **kwargs)
-
-
-class MinhashVerifyPairs(PipelineStep):
-    """Keep only the candidate pairs whose full signatures agree on at least ``threshold`` of their minhashes.
-
-    Runs between datatrove's bucket and cluster steps, as one task (like clustering). It never
-    holds whole signatures, so its memory stays small whatever share of the corpus is duplicated:
-
-    1. the ``.dups`` files are read ``chunk_pairs`` rows at a time into one sorted array of unique
-       pairs of global document rows (a pair colliding in several buckets is checked once);
-    2. bucket by bucket, that bucket's hashes of every document in a pair (its signature files,
-       read in chunks) fill one (documents x hashes_per_bucket) array, and each pair's count of
-       equal hashes grows by that bucket's matches;
-    3. the pairs whose share of equal hashes reaches the threshold are written back, spread over
-       the ``.dups`` file names the cluster step expects.
-
-    Peak memory: 40 bytes per document in a candidate pair (its row and 8 hashes of 4 bytes) plus
-    about 10 per unique candidate pair (the pair and its count) and one chunk's lookups; documents
-    without a candidate cost nothing. Holding full signatures took 800 bytes per document in a
-    pair. Measured in benchmarks/data_dedup.py. Pairs against an index (``SENTINEL``) have no
-    signature here and pass unchanged.
-    """
-
-    type = "🫂 - DEDUP"
-    name = "🎯 MinHash verify pairs"
-
-    def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
-                 output_folder: DataFolderLike, config: MinhashConfig, threshold: float, chunk_pairs: int = 1 << 18):
-        super().__init__()
-        self.signatures_folder = get_datafolder(signatures_folder)
-        self.input_folder = get_datafolder(input_folder)
-        self.output_folder = get_datafolder(output_folder)
-        self.config = config
-        self.threshold = threshold
-        self.chunk_pairs = chunk_pairs
-
-    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
-        if world_size != 1:
-            raise ValueError("MinhashVerifyPairs runs as a single task")
-        with self.track_time():
-            names = self.input_folder.list_files(glob_pattern="*.dups")
-            offsets = self._file_offsets()
-            pairs, index_pairs = self._unique_pairs(names, offsets)
-            agree = self._equal_hashes(pairs, offsets)
-            total = self.config.num_buckets * self.config.hashes_per_bucket
-            verified = pairs[agree / total >= self.threshold]
-            self.stat_update("unique_candidate_pairs", value=len(pairs))
-            self.stat_update("verified_pairs", value=len(verified))
-            self._write(names, verified, offsets, index_pairs)
-
-    def _record_dtype(self) -> np.dtype:
-        return np.dtype([("sig", self.config.hash_config.np_dtype, (self.config.hashes_per_bucket,)), ("doc", "<u4")])
-
-    def _chunks(self, folder, name: str, dtype: np.dtype):
-        """The records of one file, ``chunk_pairs`` at a time (never the whole file in memory)."""
-        with folder.open(name, "rb") as handle:
-            while chunk := handle.read(self.chunk_pairs * dtype.itemsize):
-                yield np.frombuffer(chunk, dtype=dtype)
-
-    def _signature_file(self, bucket: int, file_id: int) -> str:
-        return f"bucket_{bucket:03d}/{file_id:05d}.minhash.sig"
-
-    def _file_offsets(self) -> dict[int, int]:
-        """Signature file id -> the global row of its document 0 (files in id order)."""
-        counts = {}
-        for name in self.signatures_folder.list_files(subdirectory="bucket_000", glob_pattern="*.minhash.sig"):
-            file_id = int(Path(name).name.removesuffix(".minhash.sig"))
-            counts[file_id] = 1 + max((int(records["doc"].max()) for records in
-                                       self._chunks(self.signatures_folder, self._signature_file(0, file_id),
-                                                    self._record_dtype())), default=-1)
-        offsets, rows = {}, 0
-        for file_id in sorted(counts):
-            offsets[file_id], rows = rows, rows + counts[file_id]
-        return offsets
-
-    def _unique_pairs(self, names: list[str], offsets: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Sorted unique ``low_row << 32 | high_row`` of the candidate pairs; the pairs against an index as read."""
-        first_row = np.zeros(max(offsets, default=0) + 1, np.uint64)
-        for file_id, offset in offsets.items():
-            first_row[file_id] = offset
-        unique, pending, index_pairs = np.zeros(0, np.uint64), [], [np.zeros((0, 4), "<u4")]
-        for name in names:
-            for chunk in self._chunks(self.input_folder, name, np.dtype(("<u4", 4))):
-                self.stat_update("candidate_pairs", value=len(chunk))
-                from_index = chunk[:, 0] == SENTINEL
-                index_pairs.append(chunk[from_index])
-                own = chunk[~from_index]
-                left, right = first_row[own[:, 0]] + own[:, 1], first_row[own[:, 2]] + own[:, 3]
-                pending.append(np.unique((np.minimum(left, right) << np.uint64(32)) | np.maximum(left, right)))
-                # merge once the pending pairs outgrow the merged ones: amortised, and never all rows at once
-                if sum(map(len, pending)) >= max(len(unique), self.chunk_pairs):
-                    unique, pending = np.unique(np.concatenate([unique, *pending])), []
-        return np.unique(np.concatenate([unique, *pending])), np.concatenate(index_pairs)
-
-    def _pair_chunks(self, pairs: np.ndarray):
-        """(low rows, high rows) of ``pairs``, ``chunk_pairs`` at a time."""
-        for start in range(0, len(pairs), self.chunk_pairs):
-            yield _pair_ends(pairs[start:start + self.chunk_pairs])
-
-    def _equal_hashes(self, pairs: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
-        """Per pair, how many minhashes of its two documents are equal, accumulated one bucket at a time.
-
-        Only documents that are in a candidate pair get a row, so memory follows the duplicated part
-        of the corpus, not its size.
-        """
-        agree = np.zeros(len(pairs), np.uint16)
-        if not len(pairs):
-            return agree
-        documents = np.unique(np.concatenate([np.unique(np.concatenate(ends)) for ends in self._pair_chunks(pairs)]))
-        # The low 32 bits of each minhash are enough to tell equal from different (a false match
-        # costs 2**-32), at half the memory.
-        hashes = np.zeros((len(documents), self.config.hashes_per_bucket), np.uint32)
-        for bucket in range(self.config.num_buckets):
-            for file_id, offset in offsets.items():
-                for records in self._chunks(self.signatures_folder, self._signature_file(bucket, file_id),
-                                            self._record_dtype()):
-                    rows = np.uint64(offset) + records["doc"].astype(np.uint64)
-                    at = np.minimum(np.searchsorted(documents, rows), len(documents) - 1)
-                    wanted = documents[at] == rows
-                    hashes[at[wanted]] = records["sig"][wanted] & 0xFFFFFFFF
-            start = 0
-            for low, high in self._pair_chunks(pairs):
-                equal = hashes[np.searchsorted(documents, low)] == hashes[np.searchsorted(documents, high)]
-                agree[start:start + len(low)] += equal.sum(axis=1, dtype=np.uint16)
-                start += len(low)
-        return agree
-
-    def _write(self, names: list[str], verified: np.ndarray, offsets: dict[int, int], index_pairs: np.ndarray) -> None:
-        """Verified pairs as datatrove's (file, doc, file, doc) rows, spread over the input's ``.dups`` names."""
-        file_ids = np.array(sorted(offsets), np.int64)
-        starts = np.array([offsets[f] for f in file_ids], np.int64)
-
-        def file_and_doc(rows: np.ndarray) -> list[np.ndarray]:
-            position = np.searchsorted(starts, rows, side="right") - 1
-            return [file_ids[position], rows - starts[position]]
-
-        for number, (name, part) in enumerate(zip(names, np.array_split(verified, max(len(names), 1)))):
-            low, high = (ends.astype(np.int64) for ends in _pair_ends(part))
-            rows = np.stack(file_and_doc(low) + file_and_doc(high), axis=1).astype("<u4").reshape(-1, 4)
-            if number == 0:
-                rows = np.concatenate([index_pairs, rows])
-            with self.output_folder.open(name, "wb") as handle:
-                handle.write(rows.tobytes())
-
-
-def _pair_ends(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two global document rows packed in ``low << 32 | high`` pair keys."""
-    return pairs >> np.uint64(32), pairs & np.uint64(0xFFFFFFFF)
 
 
 def exact_dedup_config() -> ExactDedupConfig:
@@ -358,7 +213,7 @@ def minhash_phases(
     """The MinHash phases over what ``reader()`` yields per task, in launch order.
 
     signatures (``tasks`` tasks) -> buckets (one task per bucket) -> [verify (one task), when
-    ``settings.jaccard_threshold`` is set] -> clusters (one task) -> filter + ``then`` (``tasks``
+    ``settings.jaccard_threshold`` is set] -> components (one task) -> filter + ``then`` (``tasks``
     tasks, reading the same documents in the same order, which the document indices rely on).
     Removed documents, tagged ``near_duplicate``, go to ``exclusion_folder`` when given.
     ``cluster_ids`` adds ``metadata.minhash_cluster_id`` to every document (-1 when it has no
@@ -379,11 +234,12 @@ def minhash_phases(
     if settings.jaccard_threshold is not None:
         pairs_folder = work / "verified"
         verify = MinhashVerifyPairs(str(work / "signatures"), str(work / "buckets"), str(pairs_folder), config,
-                                    settings.jaccard_threshold)
+                                    settings.jaccard_threshold, settings.verify_memory_mb)
         phases.append(Phase("minhash_verify", [verify], 1))
+    components = MinhashComponents(str(work / "signatures"), str(pairs_folder), str(work / "remove_ids"), config,
+                                   save_cluster_id=cluster_ids)
     return phases + [
-        Phase("minhash_clusters", [MinhashDedupCluster(str(pairs_folder), str(work / "remove_ids"), config=config,
-                                                       save_cluster_id=cluster_ids)], 1),
+        Phase("minhash_clusters", [components], 1),
         Phase("minhash_filter", [reader(), MinhashDedupFilter(str(work / "remove_ids"), exclusion_writer=exclusion_writer,
                                                               load_cluster_ids=cluster_ids), *then], tasks),
     ]
@@ -427,15 +283,15 @@ def run_minhash_dedup(
 
 def minhash_counts(logs_dir: Path, settings: MinhashSettings) -> dict:
     """Documents in/kept/removed by the filter phase and the candidate / verified pair counts."""
-    filter_stats = _stage_stats(logs_dir / "minhash_filter", MinhashDedupFilter)
-    candidate_pairs = _stage_stats(logs_dir / "minhash_buckets", MinhashDedupBuckets)["total_matches"]
-    verify_stats = _stage_stats(logs_dir / "minhash_verify", MinhashVerifyPairs)
+    filter_stats = stage_stats(logs_dir / "minhash_filter", MinhashDedupFilter)
+    candidate_pairs = stage_stats(logs_dir / "minhash_buckets", MinhashDedupBuckets)["total_matches"]
+    verify_stats = stage_stats(logs_dir / "minhash_verify", MinhashVerifyPairs)
     verified_pairs = verify_stats["verified_pairs"] if settings.jaccard_threshold is not None else candidate_pairs
     return {"documents": filter_stats["total"], "kept": filter_stats["forwarded"], "removed": filter_stats["dropped"],
             "candidate_pairs": candidate_pairs, "duplicate_pairs": verified_pairs}
 
 
-def _stage_stats(logging_dir: Path, step: type[PipelineStep]) -> Counter:
+def stage_stats(logging_dir: Path, step: type[PipelineStep]) -> Counter:
     """One step's counters summed over every task's stats file, including tasks a resumed run skipped."""
     totals: Counter = Counter()
     for path in sorted((logging_dir / "stats").glob("*.json")):

@@ -175,7 +175,7 @@ def build_phases(section: DataSection, sources: list[dict], paths: PipelinePaths
             fuzzy = section.dedup.fuzzy
             settings = MinhashSettings(num_buckets=fuzzy.num_buckets, hashes_per_bucket=fuzzy.hashes_per_bucket,
                                        n_grams=fuzzy.n_grams, seed=fuzzy.seed, shingle=fuzzy.shingle,
-                                       jaccard_threshold=fuzzy.threshold)
+                                       jaccard_threshold=fuzzy.threshold, verify_memory_mb=fuzzy.verify_memory_mb)
             phases += minhash_phases(reader, paths.work, tasks, then, settings, paths.removed, REMOVED_FILENAME)
         source_folder = output
     return phases
