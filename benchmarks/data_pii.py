@@ -5,7 +5,8 @@ a label ("card number", "SWIFT code", "身份证号") and some without; recall c
 the identifier became exactly its placeholder. The same number of look-alikes of the same shape that fail
 the check digits or format rules measures the false-positive rate (any detection counts). Chance rates show
 what no checksum can prevent: random numbers of the right shape that happen to pass it, introduced as
-order / invoice / tracking numbers (which the detectors leave alone) and bare.
+order / invoice / tracking numbers or as amounts with a currency or unit (which the detectors leave
+alone), and bare.
 
 Throughput: the starter corpora, replicated to ``--mb``, through datatrove's JsonlReader -> JsonlWriter with
 and without the PII step, on one task.
@@ -330,11 +331,13 @@ def random_check_digit_iban(rng: random.Random) -> str:
 
 
 ORDER_LABELLED = ["订单号 {v} 已发货", "Order number {v} has shipped.", "发票号码：{v}，请核对。", "Tracking # {v} is out for delivery."]
+AMOUNTS = ["合计金额{v}元。", "The fund paid USD {v} in total.", "本期共发行{v}股。", "Total sales reached {v} yuan."]
 
 
 def chance_rates(n: int, seed: int) -> dict:
     """How often random strings of an identifier's shape are flagged: introduced as an order / invoice /
-    tracking number, and bare in the unlabelled sentences (where nothing but the check can tell them apart)."""
+    tracking number, as an amount, and bare in the unlabelled sentences (where nothing but the check can
+    tell them apart)."""
     rng = random.Random(f"{seed}-chance")
     shapes = {
         "random_16_digit_numbers": lambda: str(rng.randrange(10**15, 10**16)),
@@ -343,7 +346,8 @@ def chance_rates(n: int, seed: int) -> dict:
         "random_check_digit_ibans": lambda: random_check_digit_iban(rng),
         "random_11_digit_numbers": lambda: str(rng.randrange(10**10, 10**11)),
     }
-    contexts = {"labelled_as_order_invoice_tracking": ORDER_LABELLED, "bare": UNLABELLED}
+    contexts = {"labelled_as_order_invoice_tracking": ORDER_LABELLED, "amount_with_currency_or_unit": AMOUNTS,
+                "bare": UNLABELLED}
     return {name: {context: round(sum(bool(detect(templates[i % len(templates)].format(v=make())))
                                       for i in range(n)) / n, 4)
                    for context, templates in contexts.items()}

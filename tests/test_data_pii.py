@@ -172,6 +172,19 @@ def test_numbers_labelled_as_orders_invoices_or_tracking_are_kept():
     assert scrub(f"身份证编号{cn_id}") == "身份证编号<CN_ID>"
 
 
+def test_amounts_and_quantities_are_kept_even_when_they_pass_the_checks():
+    card, cn_id, mobile = "4539148803436467", "11010519491231002X", "13812345678"
+    for number in (card, mobile):
+        for text in (f"合计金额{number}元。", f"The fund paid USD {number} in total.", f"余额为 ¥{number}。",
+                     f"Total: {number} yuan", f"{number} shares were issued.", f"共发行{number}股", f"$ {number}"):
+            assert detect(text) == [], text
+    assert detect(f"总额 {cn_id} 元") == []
+    # a unit or currency names only the figure it touches: the card and ID beside an amount still go
+    assert scrub(f"卡号{card}，余额100元。") == "卡号<BANK_CARD>，余额100元。"
+    assert scrub(f"Card {card} paid $120; ID {cn_id}.") == "Card <BANK_CARD> paid $120; ID <CN_ID>."
+    assert scrub(f"手机{mobile} 转账 500 元") == "手机<PHONE> 转账 500 元"
+
+
 def test_luhn_valid_numbers_without_issuer_are_kept():
     numbers = [_with_check_digit(body) for body in ("123456781234567", "700000000000000", "800012345678901")]
     numbers.append("0000000000000000")

@@ -272,27 +272,36 @@ class Detector:
         return found
 
 
-# A label right before a number that names it as something other than a person's identifier: an order,
-# invoice or tracking number is a record of a transaction, not of a person, and random numbers of a card's
-# or ID's length pass Luhn (1 in 10) or MOD 11-2 (1 in 11) often enough to flag too many of them on shape
-# alone. Only separators may stand between label and number, so "order 12, card 4539..." still flags the card.
+# A number introduced as something other than a person's identifier: an order, invoice or tracking
+# number is a record of a transaction, not of a person; a figure with a currency or unit is an amount or
+# a quantity. Random numbers of a card's or ID's length pass Luhn (1 in 10) or MOD 11-2 (1 in 11) often
+# enough to flag too many of them on shape alone. Only separators may stand between the label (or unit)
+# and the number, so "order 12, card 4539..." still flags the card.
 _NOT_PERSONAL_LABEL = re.compile(
     r"(?:(?<![A-Za-z])(?:order|invoice|tracking|reference|ref|transaction|serial|batch|ticket|shipment|"
     r"waybill|parcel|contract|isbn|sku|confirmation)(?:\s*(?:number|no\.?|num\.?|id|code|#))?"
-    r"|订单号|订单编号|单号|运单号|流水号|交易号|发票号码?|合同号|合同编号|序列号|批次号|工单号)"
-    r"[\s:：#=为是]{0,3}$",
+    r"|订单号|订单编号|单号|运单号|流水号|交易号|发票号码?|合同号|合同编号|序列号|批次号|工单号"
+    r"|[$¥￥€£]|(?<![A-Za-z])(?:USD|CNY|RMB|HKD|EUR|GBP|JPY|total|amount|balance|sum|revenue|sales)"
+    r"|人民币|金额|余额|总额|合计|总计|共计|营收|收入|市值)"
+    r"[\s:：#=为是约达]{0,3}$",
+    re.IGNORECASE,
+)
+_UNIT_AFTER = re.compile(
+    r"\s?(?:元|万|亿|美元|港元|欧元|英镑|日元|股|份|手|张|笔|件|%|‰"
+    r"|(?:yuan|dollars?|euros?|USD|CNY|RMB|HKD|EUR|GBP|JPY|shares|units|tonnes|bps?|percent)(?![A-Za-z]))",
     re.IGNORECASE,
 )
 
 
-def labelled_not_personal(text: str, start: int, window: int = 32) -> bool:
-    """Whether ``text[start:]`` is introduced as an order, invoice, tracking ... number (see above)."""
-    return bool(_NOT_PERSONAL_LABEL.search(text, max(0, start - window), start))
+def introduced_as_not_personal(text: str, start: int, end: int, window: int = 32) -> bool:
+    """Whether ``text[start:end]`` is labelled an order, invoice, tracking ... number or is an amount (see above)."""
+    return bool(_NOT_PERSONAL_LABEL.search(text, max(0, start - window), start) or _UNIT_AFTER.match(text, end))
 
 
-def _unless_labelled_not_personal(accept: Callable[[re.Match], int | None]) -> Callable[[re.Match], int | None]:
-    """``accept``, but never for a number labelled as an order / invoice / tracking number."""
-    return lambda match: None if labelled_not_personal(match.string, match.start()) else accept(match)
+def _unless_not_personal(accept: Callable[[re.Match], int | None]) -> Callable[[re.Match], int | None]:
+    """``accept``, but never for a number introduced as an order / invoice number or an amount."""
+    return lambda match: (None if introduced_as_not_personal(match.string, match.start(), match.end())
+                          else accept(match))
 
 
 def _whole(check: Callable[[str], bool]) -> Callable[[re.Match], int | None]:
@@ -324,7 +333,7 @@ def _iban_pattern() -> str:
 
 # From most to least specific: on equally long overlapping spans the earlier type wins.
 DETECTORS: tuple[Detector, ...] = (
-    _detector("CN_ID", rf"{_LEFT}\d{{17}}[\dXx]{_RIGHT}", _unless_labelled_not_personal(_whole(cn_id_valid)),
+    _detector("CN_ID", rf"{_LEFT}\d{{17}}[\dXx]{_RIGHT}", _unless_not_personal(_whole(cn_id_valid)),
               "digit_run", 20),
     _detector("IBAN", _iban_pattern(), _whole(iban_valid), "iban_head", 44),
     _detector(
@@ -332,7 +341,7 @@ DETECTORS: tuple[Detector, ...] = (
         rf"{_LEFT}(?:\d{{13,19}}"
         rf"|(?<!\d[ -])\d{{4}}(?P<sep>[ -])\d{{4}}(?:(?P=sep)\d{{4}}){{1,3}}(?:(?P=sep)\d{{1,3}})?(?![ -]\d)"
         rf"|(?<!\d[ -])3[47]\d\d(?P<amex>[ -])\d{{6}}(?P=amex)\d{{5}}(?![ -]\d)){_RIGHT}",
-        _unless_labelled_not_personal(_whole(_digits_only(card_number_valid))), "digit_run", 25,
+        _unless_not_personal(_whole(_digits_only(card_number_valid))), "digit_run", 25,
     ),
     _detector("US_SSN", rf"{_LEFT}\d{{3}}-\d{{2}}-\d{{4}}{_RIGHT}", _whole(ssn_valid), "digit_run", 13),
     _detector("SWIFT_BIC", rf"{_LEFT}[A-Z]{{6}}[A-Z0-9]{{2}}(?:[A-Z0-9]{{3}})?{_RIGHT}", _accept_bic, "caps_run", 13),
@@ -343,7 +352,7 @@ DETECTORS: tuple[Detector, ...] = (
                        rf"[A-Za-z]{{2,24}}{_RIGHT}", _match_end, "at", 330),
     # Chinese mobile: 1[3-9] + 9 digits, 3-4-4 grouping, optional 0086 (+86 is the international pattern's).
     _detector("PHONE", rf"{_LEFT}(?:0086[ -]?)?1[3-9]\d(?:[ -]?\d{{4}}){{2}}{_RIGHT}",
-              _unless_labelled_not_personal(_match_end), "digit_run", 20),
+              _unless_not_personal(_match_end), "digit_run", 20),
     # E.164: at most 15 digits, so at most 30 characters with separators.
     _detector("PHONE", rf"(?<![0-9+])\+\d+(?:[ -]\d+)*{_RIGHT}", international_phone_end, "plus", 40),
     # North American (xxx) xxx-xxxx: area code and exchange never start with 0 or 1.
