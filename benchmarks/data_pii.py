@@ -338,20 +338,22 @@ def chance_rates(n: int, seed: int) -> dict:
     """How often random strings of an identifier's shape are flagged: introduced as an order / invoice /
     tracking number, as an amount, and bare in the unlabelled sentences (where nothing but the check can
     tell them apart)."""
-    rng = random.Random(f"{seed}-chance")
     shapes = {
-        "random_16_digit_numbers": lambda: str(rng.randrange(10**15, 10**16)),
-        "random_19_digit_numbers": lambda: str(rng.randrange(10**18, 10**19)),
-        "random_18_digit_cn_id_shaped": lambda: cn_id_body(rng) + rng.choice("0123456789X"),
-        "random_check_digit_ibans": lambda: random_check_digit_iban(rng),
-        "random_11_digit_numbers": lambda: str(rng.randrange(10**10, 10**11)),
+        "random_16_digit_numbers": lambda rng: str(rng.randrange(10**15, 10**16)),
+        "random_19_digit_numbers": lambda rng: str(rng.randrange(10**18, 10**19)),
+        "random_18_digit_cn_id_shaped": lambda rng: cn_id_body(rng) + rng.choice("0123456789X"),
+        "random_check_digit_ibans": random_check_digit_iban,
+        "random_11_digit_numbers": lambda rng: str(rng.randrange(10**10, 10**11)),
     }
     contexts = {"labelled_as_order_invoice_tracking": ORDER_LABELLED, "amount_with_currency_or_unit": AMOUNTS,
                 "bare": UNLABELLED}
-    return {name: {context: round(sum(bool(detect(templates[i % len(templates)].format(v=make())))
-                                      for i in range(n)) / n, 4)
-                   for context, templates in contexts.items()}
-            for name, make in shapes.items()}
+    rates: dict[str, dict[str, float]] = {}
+    for name, make in shapes.items():
+        for context, templates in contexts.items():
+            rng = random.Random(f"{seed}-chance-{name}-{context}")  # its own draws: contexts compare alike
+            flagged = sum(bool(detect(templates[i % len(templates)].format(v=make(rng)))) for i in range(n))
+            rates.setdefault(name, {})[context] = round(flagged / n, 4)
+    return rates
 
 
 CAPS_WORDS = ("DIVIDEND BUSINESS INTEREST MORTGAGE BALANCES FINANCES CURRENCY TRANSFER PURCHASE TAXATION ACCOUNTS "
