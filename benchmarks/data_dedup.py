@@ -13,9 +13,13 @@ correct removals = sum over C of min(removed in C, |C| - 1); precision = correct
 recall = correct / sum(|C| - 1). The ``curve`` gives, per Jaccard band, the share of base+one-copy
 families MinHash put in one cluster: the measured removal probability at that similarity.
 
-Each size's dedup runs in a fresh subprocess, so its peak RSS is its own.
+Each size's dedup runs in a fresh subprocess, so its peak RSS is its own (VmHWM). The corpus is written
+in files of at most ``--shard-mb``, one signature / filter task each (run one after another), as a large
+corpus would be; the pair check runs under ``--verify-memory-mb``, small by default so that it binds at
+1 GB and the split into units is measured.
 
     python benchmarks/data_dedup.py [--sizes-mb 10 100] [--num-buckets 25 --hashes-per-bucket 8] [--no-verify]
+                                    [--verify-memory-mb 4] [--shard-mb 64]
 """
 
 from __future__ import annotations

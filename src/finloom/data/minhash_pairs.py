@@ -100,7 +100,8 @@ class MinhashVerifyPairs(PipelineStep):
     4. the pairs that reach the threshold are written as ``<unit>.dups``.
 
     Memory: about 24 bytes per unique pair and 40 per document of the unit, kept under
-    ``memory_mb``; documents without a candidate cost nothing. Stats: ``units``, ``unit_splits``
+    ``memory_mb``, plus one chunk's temporaries (``chunk_pairs`` rows, by default a tenth of the
+    budget, at most 64 Ki rows); documents without a candidate cost nothing. Stats: ``units``, ``unit_splits``
     (each costs one extra read of the ``.dups`` files, and each unit one read of the signatures).
     Measured in benchmarks/data_dedup.py.
     """
@@ -110,7 +111,7 @@ class MinhashVerifyPairs(PipelineStep):
 
     def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
                  output_folder: DataFolderLike, config: MinhashConfig, threshold: float,
-                 memory_mb: float = 1024, chunk_pairs: int = 1 << 16):
+                 memory_mb: float = 1024, chunk_pairs: int | None = None):
         super().__init__()
         self.signatures_folder = get_datafolder(signatures_folder)
         self.input_folder = get_datafolder(input_folder)
@@ -118,7 +119,8 @@ class MinhashVerifyPairs(PipelineStep):
         self.config = config
         self.threshold = threshold
         self.memory_bytes = int(memory_mb * 2**20)
-        self.chunk_pairs = chunk_pairs
+        # a chunk's temporaries cost about 100-130 bytes per row: keep them near a tenth of the budget
+        self.chunk_pairs = chunk_pairs or min(1 << 16, max(1 << 10, self.memory_bytes // 1024))
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
         if world_size != 1:
