@@ -18,10 +18,9 @@ below the target similarity go too (the S-curve is gradual: 0.68 of pairs at Jac
 with the default 25x8 bands). finloom's ``MinhashVerifyPairs`` (finloom.data.minhash_pairs) sits
 after datatrove's bucket step and keeps a candidate pair only if its full signatures estimate a
 Jaccard similarity at or above ``jaccard_threshold``; on the benchmark this lifts precision at 0.8
-from about 0.77 to 0.98-0.99 at no loss of recall worth naming. Clustering is finloom's
-``MinhashComponents`` rather than datatrove's dict-based union-find: 4 bytes per document instead of
-about 200 per document in a pair, so neither step's memory follows the corpus (``verify_memory_mb``
-caps the first).
+from about 0.77 to 0.98-0.99 at no loss of recall worth naming; ``verify_memory_mb`` caps its
+memory. Clustering is finloom's ``MinhashComponents`` rather than datatrove's dict-based union-find:
+a 4-byte label per document (8 at peak) instead of about 200 bytes per document in a pair.
 
 Exact dedup is datatrove's own three phases (signatures -> find -> filter). Both dedups are built
 as ``Phase`` lists (``exact_dedup_phases``, ``minhash_phases``: signatures -> buckets -> verify ->

@@ -9,9 +9,9 @@ bucket. Two steps of finloom's own take it from there, both single tasks:
   ``memory_mb`` is split in two, so memory stays under the budget whatever the corpus size, at the
   price of one more read of the signature files per extra unit.
 - ``MinhashComponents`` replaces datatrove's clustering (a Python dict over every document in a
-  pair, about 200 bytes each) by min-label propagation over a ``uint32`` label per document (4
-  bytes), streaming the pairs from disk each round; the survivor of a component is its first
-  document in task order, as in exact dedup.
+  pair, about 200 bytes each) by min-label propagation over a ``uint32`` label per document (8
+  bytes at peak, with one compressed copy), streaming the pairs from disk each round; the survivor
+  of a component is its first document in task order, as in exact dedup.
 
 Both address a document by its *row*: the signature file's offset (files in task order) plus its
 index in the file, so pairs from any number of signature tasks live in one space.
