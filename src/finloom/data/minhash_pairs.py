@@ -57,7 +57,7 @@ class SignatureRows:
                                       default=-1)
         self.file_ids = np.array(sorted(counts), np.int64)
         self.counts = np.array([counts[f] for f in self.file_ids], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])[:-1].astype(np.int64)
         self.rows = int(self.counts.sum())
         self._first_row = np.zeros(int(self.file_ids.max(initial=-1)) + 1, np.uint64)
         self._first_row[self.file_ids] = self.starts
