@@ -70,6 +70,18 @@ def test_cli_exits_2_naming_the_problem(tiny_data, override, expected):
     assert not (tiny_data / "runs" / "bad").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [(("nosuch",), "No such command 'nosuch'"), (("run", "--nosuch", "x.yaml"), "No such option: --nosuch"),
+     (("recipe", "check", "x.yaml"), "No such command 'check'")],
+)
+def test_cli_usage_errors_exit_2_with_usage_not_a_traceback(command, expected):
+    result = finloom_cli(*command)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and "Usage: finloom" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_recipe_show_prints_resolved_defaults(tiny_data):
     path = write_recipe(tiny_data, tiny_recipe(), "show.yaml")
     result = finloom_cli("recipe", "show", str(path))

@@ -348,7 +348,7 @@ def main() -> None:
 
             quiet_libraries()
         # Without standalone mode typer returns an exit code instead of exiting (130 for Ctrl-C).
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="finloom")
         if code == 130:
             print("interrupted; run the same command again to resume", file=sys.stderr)
         if isinstance(code, int) and code:
@@ -361,16 +361,15 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as error:  # click usage errors arrive here too
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as error:
+        # click's usage errors (unknown command, bad option) arrive here without standalone mode. typer
+        # 0.2x vendors click, so they are not click's classes: match them by what they do.
+        if callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int):
             error.show()
-            sys.exit(2)
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(130)
+            sys.exit(error.exit_code)
         raise
-
 
 if __name__ == "__main__":
     main()
