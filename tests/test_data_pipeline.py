@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,27 @@ def test_slurm_executor_needs_a_partition_and_sbatch(tiny_data):
     if subprocess.run(["which", "sbatch"], capture_output=True).returncode != 0:
         with pytest.raises(BadInput, match="sbatch is not on PATH"):
             runner.run(only="data")
+
+
+def _slurm_partition() -> str | None:
+    """The default partition of a Slurm cluster this machine can submit to, if any."""
+    if shutil.which("sbatch") is None:
+        return None
+    listed = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True)
+    defaults = [name.rstrip("*") for name in listed.stdout.split() if name.endswith("*")]
+    return defaults[0] if listed.returncode == 0 and defaults else None
+
+
+@pytest.mark.skipif(_slurm_partition() is None, reason="needs a Slurm cluster (sbatch, sinfo) to submit to")
+def test_slurm_executor_gives_the_same_result_as_local(tiny_data):
+    """Runs where a Slurm cluster answers (a single-node slurm-wlm is enough); skipped elsewhere."""
+    local = _run_data(tiny_data, "local-slurm-2", **{"data.executor": {"tasks": 2}})
+    on_slurm = _run_data(tiny_data, "slurm-2", **{"data.executor": {
+        "type": "slurm", "tasks": 2, "workers": 2,
+        "slurm": {"partition": _slurm_partition(), "time": "00:20:00", "mem_per_cpu_gb": 1, "poll_s": 1}}})
+    assert _kept_ids(local) == _kept_ids(on_slurm)
+    assert read_manifest(local, "data")["output_hashes"] == read_manifest(on_slurm, "data")["output_hashes"]
+    assert list((on_slurm / "data" / "logs" / "clean" / "slurm_logs").iterdir())  # it did go through Slurm
 
 
 def test_slurm_phases_depend_on_each_other(tiny_data, tmp_path):
