@@ -100,10 +100,10 @@ class MinhashVerifyPairs(PipelineStep):
     4. the pairs that reach the threshold are written as ``<unit>.dups``.
 
     Memory: about 24 bytes per unique pair and 40 per document of the unit, kept under
-    ``memory_mb``, plus one chunk's temporaries (``chunk_pairs`` rows, by default a tenth of the
-    budget, at most 64 Ki rows); documents without a candidate cost nothing. Stats: ``units``, ``unit_splits``
-    (each costs one extra read of the ``.dups`` files, and each unit one read of the signatures).
-    Measured in benchmarks/data_dedup.py.
+    ``memory_mb``, plus one chunk's temporaries (``chunk_pairs`` rows, by default about a tenth of
+    the budget, at most 64 Ki rows); documents without a candidate cost nothing. Stats: ``units``,
+    ``unit_splits`` (each costs one extra read of the ``.dups`` files, and each unit one read of the
+    signatures). Measured in benchmarks/data_dedup.py.
     """
 
     type = "🫂 - DEDUP"
@@ -138,7 +138,8 @@ class MinhashVerifyPairs(PipelineStep):
                 documents = None if pairs is None else self._documents(pairs)
                 if documents is None or self._footprint(pairs, documents) > self.memory_bytes:
                     if modulus >= rows.rows:
-                        raise MemoryError(f"one document's candidate pairs exceed memory_mb={self.memory_bytes / 2**20:g}")
+                        raise MemoryError(f"one document's candidate pairs need more than memory_mb="
+                                          f"{self.memory_bytes / 2**20:g} (data.dedup.fuzzy.verify_memory_mb)")
                     units += [(2 * modulus, residue), (2 * modulus, residue + modulus)]
                     self.stat_update("unit_splits")
                     continue
