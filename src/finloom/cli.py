@@ -371,6 +371,7 @@ def main() -> None:
             sys.exit(error.exit_code)
         raise
 
+
 if __name__ == "__main__":
     main()
 

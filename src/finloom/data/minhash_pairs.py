@@ -84,7 +84,33 @@ def pair_ends(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pairs >> np.uint64(32), pairs & np.uint64(0xFFFFFFFF)
 
 
-class MinhashVerifyPairs(PipelineStep):
+class _PairStep(PipelineStep):
+    """What both pair steps share: the folders, one task, the row space and reading the input pairs."""
+
+    type = "🫂 - DEDUP"
+
+    def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
+                 output_folder: DataFolderLike, config: MinhashConfig, chunk_pairs: int):
+        super().__init__()
+        self.signatures_folder = get_datafolder(signatures_folder)
+        self.input_folder = get_datafolder(input_folder)
+        self.output_folder = get_datafolder(output_folder)
+        self.config = config
+        self.chunk_pairs = chunk_pairs
+
+    def _signature_rows(self, world_size: int) -> SignatureRows:
+        if world_size != 1:
+            raise ValueError(f"{type(self).__name__} runs as a single task")
+        return SignatureRows(self.signatures_folder, self.config, self.chunk_pairs)
+
+    def _pair_rows(self, names: list[str], rows: SignatureRows) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(left rows, right rows) of the ``.dups`` files' pairs, ``chunk_pairs`` at a time."""
+        for name in names:
+            for chunk in records(self.input_folder, name, PAIR_ROW, self.chunk_pairs):
+                yield rows.of(chunk[:, 0], chunk[:, 1]), rows.of(chunk[:, 2], chunk[:, 3])
+
+
+class MinhashVerifyPairs(_PairStep):
     """Keep only the candidate pairs whose full signatures agree on at least ``threshold`` of their minhashes.
 
     Runs between datatrove's bucket step and ``MinhashComponents``, as one task. Per unit of pairs
@@ -106,28 +132,22 @@ class MinhashVerifyPairs(PipelineStep):
     signatures). Measured in benchmarks/data_dedup.py.
     """
 
-    type = "🫂 - DEDUP"
     name = "🎯 MinHash verify pairs"
 
     def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
                  output_folder: DataFolderLike, config: MinhashConfig, threshold: float,
                  memory_mb: float = 1024, chunk_pairs: int | None = None):
-        super().__init__()
-        self.signatures_folder = get_datafolder(signatures_folder)
-        self.input_folder = get_datafolder(input_folder)
-        self.output_folder = get_datafolder(output_folder)
-        self.config = config
-        self.threshold = threshold
-        self.memory_bytes = int(memory_mb * 2**20)
+        memory_bytes = int(memory_mb * 2**20)
         # a chunk's temporaries cost about 100-130 bytes per row: keep them near a tenth of the budget
-        self.chunk_pairs = chunk_pairs or min(1 << 16, max(1 << 10, self.memory_bytes // 1024))
+        super().__init__(signatures_folder, input_folder, output_folder, config,
+                         chunk_pairs or min(1 << 16, max(1 << 10, memory_bytes // 1024)))
+        self.threshold = threshold
+        self.memory_bytes = memory_bytes
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
-        if world_size != 1:
-            raise ValueError("MinhashVerifyPairs runs as a single task")
         with self.track_time():
+            rows = self._signature_rows(world_size)
             names = self.input_folder.list_files(glob_pattern="*.dups")
-            rows = SignatureRows(self.signatures_folder, self.config, self.chunk_pairs)
             for stale in self.output_folder.list_files(glob_pattern="*.dups"):  # a relaunch after a crash
                 self.output_folder.rm(stale)
             self.stat_update("candidate_pairs", value=sum(self.input_folder.size(n) for n in names) // PAIR_ROW.itemsize)
@@ -158,19 +178,17 @@ class MinhashVerifyPairs(PipelineStep):
     def _unique_pairs(self, names: list[str], rows: SignatureRows, modulus: int, residue: int) -> np.ndarray | None:
         """Sorted unique ``low_row << 32 | high_row`` of the unit's candidates; None once they outgrow the budget."""
         unique, pending = np.zeros(0, np.uint64), []
-        for name in names:
-            for chunk in records(self.input_folder, name, PAIR_ROW, self.chunk_pairs):
-                left, right = rows.of(chunk[:, 0], chunk[:, 1]), rows.of(chunk[:, 2], chunk[:, 3])
-                low, high = np.minimum(left, right), np.maximum(left, right)
-                keep = low % np.uint64(modulus) == residue
-                pending.append(np.unique((low[keep] << np.uint64(32)) | high[keep]))
-                held = len(unique) + sum(map(len, pending))
-                # merge once the pending pairs outgrow the merged ones (amortised, and never all rows at
-                # once) or the budget: only then is a unit known to be too big
-                if held - len(unique) >= max(len(unique), self.chunk_pairs) or BYTES_PER_PAIR * held > self.memory_bytes:
-                    unique, pending = np.unique(np.concatenate([unique, *pending])), []
-                    if BYTES_PER_PAIR * len(unique) > self.memory_bytes:
-                        return None
+        for left, right in self._pair_rows(names, rows):
+            low, high = np.minimum(left, right), np.maximum(left, right)
+            keep = low % np.uint64(modulus) == residue
+            pending.append(np.unique((low[keep] << np.uint64(32)) | high[keep]))
+            held = len(unique) + sum(map(len, pending))
+            # merge once the pending pairs outgrow the merged ones (amortised, and never all rows at
+            # once) or the budget: only then is a unit known to be too big
+            if held - len(unique) >= max(len(unique), self.chunk_pairs) or BYTES_PER_PAIR * held > self.memory_bytes:
+                unique, pending = np.unique(np.concatenate([unique, *pending])), []
+                if BYTES_PER_PAIR * len(unique) > self.memory_bytes:
+                    return None
         return np.unique(np.concatenate([unique, *pending]))
 
     def _pair_chunks(self, pairs: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -215,7 +233,7 @@ class MinhashVerifyPairs(PipelineStep):
                              .astype("<u4").tobytes())
 
 
-class MinhashComponents(PipelineStep):
+class MinhashComponents(_PairStep):
     """Connected components of the duplicate pairs; every document but the first of each is removed.
 
     Min-label propagation: every document starts labelled with its own row; each round streams the
@@ -230,25 +248,17 @@ class MinhashComponents(PipelineStep):
     document of the corpus (the labels and one compressed copy) plus one chunk of pairs.
     """
 
-    type = "🫂 - DEDUP"
     name = "🎯 MinHash components"
 
     def __init__(self, signatures_folder: DataFolderLike, input_folder: DataFolderLike,
                  output_folder: DataFolderLike, config: MinhashConfig, save_cluster_id: bool = False,
                  chunk_pairs: int = 1 << 16):
-        super().__init__()
-        self.signatures_folder = get_datafolder(signatures_folder)
-        self.input_folder = get_datafolder(input_folder)
-        self.output_folder = get_datafolder(output_folder)
-        self.config = config
+        super().__init__(signatures_folder, input_folder, output_folder, config, chunk_pairs)
         self.save_cluster_id = save_cluster_id
-        self.chunk_pairs = chunk_pairs
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> None:
-        if world_size != 1:
-            raise ValueError("MinhashComponents runs as a single task")
         with self.track_time():
-            rows = SignatureRows(self.signatures_folder, self.config, self.chunk_pairs)
+            rows = self._signature_rows(world_size)
             labels = self._labels(rows)
             own = np.arange(rows.rows, dtype=np.uint32)
             removed = labels != own
@@ -271,16 +281,14 @@ class MinhashComponents(PipelineStep):
         while True:
             self.stat_update("label_rounds")
             changed = False
-            for name in names:
-                for chunk in records(self.input_folder, name, PAIR_ROW, self.chunk_pairs):
-                    left = labels[rows.of(chunk[:, 0], chunk[:, 1])]
-                    right = labels[rows.of(chunk[:, 2], chunk[:, 3])]
-                    differ = left != right
-                    if differ.any():
-                        changed = True
-                        lower = np.minimum(left[differ], right[differ])
-                        np.minimum.at(labels, left[differ], lower)
-                        np.minimum.at(labels, right[differ], lower)
+            for left_rows, right_rows in self._pair_rows(names, rows):
+                left, right = labels[left_rows], labels[right_rows]
+                differ = left != right
+                if differ.any():
+                    changed = True
+                    lower = np.minimum(left[differ], right[differ])
+                    np.minimum.at(labels, left[differ], lower)
+                    np.minimum.at(labels, right[differ], lower)
             if not changed:
                 return labels
             while not np.array_equal(compressed := labels[labels], labels):
