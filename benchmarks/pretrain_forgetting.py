@@ -47,6 +47,7 @@ def study_recipe(base_steps: int | None, finance_share: float | None = None, nam
     if base_steps or perplexity_only:
         for stage in ("sft", "reward", "align", "eval"):
             recipe[stage] = {"enabled": False}
+        recipe["teacher"] = None  # the quickstart's scenario judge is its align model
     return recipe
 
 

@@ -11,7 +11,8 @@ from finloom.data.boilerplate import BoilerplateSettings, boilerplate_phases, li
 from finloom.data.executors import run_phases
 from finloom.data.steps import RankFileReader
 from finloom.recipe import ExecutorSettings, load_recipe
-from finloom.runner import Runner, read_manifest
+from finloom.runner import Runner
+from finloom.stages import read_manifest
 
 FOOTER = "Copyright 2024 Example Bank. All rights reserved."
 SHARE = "Share this article on social media"

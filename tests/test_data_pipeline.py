@@ -15,7 +15,8 @@ import pytest
 from conftest import tiny_recipe, write_recipe
 from finloom.data.judge import parse_scores
 from finloom.recipe import load_recipe
-from finloom.runner import Runner, read_manifest
+from finloom.runner import Runner
+from finloom.stages import read_manifest
 
 
 def _lines(path: Path) -> list[dict]:
@@ -129,7 +130,7 @@ def test_slurm_phases_depend_on_each_other(tiny_data, tmp_path):
     from finloom.data.executors import slurm_executors
     from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
     from finloom.data.stage import _sources
-    from finloom.runner import RunContext
+    from finloom.stages import RunContext
 
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"data.executor": {
         "type": "slurm", "tasks": 4, "slurm": {"partition": "cpu", "time": "01:00:00"}}}), "slurm-build.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from finloom.runner import read_manifest
+from finloom.stages import read_manifest
 
 
 def _lines(path):

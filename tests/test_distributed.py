@@ -1,29 +1,63 @@
-"""A training stage under a 2-process launch (gloo DDP on the CPU): every process trains, one keeps the books."""
+"""A training stage under `accelerate launch --cpu --num_processes 2` (gloo): every process trains, one keeps the books."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 
-from finloom.runner import read_manifest
+import pytest
+
+from conftest import tiny_recipe, write_recipe
+from finloom.recipe import load_recipe
+from finloom.runner import Runner
+from finloom.stages import read_manifest
+
+STEPS = 8
 
 
-def test_pretrain_stage_under_torchrun_with_two_processes(tiny_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
-    before = read_manifest(run_dir, "pretrain")["finished_at"]
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finloom",
-                           "stage", "pretrain", "--run-dir", str(run_dir), "--force"],
-                          capture_output=True, text=True, timeout=600)
+def _pretrain_recipe(tiny_data, batch_size: int, name: str):
+    recipe = tiny_recipe(**{"pretrain.train": {"max_steps": STEPS, "batch_size": batch_size, "seq_len": 64,
+                                               "save_steps": 4, "logging_steps": 1}})
+    return write_recipe(tiny_data, recipe, name)
+
+
+def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run, tmp_path):
+    """Two processes of 2 blocks each train like one process of 4 blocks: accelerate hands each process its half
+    of the same global batch and averages the gradients. Only rank 0 takes the run lock (a second taker would
+    fail, the lock being non-blocking) and writes manifests, the model and the curves."""
+    single_dir, launched_dir = tmp_path / "single", tmp_path / "launched"
+    for folder in (single_dir, launched_dir):
+        shutil.copytree(tiny_run, folder)
+    single = Runner(load_recipe(_pretrain_recipe(tiny_data, 4, "dist_single.yaml")), single_dir)
+    assert single.run(only="pretrain") == {"pretrain": "done"}
+
+    launched_recipe = _pretrain_recipe(tiny_data, 2, "dist_launched.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(launched_recipe),
+         "--run-dir", str(launched_dir), "--only", "pretrain"],
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    manifest = read_manifest(run_dir, "pretrain")
-    assert manifest["status"] == "done" and manifest["finished_at"] != before
-    assert manifest["metrics"]["train_steps"] == 8
     assert done.stderr.count("✓ pretrain") == 1  # one process reports; the other trains silently
-    assert (run_dir / "pretrain" / "model" / "model.safetensors").exists()
-    assert not list((run_dir / "pretrain").glob(".model.partial*"))
-    assert len(list((run_dir / "pretrain" / "tensorboard").glob("events.*"))) == 1
-    history = json.loads((run_dir / "pretrain" / "log_history.json").read_text())
-    assert any("self_constraint/general_kl" in entry for entry in history)
+    assert "locked by" not in done.stderr
+    assert re.fullmatch(r"pid \d+", (launched_dir / ".lock").read_text())
+
+    manifest = read_manifest(launched_dir, "pretrain")
+    assert manifest["status"] == "done" and manifest["metrics"]["train_steps"] == STEPS
+    assert sorted(p.name for p in (launched_dir / "pretrain").iterdir() if p.name.startswith((".", "manifest"))) == [
+        "manifest.json"]  # no partial model directory, no second manifest
+    assert (launched_dir / "pretrain" / "model" / "model.safetensors").exists()
+    assert len(list((launched_dir / "pretrain" / "tensorboard").glob("events.*"))) == 1
+
+    def losses(run_dir):
+        history = json.loads((run_dir / "pretrain" / "log_history.json").read_text())
+        return [entry["loss"] for entry in history if "loss" in entry]
+
+    one, two = losses(single_dir), losses(launched_dir)
+    assert len(one) == len(two) == STEPS
+    assert two == pytest.approx(one, rel=2e-3)  # the same global batches, gradients averaged over the processes
+    assert any("self_constraint/general_kl" in entry
+               for entry in json.loads((launched_dir / "pretrain" / "log_history.json").read_text()))

@@ -41,7 +41,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval", "forgetting", "report"):
+    for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval", "report"):
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["status"] == "done", stage
 
@@ -62,18 +62,13 @@ def test_quickstart_small_end_to_end(tmp_path):
     judged = results["align"]["scenarios"]  # judged by the run's own align model (teacher: stage:align)
     assert judged["usable_rate"] is not None and 0 <= judged["judge_failures"] <= 8
     assert (run_dir / "eval" / "align" / "scenarios_judge.jsonl").exists()
-    forgetting = json.loads((run_dir / "forgetting" / "results.json").read_text())
-    assert [row["variant"] for row in forgetting["rows"]] == ["start", "finance_only_ce", "replay_ce",
-                                                              "self_constraint_full", "self_constraint_top500"]
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
-    assert "Data funnel by step" in page and "Forgetting experiment" in page
+    assert "Data funnel by step" in page
 
-    started = time.perf_counter()
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]
-    assert time.perf_counter() - started < 30
-    assert second.stderr.count("up to date, skipped") == 9
+    assert second.stderr.count("up to date, skipped") == 8
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(run_dir / "sft" / "model"),

@@ -88,7 +88,7 @@ def test_endpoint_and_scenario_judge_against_a_real_server(tiny_data, tiny_run, 
     """The served SFT model is both an API model under test and the scenario judge; its judge replies do not
     parse, which must be retried and counted."""
     from conftest import tiny_recipe, write_recipe
-    from finloom.eval.stage import Evaluator
+    from finloom.eval.evaluator import Evaluator
     from finloom.recipe import load_recipe
 
     scenarios = tmp_path / "scenarios.jsonl"
@@ -106,7 +106,7 @@ def test_endpoint_and_scenario_judge_against_a_real_server(tiny_data, tiny_run, 
         "eval.scenarios": {"judge_retries": 1, "judge_max_tokens": 24, "max_gen_tokens": 16},
     })
     loaded = load_recipe(write_recipe(tiny_data, recipe, "endpoint.yaml"))
-    evaluator = Evaluator(loaded.eval, loaded, tmp_path / "work", {})
+    evaluator = Evaluator(loaded.eval, tmp_path / "work", loaded.resolve, seed=loaded.seed, judge=loaded.teacher)
     results = evaluator.run_endpoint(loaded.eval.endpoints[0], tmp_path / "served")
     assert results["finance_mcq_gen"]["items"] == 17 and "finance_mcq" not in results  # no log-probs from the API
     assert 0 <= results["finance_mcq_gen"]["accuracy"] <= 1
@@ -168,7 +168,7 @@ def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, t
     """The served SFT model through lm-eval's local-completions (echo + logprobs) scores the MCQ exactly as
     the eval stage scored the same model in-process."""
     from conftest import tiny_recipe, write_recipe
-    from finloom.eval.stage import Evaluator
+    from finloom.eval.evaluator import Evaluator
     from finloom.recipe import load_recipe
 
     recipe = tiny_recipe(**{"eval.endpoints": [{"name": "served", "base_url": served_sft, "chat": False,
@@ -176,8 +176,8 @@ def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, t
                             "eval.benchmarks": [{"name": "finance_mcq", "files": [{"path": "fin_mcq.jsonl"}],
                                                  "scoring": "cloze"}]})
     loaded = load_recipe(write_recipe(tiny_data, recipe, "logprobs.yaml"))
-    results = Evaluator(loaded.eval, loaded, tmp_path / "work", {}).run_endpoint(loaded.eval.endpoints[0],
-                                                                                 tmp_path / "served")
+    results = Evaluator(loaded.eval, tmp_path / "work", loaded.resolve, seed=loaded.seed).run_endpoint(
+        loaded.eval.endpoints[0], tmp_path / "served")
     remote = {(r["id"], r["template"]): r for r in map(json.loads, (tmp_path / "served" / "finance_mcq.jsonl")
                                                        .read_text().splitlines())}
     local = {(r["id"], r["template"]): r for r in map(json.loads, (tiny_run / "eval" / "sft" / "finance_mcq.jsonl")
@@ -190,12 +190,15 @@ def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, t
 
 def test_stage_judge_outside_a_run_is_a_clear_error(tmp_path):
     from finloom.errors import BadInput
-    from finloom.eval.stage import Evaluator
     from finloom.recipe import load_recipe
+    from finloom.stages import resolve_teacher
 
     recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "quickstart.yaml")  # teacher: stage:align
-    with pytest.raises(BadInput, match="teacher.local_model: stage:align: no model of stage 'align'"):
-        Evaluator(recipe.eval, recipe, tmp_path / "work", {}, {"finance_mcq"})._judge_config()
+    with pytest.raises(BadInput, match="teacher.local_model: stage:align: no model of stage 'align' outside a run"):
+        resolve_teacher(recipe, None)
+    with pytest.raises(BadInput, match="no model of stage 'align' in this run"):
+        resolve_teacher(recipe, tmp_path / "run")
     (tmp_path / "run" / "align" / "model").mkdir(parents=True)
-    inside = Evaluator(recipe.eval, recipe, tmp_path / "work", {}, {"finance_mcq"}, run_dir=tmp_path / "run")
-    assert inside._judge_config().local_model == str(tmp_path / "run" / "align" / "model")
+    (tmp_path / "run" / "align" / "manifest.json").write_text(json.dumps(
+        {"status": "done", "outputs": {"model": "align/model"}}))
+    assert resolve_teacher(recipe, tmp_path / "run").local_model == str(tmp_path / "run" / "align" / "model")

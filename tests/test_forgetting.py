@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from conftest import finloom_cli, tiny_recipe, write_recipe
-from finloom.pretrain.forgetting import current_eval_results, verdict
+from finloom.experiments.forgetting import current_eval_results, verdict
 from finloom.recipe import ForgettingSection, load_recipe
-from finloom.runner import Runner, read_manifest
+from finloom.runner import Runner
+from finloom.stages import read_manifest
 
 
 def test_verdict_checks_each_target_with_numbers():

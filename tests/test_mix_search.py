@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import finloom_cli
-from finloom.pretrain.mix_search import apply_ratio, fit_power_law, predict, recommend
+from finloom.experiments.mix_search import apply_ratio, fit_power_law, predict, recommend
 
 
 def test_power_law_fit_recovers_known_parameters():

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from finloom.data.mixing import TokenShardDataset, collate_blocks
-from finloom.pretrain.kl import lambda_at, token_kl
+from finloom.llm.kl import lambda_at, token_kl
 from finloom.pretrain.reference import PrecomputedReference, precompute_reference
 from finloom.pretrain.self_constraint import SelfConstraintConfig, SelfConstraintTrainer
 
@@ -208,7 +208,8 @@ def test_pretrain_stage_logs_objective_heldout_loss_and_tensorboard(tiny_run):
 def test_precompute_ref_command_then_pretrain_reads_the_store(tiny_data, tmp_path):
     from conftest import finloom_cli, tiny_recipe, write_recipe
     from finloom.recipe import load_recipe
-    from finloom.runner import Runner, read_manifest
+    from finloom.runner import Runner
+    from finloom.stages import read_manifest
 
     recipe = tiny_recipe(**{"pretrain.objective": {"kl_top_k": 16, "reference": "precomputed"}})
     path = write_recipe(tiny_data, recipe, "precomputed.yaml")

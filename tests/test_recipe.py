@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from conftest import finloom_cli, tiny_recipe, write_recipe
 from finloom.errors import BadInput
 from finloom.recipe import load_recipe, parse_recipe
+from finloom.stages import enabled_stages
 
 
 def test_defaults_are_filled_and_stages_ordered(tiny_data):
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(), "defaults.yaml"))
     assert recipe.align.dpo.beta == 0.1
-    assert recipe.enabled_stages() == ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
+    assert enabled_stages(recipe) == ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
     assert recipe.resolve("general.jsonl") == tiny_data / "general.jsonl"
     assert recipe.resolve("starter:finance_corpus.jsonl").name == "finance_corpus.jsonl"
 
@@ -36,7 +39,7 @@ def test_schema_errors_name_the_field(tiny_data, override, expected):
 
 def test_disabled_stage_needs_no_datasets_but_enabled_one_does(tiny_data):
     recipe = tiny_recipe(**{"sft": {"enabled": False}})
-    assert "sft" not in parse_recipe(recipe, tiny_data).enabled_stages()
+    assert "sft" not in enabled_stages(parse_recipe(recipe, tiny_data))
     with pytest.raises(BadInput, match="sft: datasets: at least one source is required"):
         parse_recipe(tiny_recipe(**{"sft": {"train": {"max_steps": 2}}}), tiny_data)
 
@@ -89,3 +92,30 @@ def test_recipe_show_prints_resolved_defaults(tiny_data):
     shown = yaml.safe_load(result.stdout)
     assert shown["align"]["dpo"] == {"beta": 0.1, "loss_type": "sigmoid"}
     assert shown["eval"]["batch_size"] == 8
+
+
+RECIPES = [p for p in sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml")) if p.parent.name != "accelerate"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_bundled_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert enabled_stages(recipe)[-1] == "report"
+
+
+def test_extends_lays_a_recipe_over_another(tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "base.yaml").write_text("name: base\nseed: 1\nmodel: {scratch: {num_layers: 2}}\n"
+                                        "eval: {max_items: 5, batch_size: 4}\n")
+    child = tmp_path / "studies" / "child.yaml"
+    child.write_text("extends: ../base.yaml\nname: child\nmodel: {scratch: {num_layers: 3}}\neval: {max_items: 7}\n")
+    recipe = load_recipe(child)
+    assert (recipe.name, recipe.seed, recipe.model.scratch.num_layers) == ("child", 1, 3)
+    assert (recipe.eval.max_items, recipe.eval.batch_size) == (7, 4)  # mappings merge key by key
+    assert recipe.source_dir == child.parent  # paths resolve against the file that is run
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\nname: loop\n")
+    with pytest.raises(BadInput, match="extends itself"):
+        load_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\nname: orphan\n")
+    with pytest.raises(BadInput, match="extends: recipe file not found"):
+        load_recipe(tmp_path / "orphan.yaml")

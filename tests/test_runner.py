@@ -13,7 +13,8 @@ import pytest
 from conftest import tiny_recipe, write_recipe
 from finloom.errors import RunLocked
 from finloom.recipe import load_recipe
-from finloom.runner import RunLock, Runner, read_manifest
+from finloom.runner import RunLock, Runner
+from finloom.stages import read_manifest
 from finloom.training import last_complete_checkpoint
 
 STAGES = ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]

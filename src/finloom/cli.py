@@ -15,7 +15,8 @@ import yaml
 from rich.table import Table
 
 from finloom.errors import BadInput
-from finloom.recipe import STAGE_NAMES, load_recipe, recipe_to_dict
+from finloom.recipe import load_recipe, recipe_to_dict
+from finloom.stages import STAGE_NAMES, STAGES, enabled_stages
 
 app = typer.Typer(
     help="finloom: turn a general base LLM into a finance chat model, end to end, and measure it.",
@@ -42,23 +43,36 @@ def experiment_forgetting(
     evaluated like the eval stage; writes RUN/forgetting/results.json and rebuilds the report.
 
     The run's data, base/pretrain and eval stages must have completed. Variants and targets come from
-    the recipe's forgetting section (enabled here even if the recipe has it off).
+    the recipe's forgetting section (enabled here even if the recipe leaves it out).
     """
-    from finloom.eval.report import build_report
+    from finloom.report.stage import build_report
+
+    _study_runner(run_dir, "forgetting", {}).run(only="forgetting", force=force)
+    _console().print(f"report: {build_report(run_dir)['html']}")
+
+
+def _study_runner(run_dir: Path, stage: str, overrides: dict):
+    """The run's runner with the study's section switched on and ``overrides`` applied (named in errors)."""
+    from pydantic import ValidationError
+
+    from finloom.recipe import format_validation_error
     from finloom.runner import Runner
 
     runner = Runner.from_run_dir(run_dir)
-    runner.recipe = runner.recipe.model_copy(
-        update={"forgetting": runner.recipe.forgetting.model_copy(update={"enabled": True})})
-    runner.run(only="forgetting", force=force)
-    _console().print(f"report: {build_report(run_dir)['html']}")
+    section = runner.recipe.section(stage)
+    try:
+        section = type(section).model_validate({**section.model_dump(), **overrides, "enabled": True})
+    except ValidationError as error:
+        raise BadInput("\n".join(f"{stage}.{line}" for line in format_validation_error(error).splitlines())) from None
+    runner.recipe = runner.recipe.model_copy(update={stage: section})
+    return runner
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory.")]
 
 
 def _console():
-    from finloom.runner import console
+    from finloom.progress import console
 
     return console
 
@@ -88,7 +102,8 @@ def run(
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help=f"Stage name ({', '.join(STAGE_NAMES)}).")],
+    name: Annotated[str, typer.Argument(help="Stage name: " + "; ".join(f"{s.name} ({s.summary})" for s in STAGES.values()),
+                                        show_default=False)],
     run_dir: RunDirOpt,
     force: Annotated[bool, typer.Option(help="Re-run from scratch even if up to date.")] = False,
 ) -> None:
@@ -112,13 +127,13 @@ def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")]) -> N
         table.add_column(column)
     for row in rows:
         table.add_row(row["stage"], row["status"], str(row["wall_time_s"] or "—"), str(row["peak_rss_mb"] or "—"),
-                      _key_metrics(row["metrics"]))
+                      _key_metrics(row["stage"], row["metrics"]))
     _console().print(table)
 
 
-def _key_metrics(metrics: dict) -> str:
-    keys = ("final_loss", "eval_accuracy", "reward_accuracy", "reward_margin", "parameters")
-    parts = [f"{k}={metrics[k]}" for k in keys if metrics.get(k) is not None]
+def _key_metrics(stage: str, metrics: dict) -> str:
+    """The catalogue's key metrics of the stage, the data funnel, and eval's headline numbers per model."""
+    parts = [f"{k}={metrics[k]}" for k in STAGES[stage].key_metrics if metrics.get(k) is not None]
     if "funnel" in metrics:
         funnel = metrics["funnel"]
         parts.append(f"read={funnel['read']} kept={sum(funnel['kept'].values())} rejected={funnel['rejected']}")
@@ -132,7 +147,7 @@ def _key_metrics(metrics: dict) -> str:
 def recipe_validate(recipe: RecipeArg) -> None:
     """Validate a recipe (schema and data files); exit 2 naming every bad field."""
     loaded = load_recipe(recipe)
-    _console().print(f"[green]ok[/green]: {recipe} ({', '.join(loaded.enabled_stages())})")
+    _console().print(f"[green]ok[/green]: {recipe} ({', '.join(enabled_stages(loaded))})")
 
 
 @recipe_app.command("show")
@@ -211,7 +226,7 @@ def pretrain_precompute_ref(
     from finloom.runner import Runner
 
     runner = Runner.from_run_dir(run_dir)
-    folder = precompute_for_run(runner, batch_size)
+    folder = precompute_for_run(runner.run_dir, runner.recipe, batch_size)
     size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
     _console().print(f"reference store: {folder} ({size:.1f} MB)")
 
@@ -219,23 +234,31 @@ def pretrain_precompute_ref(
 @pretrain_app.command("mix-search")
 def pretrain_mix_search(
     run_dir: RunDirOpt,
-    ratios: Annotated[list[float], typer.Option("--ratio", help="A finance share to try (repeat the option).")] = [0.1, 0.2, 0.3, 0.5],  # noqa: B006
-    steps: Annotated[int, typer.Option(help="Training steps of each short run.")] = 200,
-    eval_points: Annotated[int, typer.Option(help="Held-out evaluations per run (points of each loss curve).")] = 5,
-    general_budget: Annotated[float, typer.Option(help="Allowed relative rise of general loss over the start model.")] = 0.02,
+    ratios: Annotated[list[float] | None, typer.Option("--ratio", help="A finance share to try (repeat the option); "
+                                                                        "default: the recipe's mix_search.ratios.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps of each short run.")] = None,
+    eval_points: Annotated[int | None, typer.Option(help="Held-out evaluations per run (points of each loss curve).")] = None,
+    general_budget: Annotated[float | None, typer.Option(help="Allowed relative rise of general loss over the start "
+                                                              "model.")] = None,
     target_tokens: Annotated[int | None, typer.Option(help="Budget to extrapolate to; default: the pretrain stage's.")] = None,
-    mcq_items: Annotated[int, typer.Option(help="Finance MCQ items scored per run (metric scaling law).")] = 200,
+    mcq_items: Annotated[int | None, typer.Option(help="Finance MCQ items scored per run (metric scaling law).")] = None,
     apply: Annotated[Path | None, typer.Option(help="Write the recommended ratio into this recipe (old file kept as .bak).")] = None,
 ) -> None:
     """Pick the finance share of the CPT mix by loss and metric scaling laws fitted on short runs.
 
-    Writes RUN/mix_search/results.json (points, fits, predictions, recommendation); the report shows them.
+    Runs the run's mix_search stage (settings from the recipe's mix_search section, overridden by the options;
+    defaults: ratios 0.1 0.2 0.3 0.5, 200 steps, 5 points, a 2% budget, 200 MCQ items). Writes
+    RUN/mix_search/results.json (points, fits, predictions, recommendation); the report shows them.
     """
-    from finloom.pretrain.mix_search import apply_ratio, run_mix_search
-    from finloom.runner import Runner
+    import json
 
-    runner = Runner.from_run_dir(run_dir)
-    result = run_mix_search(runner, ratios, steps, eval_points, general_budget, target_tokens, mcq_items)
+    from finloom.experiments.mix_search import apply_ratio
+
+    options = {"ratios": ratios, "steps": steps, "eval_points": eval_points, "general_budget": general_budget,
+               "target_tokens": target_tokens, "mcq_items": mcq_items}
+    runner = _study_runner(run_dir, "mix_search", {k: v for k, v in options.items() if v is not None})
+    runner.run(only="mix_search")
+    result = json.loads((runner.run_dir / "mix_search" / "results.json").read_text(encoding="utf-8"))
     table = Table(title=f"mix search at {result['target_tokens']:,} tokens (start general loss "
                         f"{result['start']['general_loss']:.4f})")
     for column in ("finance share", "predicted finance loss", "predicted general loss", "predicted finance MCQ"):
@@ -267,10 +290,12 @@ def eval_command(
 
     Writes OUT/results.json and per-question files OUT/<model>/<benchmark>.jsonl.
     """
-    from finloom.eval.stage import Evaluator, headline
+    from finloom.eval.evaluator import Evaluator
+    from finloom.eval.results import headline
     from finloom.files import atomic_write_json
     from finloom.logs import quiet_libraries
     from finloom.recipe import DEFAULT_EVAL_RECIPE, EndpointSpec
+    from finloom.stages import resolve_teacher
 
     quiet_libraries()
     if suite not in ("finance", "general", "all"):
@@ -286,7 +311,8 @@ def eval_command(
     if not remote and not Path(model).is_dir():
         raise BadInput(f"--model {model}: no such model directory")
     target = out or Path("evals") / label
-    evaluator = Evaluator(section, loaded, target / "work", {}, names)
+    evaluator = Evaluator(section, target / "work", loaded.resolve, seed=loaded.seed, loading=loaded.model,
+                          judge=resolve_teacher(loaded, None), names=names)
     if remote:
         results = evaluator.run_endpoint(EndpointSpec(name=label, base_url=model, model=api_model), target / label)
     else:
@@ -308,7 +334,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Where the comparison page goes (with --compare).")] = Path("."),
 ) -> None:
     """(Re)build RUN/report.html, report.md and model_card.md; with --compare, OUT/compare.html of several runs."""
-    from finloom.eval.report import build_comparison, build_report
+    from finloom.report.stage import build_comparison, build_report
 
     if compare:
         paths = build_comparison([run_dir, *compare], out)

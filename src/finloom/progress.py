@@ -1,14 +1,16 @@
-"""One look for every progress bar finloom shows (training steps, evaluation batches)."""
+"""One console and one look for every progress bar finloom shows (training steps, evaluation batches)."""
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+"""Where finloom talks to the user: stderr, so stdout stays free for what a command prints (``recipe show``)."""
 
 
 def progress_bar(label: str) -> Progress:
     """A bar with a count, a free-text ``status`` field (e.g. the latest loss) and time left."""
-    from finloom.runner import console
-
     return Progress(
         TextColumn(f"  {label}"),
         BarColumn(),

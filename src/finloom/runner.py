@@ -1,17 +1,16 @@
-"""Runs stages over a run directory: manifests, skip/resume, locking.
+"""Runs the catalogue's stages over a run directory: manifests, skip/resume, locking, distributed launches.
 
-A stage is a function ``run(section, ctx) -> StageResult`` in its own module. Stages talk only
-through artifacts on disk, so the runner can decide from manifests alone what to skip: a stage is
-skipped when its fingerprint (its resolved config + the fingerprints of the stages it reads + the
-hashes of the external files it reads) equals the one in its ``manifest.json``. A change re-runs
-that stage, which changes its fingerprint, which re-runs everything downstream.
+Stages talk only through artifacts on disk (``finloom.stages``), so the runner decides from
+manifests alone what to skip: a stage is skipped when its fingerprint (its resolved section, the
+other recipe settings it reads, the fingerprints of the stages it reads and the hashes of the
+external files it reads) equals the one in its ``manifest.json``. A change re-runs that stage,
+which changes its fingerprint, which re-runs everything downstream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import json
 import os
 import platform
@@ -19,117 +18,27 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
-from rich.console import Console
 
 from finloom import __version__
 from finloom.errors import BadInput, RunLocked
 from finloom.files import atomic_write_json, hash_json, hash_path
-from finloom.recipe import STAGE_NAMES, Recipe, parse_recipe, recipe_to_dict, stage_sources
+from finloom.progress import console
+from finloom.recipe import Recipe, parse_recipe, recipe_to_dict, stage_sources
+from finloom.stages import (
+    STAGE_NAMES,
+    STAGES,
+    RunContext,
+    enabled_stages,
+    read_manifest,
+    settings_read,
+    upstream_stages,
+)
 
-console = Console(stderr=True)
-
-# stage -> "module:function"
-STAGE_ENTRY = {
-    "data": "finloom.data.stage:run",
-    "base": "finloom.pretrain.stage:run_base",
-    "pretrain": "finloom.pretrain.stage:run_pretrain",
-    "sft": "finloom.sft.stage:run",
-    "reward": "finloom.reward.stage:run",
-    "align": "finloom.align.stage:run",
-    "eval": "finloom.eval.stage:run",
-    "forgetting": "finloom.pretrain.forgetting:run",
-    "report": "finloom.eval.report:run",
-}
-# Stages that produce a model directory at ``STAGE/model``, in pipeline order.
-MODEL_STAGES = ("base", "pretrain", "sft", "align")
 RECIPE_FILE = "recipe.json"
-
-
-@dataclass
-class StageResult:
-    outputs: dict[str, str] = field(default_factory=dict)
-    """Artifact name -> path relative to the run directory."""
-    metrics: dict = field(default_factory=dict)
-
-
-class RunContext:
-    """What a stage may touch: its own directory, and the manifests and artifacts of upstream stages."""
-
-    def __init__(self, run_dir: Path, recipe: Recipe, stage: str):
-        self.run_dir = run_dir
-        self.recipe = recipe
-        self.stage = stage
-        self.stage_dir = run_dir / stage
-        self.resume = False
-        """True when an interrupted attempt with the same fingerprint left checkpoints to resume."""
-
-    def manifest(self, stage: str) -> dict:
-        manifest = read_manifest(self.run_dir, stage)
-        if manifest is None or manifest.get("status") != "done":
-            raise BadInput(f"stage {self.stage!r} needs stage {stage!r}, which has not completed in {self.run_dir}")
-        return manifest
-
-    def artifact(self, stage: str, name: str) -> Path:
-        outputs = self.manifest(stage)["outputs"]
-        if name not in outputs:
-            raise BadInput(f"stage {stage!r} has no output {name!r} (has: {sorted(outputs)})")
-        return self.run_dir / outputs[name]
-
-    def input_model(self) -> tuple[str, Path | str]:
-        """The model this stage starts from: the newest enabled model stage before it, else model.hf."""
-        upstream = model_stage_before(self.recipe, self.stage)
-        if upstream is None:
-            return "start", self.recipe.start_model()
-        return upstream, self.artifact(upstream, "model")
-
-    def relative(self, path: Path) -> str:
-        return str(Path(path).resolve().relative_to(self.run_dir.resolve()))
-
-
-def model_stage_before(recipe: Recipe, stage: str) -> str | None:
-    enabled = recipe.enabled_stages()
-    order = STAGE_NAMES.index(stage)
-    earlier = [s for s in MODEL_STAGES if s in enabled and STAGE_NAMES.index(s) < order]
-    if stage in ("reward", "align") and "sft" in enabled:
-        return "sft"
-    return earlier[-1] if earlier else None
-
-
-def upstream_stages(recipe: Recipe, stage: str) -> list[str]:
-    """The stages whose artifacts ``stage`` reads."""
-    enabled = recipe.enabled_stages()
-    if stage == "data":
-        return []
-    if stage in ("eval", "forgetting", "report"):
-        return [s for s in enabled if STAGE_NAMES.index(s) < STAGE_NAMES.index(stage)]
-    needs = ["data"] if stage in ("base", "pretrain") and "data" in enabled else []
-    model_stage = model_stage_before(recipe, stage)
-    if model_stage:
-        needs.append(model_stage)
-    return needs
-
-
-def tokenizer_spec(model: dict) -> dict:
-    """The part of the model section the data stage's tokenizer depends on."""
-    if model.get("scratch"):
-        return {"scratch": {key: model["scratch"][key] for key in ("vocab_size", "tokenizer_max_chars")}}
-    return {"hf": model["hf"], "trust_remote_code": model["trust_remote_code"]}
-
-
-def read_manifest(run_dir: Path, stage: str) -> dict | None:
-    path = run_dir / stage / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
 
 
 def library_versions() -> dict[str, str]:
@@ -186,9 +95,6 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
-
-
-TRAINING_STAGES = ("base", "pretrain", "sft", "reward", "align")
 
 
 class Processes:
@@ -266,16 +172,10 @@ class Runner:
         return cache[key]
 
     def fingerprint(self, stage: str, cache: dict) -> dict:
-        resolved = recipe_to_dict(self.recipe)
-        config = {"section": resolved[stage], "seed": self.recipe.seed}
-        if stage == "data":  # cleaning does not depend on the model; tokenising depends on its tokenizer
-            config["tokenizer"] = tokenizer_spec(resolved["model"])
-        else:
-            config["model"] = resolved["model"]
-        if stage in ("eval", "forgetting", "report"):
-            config["enabled_stages"] = self.recipe.enabled_stages()
-        if stage == "forgetting":  # its variants train like pretrain and evaluate like eval
-            config["pretrain"], config["eval"] = resolved["pretrain"], resolved["eval"]
+        config = {"section": recipe_to_dict(self.recipe)[stage], "seed": self.recipe.seed,
+                  "settings": settings_read(self.recipe, stage)}
+        if STAGES[stage].reads_all_before:
+            config["enabled_stages"] = enabled_stages(self.recipe)
         upstream = {}
         for name in upstream_stages(self.recipe, stage):
             manifest = read_manifest(self.run_dir, name)
@@ -295,7 +195,7 @@ class Runner:
     # -- planning -----------------------------------------------------------------------------
     def select(self, only: str | None, start: str | None) -> list[str]:
         """The stages to consider: all enabled ones, ``--only`` one, or ``--from`` one onwards."""
-        enabled = self.recipe.enabled_stages()
+        enabled = enabled_stages(self.recipe)
         for name, value in (("--only", only), ("--from", start)):
             if value is not None and value not in enabled:
                 raise BadInput(f"{name} {value}: not an enabled stage of this recipe (enabled: {', '.join(enabled)})")
@@ -309,8 +209,6 @@ class Runner:
         from finloom.logs import quiet_libraries
 
         quiet_libraries()
-        if self.recipe.model.scratch is not None and not self.recipe.base.enabled:
-            raise BadInput("base.enabled: a model.scratch recipe needs the base stage (it builds the model)")
         stages = self.select(only, start)
         states: dict[str, str] = {}
         with RunLock(self.run_dir) if self.processes.main else contextlib.nullcontext():
@@ -357,8 +255,7 @@ class Runner:
         if main and not resume and stage_dir.exists():
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
-        ctx = RunContext(self.run_dir, self.recipe, stage)
-        ctx.resume = resume
+        ctx = RunContext(self.run_dir, self.recipe, stage, resume=resume)
         manifest = {
             "stage": stage,
             "status": "running",
@@ -371,10 +268,10 @@ class Runner:
             atomic_write_json(stage_dir / "manifest.json", manifest)
         self.processes.barrier()
         print_(f"[bold cyan]▶ {stage}[/bold cyan]" + (" (resuming)" if resume else ""))
-        entry = _load_entry(stage)
+        entry = STAGES[stage].entry_point()
         started = time.perf_counter()
         if not main:  # another process of a distributed launch: train along, keep no books
-            if stage in TRAINING_STAGES:
+            if STAGES[stage].trains:
                 _seed_everything(self.recipe.seed, self.recipe.threads)
                 entry(self.recipe.section(stage), ctx)
             self.processes.barrier()
@@ -408,11 +305,6 @@ class Runner:
 
     def _outputs_exist(self, manifest: dict) -> bool:
         return all((self.run_dir / rel).exists() for rel in manifest.get("outputs", {}).values())
-
-
-def _load_entry(stage: str) -> Callable:
-    module_name, function = STAGE_ENTRY[stage].split(":")
-    return getattr(importlib.import_module(module_name), function)
 
 
 def _seed_everything(seed: int, threads: int | None) -> None:

@@ -8,7 +8,7 @@ from trl import DPOConfig, DPOTrainer
 from finloom.llm.chat_data import load_preferences
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import AlignSection
-from finloom.runner import RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
 
@@ -16,9 +16,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
     recipe = ctx.recipe
     _, model_path = ctx.input_model()
     rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "align")
-    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
-    load = dict(allow_pickle=recipe.model.allow_pickle, trust_remote_code=recipe.model.trust_remote_code,
-                dtype=recipe.model.dtype)
+    tokenizer = load_tokenizer(model_path, recipe.model)
     config = DPOConfig(
         **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
         beta=section.dpo.beta,
@@ -26,8 +24,8 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
         max_length=section.train.seq_len,
     )
     trainer = DPOTrainer(
-        model=load_causal_lm(model_path, **load),
-        ref_model=load_causal_lm(model_path, **load),
+        model=load_causal_lm(model_path, recipe.model),
+        ref_model=load_causal_lm(model_path, recipe.model),
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,

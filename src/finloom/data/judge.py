@@ -16,6 +16,7 @@ import re
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from finloom.llm.judge import ask_judge
 from finloom.recipe import ClientSection
 
 JUDGE_PROMPT = """You are a data-quality reviewer for training a financial language model.
@@ -106,24 +107,13 @@ class LLMJudgeScorer(BaseFilter):
         return self.filter_batch([doc])[0]
 
     def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
-        pending = list(range(len(batch)))
-        replies: list[list[str]] = [[] for _ in batch]
-        scores: list[dict | None] = [None] * len(batch)
-        for attempt in range(self.retries + 1):
-            if not pending:
-                break
-            conversations = [[{"role": "user", "content": judge_prompt(batch[i].text, self.dimensions, self.max_chars)}]
-                             for i in pending]
-            answers = self._llm().chat_many(conversations, max_tokens=self.max_tokens,
-                                            temperature=0.0 if attempt == 0 else 0.7)
-            for index, answer in zip(pending, answers):
-                replies[index].append(answer)
-                scores[index] = parse_scores(answer, self.dimensions)
-            if attempt:
-                self.stat_update("judge_retries", value=len(pending))
-            pending = [i for i in pending if scores[i] is None]
-        return [self._verdict(doc, doc_scores, doc_replies)
-                for doc, doc_scores, doc_replies in zip(batch, scores, replies)]
+        prompts = [judge_prompt(doc.text, self.dimensions, self.max_chars) for doc in batch]
+        verdicts = ask_judge(self._llm(), prompts, lambda _, reply: parse_scores(reply, self.dimensions),
+                             self.retries, self.max_tokens)
+        retried = sum(verdict.retries for verdict in verdicts)
+        if retried:
+            self.stat_update("judge_retries", value=retried)
+        return [self._verdict(doc, verdict.parsed, verdict.replies) for doc, verdict in zip(batch, verdicts)]
 
     def _verdict(self, doc: Document, scores: dict | None, replies: list[str]) -> bool | tuple[bool, str]:
         doc.metadata["judge"] = replies

@@ -104,6 +104,15 @@ def tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(definition.encode("utf-8")).hexdigest()
 
 
+def token_blocks(texts: list[str], tokenizer, seq_len: int, separator_id: int) -> list[list[int]]:
+    """Documents joined by the separator and cut into ``seq_len`` blocks, as pre-training packs them."""
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(separator_id)
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
 def write_token_shards(
     docs_by_domain: Mapping[str, Iterable[str]],
     tokenizer: PreTrainedTokenizerBase,

@@ -27,7 +27,7 @@ from finloom.errors import BadInput
 from finloom.files import atomic_write_text, iter_texts, read_records
 from finloom.progress import progress_bar
 from finloom.recipe import DataSection, decontam_sources
-from finloom.runner import RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 
 DOMAINS = ("general", "finance", "general_heldout", "finance_heldout")
 
@@ -115,7 +115,7 @@ def _tokenizer(ctx: RunContext, paths: PipelinePaths):
 
     recipe = ctx.recipe
     if recipe.model.scratch is None:
-        return load_tokenizer(recipe.start_model(), recipe.model.trust_remote_code), None
+        return load_tokenizer(recipe.start_model(), recipe.model), None
     out = ctx.stage_dir / "tokenizer"
     if (out / "tokenizer.json").exists():
         return load_tokenizer(out), out

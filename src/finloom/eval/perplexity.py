@@ -6,15 +6,7 @@ import math
 
 import torch
 
-
-
-def token_blocks(texts: list[str], tokenizer, seq_len: int, separator_id: int) -> list[list[int]]:
-    """Documents joined by the separator and cut into ``seq_len`` blocks, as pre-training packs them."""
-    stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-        stream.extend(ids)
-        stream.append(separator_id)
-    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+from finloom.data.mixing import token_blocks
 
 
 @torch.no_grad()

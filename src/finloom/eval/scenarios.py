@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import re
 
+from finloom.llm.judge import ask_judge
+
 DIMENSIONS = {
     "accuracy": "facts, figures and calculations are correct",
     "completeness": "covers everything the task asks for",
@@ -132,34 +134,24 @@ def checklist_metrics(verdicts: list[bool], primary: list[bool]) -> dict[str, fl
 def judge_answers(client, rows: list[dict], scenarios: dict[str, dict], retries: int, max_tokens: int,
                   basic: float, strict: float) -> list[dict]:
     """Judge every (scenario, answer) row; each row gets prompt, replies, scores or the failure."""
-    pending = list(range(len(rows)))
     prompts = [judge_prompt(scenarios[row["id"]], row["prediction"] or "") for row in rows]
-    replies: list[list[str]] = [[] for _ in rows]
-    parsed: list[dict | None] = [None] * len(rows)
-    for attempt in range(retries + 1):
-        if not pending:
-            break
-        answers = client.chat_many([[{"role": "user", "content": prompts[i]}] for i in pending],
-                                   max_tokens=max_tokens, temperature=0.0 if attempt == 0 else 0.7)
-        for index, answer in zip(pending, answers):
-            replies[index].append(answer)
-            parsed[index] = parse_judgement(answer, scenarios[rows[index]["id"]])
-        pending = [i for i in pending if parsed[i] is None]
+    verdicts = ask_judge(client, prompts, lambda i, reply: parse_judgement(reply, scenarios[rows[i]["id"]]),
+                         retries, max_tokens)
     judged = []
-    for row, prompt, reply, verdict in zip(rows, prompts, replies, parsed):
-        scenario = scenarios[row["id"]]
-        out = {**row, "judge_prompt": prompt, "judge_replies": reply, "judge_failed": verdict is None,
+    for row, prompt, verdict in zip(rows, prompts, verdicts):
+        scenario, judgement = scenarios[row["id"]], verdict.parsed
+        out = {**row, "judge_prompt": prompt, "judge_replies": verdict.replies, "judge_failed": verdict.failed,
                "family": scenario.get("family", ""), "high_stakes": bool(scenario.get("high_stakes"))}
-        if verdict is None:
+        if judgement is None:
             out.update(usable=False, passed=False)
         else:
             weights = scenario.get("weights") or {"accuracy": 1}
-            out.update(scores=verdict["scores"], final=round(final_score(verdict["scores"], weights), 4),
-                       usable=is_usable(verdict["scores"], weights, out["high_stakes"], basic, strict))
+            out.update(scores=judgement["scores"], final=round(final_score(judgement["scores"], weights), 4),
+                       usable=is_usable(judgement["scores"], weights, out["high_stakes"], basic, strict))
             items = _checklist_items(scenario)
             if items:
-                out.update(checklist=verdict["checklist"],
-                           **checklist_metrics(verdict["checklist"], [item["primary"] for item in items]))
+                out.update(checklist=judgement["checklist"],
+                           **checklist_metrics(judgement["checklist"], [item["primary"] for item in items]))
                 out["passed"] = bool(out["isr"])
         judged.append(out)
     return judged

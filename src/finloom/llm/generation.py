@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import SAFE, load_causal_lm, load_tokenizer
+from finloom.recipe import ModelLoading
 
 
 @dataclass
@@ -26,10 +27,10 @@ class Generation:
 
 
 class LocalGenerator:
-    def __init__(self, model_dir: str | Path, trust_remote_code: bool = False, allow_pickle: bool = False):
+    def __init__(self, model_dir: str | Path, loading: ModelLoading = SAFE):
         self.model_dir = Path(model_dir)
-        self.tokenizer = load_tokenizer(model_dir, trust_remote_code)
-        self.model = load_causal_lm(model_dir, allow_pickle, trust_remote_code)
+        self.tokenizer = load_tokenizer(model_dir, loading)
+        self.model = load_causal_lm(model_dir, loading)
         self.model.eval()
         self._lock = threading.Lock()
 

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from finloom.errors import BadInput
 from finloom.files import atomic_dir
+from finloom.recipe import ModelLoading
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,29 +29,28 @@ def _check_weights(path: Path, allow_pickle: bool) -> None:
         )
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+SAFE = ModelLoading()
+"""Safetensors only, no remote code, the checkpoint's own dtype: how a model loads when no recipe says otherwise."""
+
+
+def load_tokenizer(path: str | Path, loading: ModelLoading = SAFE) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=loading.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_causal_lm(
-    path: str | Path,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    dtype: str = "auto",
-    model_class=AutoModelForCausalLM,
-    **kwargs,
-) -> PreTrainedModel:
-    """Load a model directory (or Hub id) with the recipe's safety switches."""
-    _check_weights(Path(path), allow_pickle)
+def load_causal_lm(path: str | Path, loading: ModelLoading = SAFE, model_class=AutoModelForCausalLM,
+                   **kwargs) -> PreTrainedModel:
+    """Load a model directory (or Hub id) as the recipe's model section says (``recipe.model`` is a
+    ``ModelLoading``): its safety switches and its dtype, the one place every stage loads a model through."""
+    _check_weights(Path(path), loading.allow_pickle)
     try:
         return model_class.from_pretrained(
             str(path),
-            use_safetensors=None if allow_pickle else True,
-            trust_remote_code=trust_remote_code,
-            dtype=DTYPES[dtype],
+            use_safetensors=None if loading.allow_pickle else True,
+            trust_remote_code=loading.trust_remote_code,
+            dtype=DTYPES[loading.dtype],
             **kwargs,
         )
     except OSError as error:

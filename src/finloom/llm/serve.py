@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from finloom.llm.generation import LocalGenerator
+from finloom.recipe import ModelLoading
 
 
 class ChatMessage(BaseModel):
@@ -64,7 +65,7 @@ def _usage(generation) -> dict:
 
 
 def create_app(model_dir: str | Path, model_name: str | None = None, trust_remote_code: bool = False) -> FastAPI:
-    generator = LocalGenerator(model_dir, trust_remote_code=trust_remote_code)
+    generator = LocalGenerator(model_dir, ModelLoading(trust_remote_code=trust_remote_code))
     resolved = Path(model_dir).resolve()
     # Stage models all live in RUN/STAGE/model: name them by run and stage instead.
     name = model_name or ("/".join(resolved.parts[-3:-1]) if resolved.name == "model" else resolved.name)

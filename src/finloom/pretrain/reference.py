@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from finloom.data.mixing import TokenShardDataset
 from finloom.files import atomic_dir, atomic_write_json, hash_json, hash_path
-from finloom.pretrain.kl import reference_top_k
+from finloom.llm.kl import reference_top_k
 from finloom.progress import progress_bar
 
 FORMAT = "finloom-reference-topk/1"

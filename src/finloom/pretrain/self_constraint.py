@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from finloom.pretrain.kl import lambda_at, token_kl
+from finloom.llm.kl import lambda_at, token_kl
 
 
 @dataclass

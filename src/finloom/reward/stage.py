@@ -15,7 +15,7 @@ from trl import RewardConfig, RewardTrainer
 from finloom.llm.chat_data import load_preferences
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import RewardSection
-from finloom.runner import RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
 HOLDOUT_SHARE = 0.1
@@ -33,11 +33,8 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "reward")
     train_rows, eval_rows = split_pairs(rows, recipe.seed)
-    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
-    model = load_causal_lm(
-        model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype,
-        model_class=AutoModelForSequenceClassification, num_labels=1,
-    )
+    tokenizer = load_tokenizer(model_path, recipe.model)
+    model = load_causal_lm(model_path, recipe.model, model_class=AutoModelForSequenceClassification, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     config = RewardConfig(
         **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),

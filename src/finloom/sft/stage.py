@@ -8,7 +8,7 @@ from trl import SFTConfig, SFTTrainer
 from finloom.llm.chat_data import load_conversations
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import SFTSection
-from finloom.runner import RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
 
@@ -16,8 +16,8 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     recipe = ctx.recipe
     _, model_path = ctx.input_model()
     rows = load_conversations(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "sft")
-    tokenizer = load_tokenizer(model_path, recipe.model.trust_remote_code)
-    model = load_causal_lm(model_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
+    tokenizer = load_tokenizer(model_path, recipe.model)
+    model = load_causal_lm(model_path, recipe.model)
     config = SFTConfig(
         **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
         max_length=section.train.seq_len,

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from dataclasses import replace
+
 from finloom.data.mixing import write_token_shards
-from finloom.errors import BadInput
-from finloom.eval.stage import Evaluator
+from finloom.eval.evaluator import Evaluator
 from finloom.files import atomic_write_json, iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
-from finloom.pretrain.stage import heldout_datasets, train_causal_lm
-from finloom.runner import RunContext
+from finloom.pretrain.stage import CPTInputs, cpt_inputs, heldout_datasets, train_causal_lm
+from finloom.recipe import MixSearchSection
+from finloom.stages import RunContext, StageResult
 
 
 def power_law(tokens, floor, scale, exponent):
@@ -73,30 +75,31 @@ def recommend(predictions: dict[float, dict], start_general_loss: float, general
             "note": "no ratio keeps general loss within the budget; this one loses the least"}
 
 
-def run_mix_search(runner, ratios: list[float], steps: int, eval_points: int, general_budget: float,
-                   target_tokens: int | None, mcq_items: int) -> dict:
-    recipe = runner.recipe
-    if not all(0 < r < 1 for r in ratios) or len(set(ratios)) < 2:
-        raise BadInput(f"--ratios: give at least two distinct finance shares strictly between 0 and 1, got {ratios}")
-    ctx = RunContext(runner.run_dir, recipe, "pretrain")
-    _, start_path = ctx.input_model()
-    tokenizer = load_tokenizer(start_path, recipe.model.trust_remote_code)
-    out = runner.run_dir / "mix_search"
+def run(section: MixSearchSection, ctx: RunContext) -> StageResult:
+    """Short runs from the pretrain stage's start model, one per ratio, in ``ctx.stage_dir`` (a finished ratio is
+    kept across an interrupted run); then the fits, the predictions and the recommended ratio."""
+    recipe = ctx.recipe
+    ratios, steps, eval_points = section.ratios, section.steps, section.eval_points
+    _, start_path = ctx.input_model("pretrain")
+    inputs = cpt_inputs(ctx, recipe.pretrain.mix, start_path)
+    tokenizer = load_tokenizer(start_path, recipe.model)
+    out = ctx.stage_dir
     train = recipe.pretrain.train.model_copy(update={"max_steps": steps, "save_steps": steps})
     eval_every = max(1, steps // eval_points)
-    section = recipe.pretrain.model_copy(update={"train": train, "eval_every": eval_every})
+    short_run = recipe.pretrain.model_copy(update={"train": train, "eval_every": eval_every})
     tokens_per_step = train.batch_size * train.grad_accum * train.seq_len
-    target = target_tokens or recipe.pretrain.train.max_steps * tokens_per_step
+    target = section.target_tokens or recipe.pretrain.train.max_steps * tokens_per_step
     finance = [b.name for b in recipe.eval.benchmarks if b.kind == "mcq" and b.domain == "finance"][:1]
-    evaluation = recipe.eval.model_copy(update={"max_items": mcq_items})
-    evaluator = Evaluator(evaluation, recipe, out / "eval_work", {}, set(finance)) if finance else None
+    evaluation = recipe.eval.model_copy(update={"max_items": section.mcq_items})
+    evaluator = (Evaluator(evaluation, out / "eval_work", recipe.resolve, seed=recipe.seed, loading=recipe.model,
+                           names=set(finance)) if finance else None)
 
     def finance_accuracy(label: str, model_path) -> float | None:
         if evaluator is None:
             return None
         return evaluator.run_local(label, model_path, chat=False, out_dir=out / label / "eval")[finance[0]]["accuracy"]
 
-    start_losses = _heldout_losses(ctx, start_path, tokenizer, train, section.eval_max_tokens)
+    start_losses = _heldout_losses(inputs, tokenizer, train, short_run.eval_max_tokens)
     points = {"start": {"finance_loss": start_losses["finance"], "general_loss": start_losses["general"],
                         "finance_mcq": finance_accuracy("start", start_path)}}
     curves = {}
@@ -106,11 +109,10 @@ def run_mix_search(runner, ratios: list[float], steps: int, eval_points: int, ge
         if not (shards / "index.json").exists():
             write_token_shards({d: iter_texts(ctx.artifact("data", d)) for d in ("general", "finance")}, tokenizer,
                                shards, {"general": 1 - ratio, "finance": ratio}, train.seq_len, seed=recipe.seed)
-        run_ctx = RunContext(runner.run_dir, recipe, f"mix search {label}")
-        run_ctx.stage_dir = out / label
-        model = load_causal_lm(start_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
         if not (out / label / "model").exists():
-            train_causal_lm(run_ctx, model, tokenizer, section, start_path, shards)
+            model = load_causal_lm(start_path, recipe.model)
+            train_causal_lm(model, tokenizer, short_run, replace(inputs, shards=shards), out / label,
+                            (out / label / "checkpoints").exists(), f"mix search {label}")
         history = json.loads((out / label / "log_history.json").read_text(encoding="utf-8"))
         curve = {"tokens": [], "finance_loss": [], "general_loss": []}
         for step in sorted({e["step"] for e in history if "eval_finance_loss" in e and e["step"] > 0}):
@@ -137,24 +139,25 @@ def run_mix_search(runner, ratios: list[float], steps: int, eval_points: int, ge
         predictions[ratio] = {"finance_loss": finance_loss, "general_loss": predict(fit["general"], target)}
         if metric_fit:
             predictions[ratio]["finance_mcq"] = float(np.clip(metric_fit["a"] + metric_fit["b"] * finance_loss, 0, 1))
-    choice = recommend(predictions, start_losses["general"], general_budget)
-    result = {"ratios": ratios, "steps": steps, "target_tokens": target, "general_budget": general_budget,
+    choice = recommend(predictions, start_losses["general"], section.general_budget)
+    result = {"ratios": ratios, "steps": steps, "target_tokens": target, "general_budget": section.general_budget,
               "start": points["start"], "curves": {str(r): c for r, c in curves.items()},
               "fits": {str(r): f for r, f in fits.items()}, "metric_fit": metric_fit,
               "predictions": {str(r): p for r, p in predictions.items()}, "recommendation": choice}
     atomic_write_json(out / "results.json", result)
-    return result
+    return StageResult(outputs={"results": ctx.relative(out / "results.json")},
+                       metrics={"recommendation": choice, "predictions": result["predictions"]})
 
 
-def _heldout_losses(ctx: RunContext, model_path, tokenizer, train, max_tokens: int) -> dict[str, float]:
+def _heldout_losses(inputs: CPTInputs, tokenizer, train, max_tokens: int) -> dict[str, float]:
     """The start model's mean held-out CE per domain, on the blocks the runs evaluate on."""
     import torch
 
-    model = load_causal_lm(model_path, ctx.recipe.model.allow_pickle, ctx.recipe.model.trust_remote_code)
+    model = load_causal_lm(inputs.start, inputs.loading)
     model.eval()
     losses = {}
     with torch.no_grad():
-        for domain, dataset in heldout_datasets(ctx, tokenizer, train.seq_len, max_tokens).items():
+        for domain, dataset in heldout_datasets(inputs.heldout, tokenizer, train.seq_len, max_tokens).items():
             ids = torch.tensor(dataset["input_ids"])
             total = 0.0
             for start in range(0, len(ids), train.batch_size):

@@ -140,7 +140,7 @@ def forgetting_plot(rows: list[dict]) -> str | None:
 
 
 def mix_search_plot(result: dict) -> str:
-    from finloom.pretrain.mix_search import predict
+    from finloom.experiments.mix_search import predict
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for axis, domain in zip(axes, ("finance", "general")):

@@ -16,17 +16,20 @@ finished variant's ``result.json`` is kept across an interrupted run.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
 from finloom.data.mixing import write_token_shards
-from finloom.eval.stage import Evaluator, heldout_texts
+from finloom.errors import BadInput
+from finloom.eval.evaluator import Evaluator
 from finloom.files import atomic_write_json, iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
-from finloom.pretrain.stage import train_causal_lm
+from finloom.pretrain.stage import CPTInputs, cpt_inputs, train_causal_lm
 from finloom.recipe import ForgettingSection, ForgettingVariant, PretrainSection, Recipe
-from finloom.errors import BadInput
-from finloom.runner import Processes, RunContext, StageResult, read_manifest, upstream_stages
+from finloom.stages import RunContext, StageResult, read_manifest, upstream_stages
 
 
 def _same_as_pretrain(variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection) -> bool:
@@ -62,10 +65,11 @@ def current_eval_results(run_dir: Path, recipe: Recipe) -> dict:
     return json.loads((run_dir / manifest["outputs"]["results"]).read_text(encoding="utf-8"))
 
 
-def _evaluator(ctx: RunContext):
+def _evaluator(ctx: RunContext, heldout: dict[str, list[str]]):
     """evaluate(label, model_path) -> the eval stage's log-likelihood metrics for that model, on its benchmarks."""
     recipe = ctx.recipe
-    evaluator = Evaluator(recipe.eval, recipe, ctx.stage_dir / "work", heldout_texts(ctx))
+    evaluator = Evaluator(recipe.eval, ctx.stage_dir / "work", recipe.resolve, seed=recipe.seed, loading=recipe.model,
+                          heldout=heldout)
     eval_results = current_eval_results(ctx.run_dir, recipe)
 
     def evaluate(label: str, model_path, reuse: str | None = None) -> dict:
@@ -125,13 +129,14 @@ def verdict(rows: list[dict], section: ForgettingSection) -> dict:
 
 
 def run(section: ForgettingSection, ctx: RunContext) -> StageResult:
-    if Processes().world_size > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise BadInput("forgetting: run the experiment in one process (finloom experiment forgetting --run-dir RUN), "
                        "not under accelerate launch")
     recipe = ctx.recipe
     pretrain = recipe.pretrain
-    start_label, start_path = RunContext(ctx.run_dir, recipe, "pretrain").input_model()
-    evaluate = _evaluator(ctx)
+    start_label, start_path = ctx.input_model("pretrain")
+    inputs = cpt_inputs(ctx, pretrain.mix, start_path)
+    evaluate = _evaluator(ctx, inputs.heldout)
     start_results = evaluate("start", start_path, reuse=start_label)
     rows = [_row("start", start_results, None, None)]
     for variant in section.variants:
@@ -146,7 +151,7 @@ def run(section: ForgettingSection, ctx: RunContext) -> StageResult:
             row = _row(variant.name, results, rows[0], metrics.get("step_time_s"))
             row["reused"] = "pretrain stage"
         else:
-            row = _train_variant(ctx, variant, section, pretrain, start_path, folder, evaluate, rows[0])
+            row = _train_variant(ctx, inputs, variant, section, pretrain, folder, evaluate, rows[0])
         atomic_write_json(result_path, row)
         rows.append(row)
     checks = verdict(rows, section)
@@ -155,20 +160,17 @@ def run(section: ForgettingSection, ctx: RunContext) -> StageResult:
                        metrics={"rows": rows, "verdict": checks})
 
 
-def _train_variant(ctx: RunContext, variant: ForgettingVariant, section: ForgettingSection, pretrain: PretrainSection,
-                   start_path, folder: Path, evaluate, start_row: dict) -> dict:
-    recipe = ctx.recipe
-    tokenizer = load_tokenizer(start_path, recipe.model.trust_remote_code)
-    model = load_causal_lm(start_path, recipe.model.allow_pickle, recipe.model.trust_remote_code, recipe.model.dtype)
+def _train_variant(ctx: RunContext, inputs: CPTInputs, variant: ForgettingVariant, section: ForgettingSection,
+                   pretrain: PretrainSection, folder: Path, evaluate, start_row: dict) -> dict:
+    tokenizer = load_tokenizer(inputs.start, inputs.loading)
+    model = load_causal_lm(inputs.start, inputs.loading)
     variant_section = _variant_section(variant, section, pretrain)
-    shard_dir = (_finance_only_shards(ctx, tokenizer, variant_section.train.seq_len)
-                 if variant.mix == "finance_only" else None)
-    variant_ctx = RunContext(ctx.run_dir, recipe, "forgetting")
-    variant_ctx.stage, variant_ctx.stage_dir = f"forgetting {variant.name}", folder
-    variant_ctx.resume = (folder / "checkpoints").exists()
+    if variant.mix == "finance_only":
+        inputs = replace(inputs, shards=_finance_only_shards(ctx, tokenizer, variant_section.train.seq_len))
     started = time.perf_counter()
-    trained = train_causal_lm(variant_ctx, model, tokenizer, variant_section, start_path, shard_dir)
+    trained = train_causal_lm(model, tokenizer, variant_section, inputs, folder, (folder / "checkpoints").exists(),
+                              f"forgetting {variant.name}")
     results = evaluate(variant.name, folder / "model")
-    row = _row(variant.name, results, start_row, trained.metrics["step_time_s"])
+    row = _row(variant.name, results, start_row, trained["step_time_s"])
     row["train_seconds"] = round(time.perf_counter() - started, 2)
     return row

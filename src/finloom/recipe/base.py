@@ -1,0 +1,75 @@
+"""Building blocks of every section: strict sections, stage sections, data sources, training arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STARTER_DATA_DIR = Path(__file__).parents[1] / "starter" / "data"
+STARTER_PREFIX = "starter:"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Source(Section):
+    """One input: a file (JSONL, Parquet, text, HTML, PDF) or a folder of them (format from each suffix)."""
+
+    path: str
+    format: Literal["auto", "jsonl", "parquet", "text", "html", "pdf"] = "auto"
+    text_field: str = "text"
+    tag: str | None = Field(None, description="Source tag kept in each document's metadata (default: the file name).")
+    lang: str | None = Field(None, description="Declared language, kept as metadata; language id still runs.")
+
+
+class TrainArgs(Section):
+    """Optimisation settings shared by every training stage (mapped onto HF TrainingArguments)."""
+
+    max_steps: int = Field(100, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(1, ge=1)
+    seq_len: int = Field(256, ge=8, description="Tokens per training sequence.")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"] = "cosine"
+    decay_steps: int | None = Field(None, ge=1, description="warmup_stable_decay: steps of the final decay "
+                                                             "(default: 10% of max_steps).")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (resume point).")
+    logging_steps: int = Field(5, ge=1)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+
+class StageSection(Section):
+    """A stage's section. A stage runs when its section is in the recipe (``enabled: false`` turns it off);
+    a section left out is off, except the report's."""
+
+    enabled: bool = True
+
+    def needs_model(self) -> bool:
+        """Whether this stage, as configured, needs the recipe's model section."""
+        return True
+
+    def settings_read(self) -> tuple[str, ...]:
+        """Other parts of the recipe this stage reads as configured (dotted paths); they enter its fingerprint."""
+        return ("model",)
+
+    def stages_read(self) -> tuple[str, ...]:
+        """Stages this stage reads because of how it is configured, beyond those the catalogue gives it."""
+        return ()
+
+
+class ChatDataSection(StageSection):
+    datasets: list[Source] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _datasets_when_enabled(self) -> "ChatDataSection":
+        if self.enabled and not self.datasets:
+            raise ValueError("datasets: at least one source is required while the stage is enabled")
+        return self
+
+

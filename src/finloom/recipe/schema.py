@@ -1,0 +1,119 @@
+"""The whole recipe: one section per stage, and the checks that span sections.
+
+A stage runs when its section is in the recipe; a section left out is off (``recipe show`` prints
+``enabled: false`` for it), except the report's, which summarises whatever ran. So a data-only or
+eval-only recipe names just those sections, and ``model`` is needed only by stages that load a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from finloom.recipe.base import STARTER_DATA_DIR, STARTER_PREFIX, Section, StageSection
+from finloom.recipe.chat import AlignSection, RewardSection, SFTSection
+from finloom.recipe.data import DataSection
+from finloom.recipe.eval import EvalSection
+from finloom.recipe.model import ClientSection, ModelSection
+from finloom.recipe.pretrain import BaseSection, PretrainSection
+from finloom.recipe.forgetting import ForgettingSection
+from finloom.recipe.mix_search import MixSearchSection
+from finloom.recipe.report import ReportSection
+
+
+def _off(section_class):
+    return Field(default_factory=lambda: section_class(enabled=False))
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 1234
+    run_dir: str | None = Field(None, description="Default: runs/<name> next to the working directory.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+    model: ModelSection | None = Field(None, description="The model to start from; needed by every stage that "
+                                                         "loads or builds one.")
+    teacher: ClientSection | None = None
+    data: DataSection = _off(DataSection)
+    base: BaseSection = _off(BaseSection)
+    pretrain: PretrainSection = _off(PretrainSection)
+    sft: SFTSection = _off(SFTSection)
+    reward: RewardSection = _off(RewardSection)
+    align: AlignSection = _off(AlignSection)
+    eval: EvalSection = _off(EvalSection)
+    forgetting: ForgettingSection = _off(ForgettingSection)
+    mix_search: MixSearchSection = _off(MixSearchSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+
+    source_dir: Path = Field(Path("."), exclude=True, description="Directory of the recipe file.")
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """The stage sections, in schema order."""
+        return [name for name, field in cls.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, StageSection)]
+
+    @model_validator(mode="after")
+    def _stages_fit_together(self) -> "Recipe":
+        problems = [*self._model_problems(), *self._teacher_problems()]
+        for stage in ("base", "pretrain"):
+            section = self.section(stage)
+            if not section.enabled or not self.data.enabled:
+                continue
+            if not self.data.mix.enabled:
+                problems.append(f"data.mix.enabled: stage {stage} trains on token shards; enable the mix")
+            elif section.mix not in self.data.mix.mixes:
+                problems.append(f"{stage}.mix: no mix {section.mix!r} in data.mix.mixes "
+                                f"(has: {', '.join(sorted(self.data.mix.mixes))})")
+            if section.train.seq_len != self.data.mix.seq_len:
+                problems.append(f"{stage}.train.seq_len: {section.train.seq_len} differs from data.mix.seq_len "
+                                f"{self.data.mix.seq_len} (the shards are packed at that length)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _model_problems(self) -> list[str]:
+        enabled = [name for name in self.section_names() if self.section(name).enabled]
+        needing = [name for name in enabled if self.section(name).needs_model()]
+        if self.model is None:
+            return [f"model: the {needing[0]} stage needs a model (model.hf or model.scratch)"] if needing else []
+        problems = []
+        if self.model.scratch is None and self.base.enabled:
+            problems.append("base: the base stage builds a from-scratch model; with model.hf, leave it out")
+        later = [name for name in needing if name not in ("data", "base")]
+        if self.model.scratch is not None and not self.base.enabled and later:
+            problems.append(f"base.enabled: a model.scratch recipe needs the base stage (it builds the model "
+                            f"that {later[0]} starts from)")
+        return problems
+
+    def _teacher_problems(self) -> list[str]:
+        local = (self.teacher.local_model or "") if self.teacher else ""
+        if local.startswith("stage:"):
+            stage = local.removeprefix("stage:")
+            if stage not in self.section_names():
+                return [f"teacher.local_model: {local}: no stage {stage!r} (stages: {', '.join(self.section_names())})"]
+            if not self.section(stage).enabled:
+                return [f"teacher.local_model: {local}: the {stage} stage is not enabled in this recipe"]
+        if not (self.data.enabled and self.data.judge.enabled):
+            return []
+        if self.teacher is None:
+            return ["data.judge.enabled: the judge needs a teacher section (its LLM endpoint)"]
+        if (self.teacher.local_model or "").startswith("stage:"):
+            return ["teacher.local_model: the data stage runs before any stage has a model; "
+                    "judge the data with an endpoint or a model directory"]
+        return []
+
+    def resolve(self, path: str) -> Path:
+        """Absolute path of a data path written in the recipe."""
+        if path.startswith(STARTER_PREFIX):
+            return STARTER_DATA_DIR / path[len(STARTER_PREFIX):]
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.source_dir / candidate).resolve()
+
+    def start_model(self) -> str:
+        """``model.hf`` as a local directory (relative to the recipe) if one exists, else a Hub id."""
+        local = self.resolve(self.model.hf)
+        return str(local) if local.exists() else self.model.hf
+
+    def section(self, stage: str) -> StageSection:
+        return getattr(self, stage)

@@ -1,0 +1,131 @@
+"""The report's sections, each built from what one stage recorded: the data funnel, evaluation, studies."""
+
+from __future__ import annotations
+
+from finloom.eval.results import headline
+from finloom.report import plots
+from finloom.report.page import Sections, table
+
+
+def data_sections(metrics: dict) -> Sections:
+    """(heading, table, plot, note) for the data stage: funnel, steps, sources, mixes, classifiers."""
+    sections = []
+    funnel, tokens = metrics.get("funnel"), metrics.get("tokens", {})
+    if funnel:
+        rows = [["input records", funnel.get("input_records"), None], ["read", funnel["read"], None],
+                ["rejected (malformed input)", funnel["rejected"], None]]
+        rows += [[f"removed: {reason}", count, tokens.get("removed", {}).get(reason)]
+                 for reason, count in funnel["removed"].items()]
+        rows += [[f"kept: {domain}", count, tokens.get("kept", {}).get(domain)] for domain, count in funnel["kept"].items()]
+        sections.append(("Data funnel", table(["", "documents", "tokens"], rows), None,
+                         "Every input record is read or rejected (rejects.jsonl); every document read is kept or "
+                         "removed with its reason (removed/REASON.jsonl)."))
+    steps = metrics.get("steps")
+    if steps:
+        rows = [[s["step"], s["in"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
+                 ", ".join(f"{k}={v}" for k, v in s.get("set_aside", {}).items()) or "—", s["chars_kept"]]
+                for s in steps]
+        sections.append(("Data funnel by step", table(["step", "in", "kept", "removed (reason=count)",
+                                                        "set aside", "characters kept"], rows),
+                         plots.funnel_plot(steps), ""))
+    sources = metrics.get("sources")
+    if sources:
+        by_source = tokens.get("by_source", {})
+        rows = [[s["source"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
+                 by_source.get(s["source"], {}).get("kept"), by_source.get(s["source"], {}).get("removed")]
+                for s in sources]
+        sections.append(("Data by source", table(["source", "kept", "removed (reason=count)", "tokens kept",
+                                                   "tokens removed"], rows), None, ""))
+    mixes = metrics.get("mixes")
+    if mixes:
+        rows = [[name, mix["tokens"], mix["blocks"], ", ".join(f"{d}={v:.3f}" for d, v in mix["shares"].items()),
+                 ", ".join(f"{d}={v:.2f}" for d, v in mix["epochs"].items())] for name, mix in mixes.items()]
+        sections.append(("Token mixes", table(["mix", "tokens", "blocks", "realised share", "epochs of the data"],
+                                               rows), None,
+                         "Shares are by tokens; a domain with epochs above 1 is repeated, below 1 sub-sampled."))
+    classifiers = metrics.get("classifiers")
+    if classifiers:
+        rows = [[name, ", ".join(values.get("labels", [])), values.get("n_train"),
+                 values.get("heldout", {}).get("accuracy"), values.get("heldout", {}).get("macro_f1")]
+                for name, values in classifiers.items()]
+        sections.append(("Data classifiers", table(["classifier", "labels", "examples", "held-out accuracy",
+                                                     "macro F1"], rows), None,
+                         "Trained in the data stage from the labelled files the recipe names."))
+    return sections
+
+
+def forgetting_sections(metrics: dict) -> Sections:
+    rows = metrics["rows"]
+    cells = [[r["variant"], r.get("finance_ppl"), r.get("general_ppl"), r.get("finance_ppl_change"),
+              r.get("general_ppl_change"), r.get("finance_mcq"), r.get("general_mcq"), r.get("step_time_s")]
+             for r in rows]
+    sections = [("Forgetting experiment", table(
+        ["variant", "finance PPL", "general PPL", "finance PPL change", "general PPL change", "finance MCQ",
+         "general MCQ", "step time (s)"], cells), plots.forgetting_plot(rows),
+        "Every variant starts from the same model at the same token budget. Self-constraint aims to keep general "
+        "perplexity at the start model's while learning finance like finance-only training.")]
+    checks = metrics.get("verdict", {})
+    if checks and "note" not in checks:
+        rows = [[name, c["general_ppl_change"], c["general_within_tolerance"], c["finance_gain_share"],
+                 c["finance_gain_enough"], c.get("beats_replay"), c["all_met"]] for name, c in checks.items()]
+        sections.append(("Forgetting targets", table(
+            ["variant", "general PPL change", "within tolerance", "share of finance-only gain", "gain enough",
+             "beats replay", "all targets met"], rows), None, ""))
+    return sections
+
+
+def mix_search_sections(result: dict) -> Sections:
+    rows = [[ratio, p["finance_loss"], p["general_loss"], p.get("finance_mcq"),
+             result["fits"][ratio]["finance"]["alpha"], result["fits"][ratio]["general"]["alpha"]]
+            for ratio, p in result["predictions"].items()]
+    choice = result["recommendation"]
+    note = (f"Short runs of {result['steps']} steps per finance share, fitted and extrapolated to "
+            f"{result['target_tokens']:,} tokens. Recommended finance share: {choice['ratio']}"
+            + ("" if choice["within_general_budget"] else f" ({choice['note']})")
+            + f"; general-loss budget {result['general_budget']:.0%} over the start model.")
+    return [("Mix search (scaling laws)", table(
+        ["finance share", "predicted finance loss", "predicted general loss", "predicted finance MCQ",
+         "finance alpha", "general alpha"], rows), plots.mix_search_plot(result), note)]
+
+
+def eval_columns(results: dict) -> list[str]:
+    """Every result key any model has, benchmarks first (in first-seen order), perplexities last."""
+    keys: list[str] = []
+    for per_model in results.values():
+        keys += [k for k in per_model if k not in keys]
+    return [k for k in keys if not k.endswith("_ppl")] + [k for k in keys if k.endswith("_ppl")]
+
+
+def eval_sections(results: dict) -> Sections:
+    columns = eval_columns(results)
+    rows = [[model] + [headline(per_model).get(column) for column in columns] for model, per_model in results.items()]
+    domains = {name: value.get("domain") for per_model in results.values() for name, value in per_model.items()
+               if isinstance(value, dict) and value.get("domain") and not name.endswith("_gen")}
+    sections = [("Evaluation by stage", table(["model"] + columns, rows), plots.domain_accuracy(results, domains),
+                 "Accuracy (MCQ by log-likelihood; _gen: answered by generation), usable rate (scenarios) and "
+                 "held-out perplexity, every model on the same sets: finance gains should not cost general ability.")]
+    chance_rows = [[model] + [per_model.get(c, {}).get("chance") for c in columns if c in domains]
+                   for model, per_model in results.items()]
+    if any(v is not None for row in chance_rows for v in row[1:]):
+        sections.append(("Chance levels", table(["model"] + [c for c in columns if c in domains], chance_rows), None,
+                         "Random guessing on the same questions (multi-answer questions have many letter sets)."))
+    ppl = plots.eval_plots(results, domains)
+    if ppl:
+        sections.append(("Perplexity and MCQ accuracy by stage", None, ppl, ""))
+    for name in [c for c in columns if any(results[m].get(c, {}).get("by_task") for m in results)]:
+        if any(len(results[m].get(name, {}).get("by_task", {})) > 1 for m in results):
+            tasks = sorted({t for r in results.values() for t in r.get(name, {}).get("by_task", {})})
+            rows = [[task] + [results[m].get(name, {}).get("by_task", {}).get(task) for m in results] for task in tasks]
+            sections.append((f"{name} by certification", table(["certification"] + list(results), rows),
+                             plots.certification_bars(results, name), ""))
+    for name in [c for c in columns if any("usable_rate" in results[m].get(c, {}) or
+                                           "responded_rate" in results[m].get(c, {}) for m in results)]:
+        rows = [[model, r.get("usable_rate"), r.get("pass_rate"), r.get("csr"), r.get("isr"), r.get("psr"),
+                 r.get("judge_failures"), r.get("responded_rate"), r.get("judge", "")]
+                for model, per_model in results.items() if (r := per_model.get(name))]
+        sections.append((f"{name}: judged scenarios", table(
+            ["model", "usable rate", "pass rate", "CSR", "ISR", "PSR", "judge failures", "answered", "note"], rows),
+            plots.scenario_radar(results, name),
+            "Usable: weighted dimension score >= 3 (basic) or >= 4 (high-stakes) and no dimension at -1. Pass rate "
+            "(= ISR): every checklist item met. Judge replies that never parsed are counted as failures."))
+    return sections
