@@ -43,7 +43,7 @@ def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("✓ pretrain") == 1  # one process reports; the other trains silently
     assert "locked by" not in done.stderr
-    assert re.fullmatch(r"pid \d+", (launched_dir / ".lock").read_text())
+    assert re.fullmatch(r"pid \d+ started [\d.]+", (launched_dir / ".lock").read_text())
 
     manifest = read_manifest(launched_dir, "pretrain")
     assert manifest["status"] == "done" and manifest["metrics"]["train_steps"] == STEPS

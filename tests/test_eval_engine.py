@@ -142,9 +142,7 @@ def test_eval_command_on_a_model_directory_with_local_files(tiny_run, tmp_path):
                       ).save_to_disk(str(tmp_path / "mmlu_local"))
     recipe = tmp_path / "suite.yaml"
     recipe.write_text(
-        "name: suite\nmodel: {hf: unused}\n"
-        "data: {enabled: false, general: [{path: x}], finance: [{path: x}]}\n"
-        "sft: {enabled: false}\nreward: {enabled: false}\nalign: {enabled: false}\n"
+        "name: suite\n"  # an eval-only recipe: the model is --model
         "eval:\n  benchmarks:\n"
         f"    - {{name: financeiq, layout: columns, files: [{{path: {tmp_path / 'financeiq'}}}]}}\n"
         f"    - {{name: mmlu, domain: general, layout: mmlu, files: [{{path: {tmp_path / 'mmlu_local'}}}]}}\n",

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import tiny_recipe, write_recipe
 from finloom.errors import RunLocked
 from finloom.recipe import load_recipe
-from finloom.runner import RunLock, Runner
-from finloom.stages import read_manifest
-from finloom.training import last_complete_checkpoint
+from finloom.runner import RunLock, Runner, stage_status
+from finloom.stages import StageResult, read_manifest
+from finloom.training import last_complete_checkpoint, logged_mean_loss
 
 STAGES = ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
 
@@ -121,3 +125,84 @@ def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
     metrics = read_manifest(run_dir, "pretrain")["metrics"]
     assert metrics["resumed_from_step"] >= 40
     assert metrics["train_steps"] == 600
+
+    # The same recipe without the interruption: the same weights, tensor by tensor (resume restores the data
+    # position, not only the step), and the same loss over all steps.
+    again = tmp_path / "again"
+    shutil.copytree(run_dir, again)
+    assert Runner(load_recipe(path), again).run(only="pretrain", force=True) == {"pretrain": "done"}
+    resumed, straight = (load_file(d / "pretrain" / "model" / "model.safetensors") for d in (run_dir, again))
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[name], straight[name]) for name in resumed)
+    uninterrupted = read_manifest(again, "pretrain")["metrics"]
+    assert uninterrupted["resumed_from_step"] is None
+    assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=2e-4)  # logged at 4 decimals
+
+
+def test_logged_mean_loss_weights_each_window_by_its_steps():
+    history = [{"loss": 3.0, "step": 5}, {"eval_finance_loss": 9.0, "step": 5}, {"loss": 1.0, "step": 15}]
+    assert logged_mean_loss(history) == pytest.approx((3.0 * 5 + 1.0 * 10) / 15)
+
+
+LOCK_AND_FORK = """
+import os, sys, time
+from pathlib import Path
+from finloom.runner import RunLock
+
+lock = RunLock(Path(sys.argv[1])).__enter__()
+child = os.fork()
+if child == 0:  # inherits the lock's open file, as the process manager datatrove forks does
+    time.sleep(300)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", LOCK_AND_FORK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    child = int(process.stdout.readline())
+    try:
+        assert RunLock.holder(tmp_path).startswith(f"pid {process.pid} ")
+        with pytest.raises(RunLocked, match=f"locked by pid {process.pid}"):
+            with RunLock(tmp_path):
+                pass
+        process.kill()
+        process.wait(timeout=30)
+        assert RunLock.holder(tmp_path) is None  # the orphan still holds the old file, but its taker is dead
+        with RunLock(tmp_path):
+            assert RunLock.holder(tmp_path).startswith(f"pid {os.getpid()} ")
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_status_says_interrupted_when_no_process_holds_the_run(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    manifest = json.loads((run_dir / "sft" / "manifest.json").read_text())
+    (run_dir / "sft" / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))
+    assert {r["stage"]: r["status"] for r in stage_status(run_dir)}["sft"] == "interrupted (no process holds the run)"
+    with RunLock(run_dir):
+        assert {r["stage"]: r["status"] for r in stage_status(run_dir)}["sft"] == "running"
+
+
+def test_a_ctrl_c_swallowed_inside_a_stage_still_stops_the_run(tiny_data, tiny_run, tmp_path, monkeypatch):
+    """Library code that catches the KeyboardInterrupt (or a finaliser that drops it) must not turn Ctrl-C into
+    a finished run: the stage is marked interrupted and the interrupt reaches the CLI (exit 130)."""
+    import finloom.report.stage
+
+    def swallowing(section, ctx):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        return StageResult()
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    monkeypatch.setattr(finloom.report.stage, "run", swallowing)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(load_recipe(tiny_data / "shared.yaml"), run_dir).run(only="report", force=True)
+    assert read_manifest(run_dir, "report")["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

@@ -122,3 +122,73 @@ def test_api_key_comes_from_environment(monkeypatch, flaky_server):
     monkeypatch.delenv("FINLOOM_TEST_KEY", raising=False)
     with pytest.raises(BadInput, match="FINLOOM_TEST_KEY is not set"):
         LLMClient(ClientSection(base_url=flaky_server, api_key_env="FINLOOM_TEST_KEY"))
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "seed": 2**70}, "seed"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "seed": 2**70, "stream": True}, "seed"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 50}, "n"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2, "stream": True}, "n"),
+    ("completions", {"prompt": [5, 999999], "echo": True, "max_tokens": 1}, "prompt: token id 999999 is outside"),
+    ("completions", {"prompt": [-3, 5], "logprobs": 1, "max_tokens": 1}, "prompt: token id -3 is outside"),
+    ("completions", {"prompt": [], "logprobs": 1, "max_tokens": 1}, "prompt: empty"),
+    ("completions", {"prompt": "", "max_tokens": 1}, "prompt: empty"),
+    ("completions", {"prompt": "bank " * 40_000, "max_tokens": 1}, "longer than the model's context"),
+])
+def test_requests_the_model_cannot_run_get_400_naming_the_field(served_sft, path, body, field):
+    reply = httpx.post(f"{served_sft}/{path}", json=body, timeout=120)
+    assert reply.status_code == 400, reply.text
+    assert field in reply.json()["error"]["message"]
+
+
+def test_unknown_model_is_404_and_several_choices_are_served(served_sft):
+    unknown = httpx.post(f"{served_sft}/chat/completions", timeout=60,
+                         json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    two = httpx.post(f"{served_sft}/chat/completions", timeout=60, json={
+        "model": "shared/sft", "messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 3}).json()
+    assert [c["index"] for c in two["choices"]] == [0, 1]
+    assert 2 <= two["usage"]["completion_tokens"] <= 6  # both choices counted, each at most max_tokens
+
+
+def test_serve_refuses_bad_arguments_in_one_line(tiny_run, tmp_path):
+    import socket
+
+    from conftest import finloom_cli
+
+    missing = finloom_cli("serve", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "serve: no model directory at" in missing.stderr
+    bad_port = finloom_cli("serve", str(tiny_run / "sft" / "model"), "--port", "99999")
+    assert bad_port.returncode == 2 and "--port" in bad_port.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = finloom_cli("serve", str(tiny_run / "sft" / "model"), "--port", str(port))
+    assert in_use.returncode == 2 and f"--port {port}: cannot listen on 127.0.0.1:{port}" in in_use.stderr
+    for result in (missing, bad_port, in_use):
+        assert "Traceback" not in result.stderr
+
+
+def test_client_names_the_url_when_no_request_can_succeed(served_sft):
+    from conftest import free_port
+    from finloom.llm.client import EndpointUnusable
+
+    refused = f"http://127.0.0.1:{free_port()}/v1"
+    with LLMClient(ClientSection(base_url=refused, max_retries=1)) as client:
+        with pytest.raises(EndpointUnusable, match=f"teacher: {refused}/chat/completions: cannot connect"):
+            client.chat([{"role": "user", "content": "hi"}])
+    with LLMClient(ClientSection(base_url=served_sft, model="gpt-9")) as client:
+        with pytest.raises(EndpointUnusable, match="HTTP 404: no such model or path"):
+            client.chat([{"role": "user", "content": "hi"}])
+
+
+def test_a_prompt_the_judge_refuses_is_a_counted_failure_not_a_crash(served_sft):
+    from finloom.llm.judge import ask_judge
+
+    with LLMClient(ClientSection(base_url=served_sft)) as client:
+        verdicts = ask_judge(client, ["Rate this: fine.", "bank " * 40_000], lambda i, reply: reply or None,
+                             retries=2, max_tokens=3)
+    assert verdicts[1].failed and len(verdicts[1].replies) == 1  # refused once, not asked again
+    assert "longer than the model's context" in verdicts[1].replies[0]
+    assert len(verdicts[0].replies) >= 1

@@ -123,7 +123,7 @@ def test_a_stage_whose_settings_read_another_stage_reruns_when_it_changes(tiny_d
 # -- layers -------------------------------------------------------------------------------------
 # Lower layers never import higher ones; the stage families of one layer never import each other.
 LAYERS = [
-    {"errors", "files", "progress", "logs", "starter", "__init__"},
+    {"errors", "files", "progress", "logs", "interrupts", "starter", "__init__"},
     {"recipe"},
     {"stages"},
     {"llm", "training"},
@@ -139,7 +139,9 @@ FAMILY_LAYER = 5
 
 
 def _layer(package: str) -> int:
-    return next(i for i, names in enumerate(LAYERS) if package in names)
+    found = [i for i, names in enumerate(LAYERS) if package in names]
+    assert found, f"finloom.{package} is in no layer: add it to LAYERS where it belongs"
+    return found[0]
 
 
 def _imports(path: Path) -> set[str]:

@@ -110,7 +110,11 @@ def stage(
     """Run one stage of an existing run directory (its upstream stages must have completed)."""
     from finloom.runner import Runner
 
+    if name not in STAGES:
+        raise BadInput(f"stage {name}: no such stage (stages: {', '.join(STAGE_NAMES)})")
     runner = Runner.from_run_dir(run_dir)
+    if name not in enabled_stages(runner.recipe):
+        raise BadInput(f"stage {name}: not a stage of this run's recipe (it has: {', '.join(enabled_stages(runner.recipe))})")
     runner.run(only=name, force=force)
 
 
@@ -172,11 +176,12 @@ def data_inspect(
     for group, records in collect(run_dir, samples, reason).items():
         _console().rule(group)
         for record in records:
-            if "text" in record:
-                body = record["text"][:chars] + ("…" if len(record["text"]) > chars else "")
-                _console().print(Panel(body, title=str(record.get("id", "")), title_align="left"), markup=False)
-            else:
+            if group == "rejected":
                 _console().print(f"{record['count']} × {record['reason']}", markup=False)
+            else:  # a document a step emptied has no "text" (datatrove's writer leaves out empty fields)
+                text = record.get("text", "")
+                body = text[:chars] + ("…" if len(text) > chars else "")
+                _console().print(Panel(body, title=str(record.get("id", "")), title_align="left"), markup=False)
 
 
 @data_app.command("train-classifier")
@@ -348,15 +353,25 @@ def report(
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="A local HF model directory (any stage's model).")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     model_name: Annotated[str | None, typer.Option(help="Name reported by /v1/models.")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code shipped with the checkpoint.")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/completions, /v1/models)."""
+    import socket
+
     import uvicorn
 
     from finloom.llm.serve import create_app
 
+    if not model_dir.is_dir():
+        raise BadInput(f"serve: no model directory at {model_dir}")
+    with socket.socket() as probe:  # before the model loads: a port in use is one line, not a server's traceback
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
     app_ = create_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

@@ -69,7 +69,7 @@ def hash_path(path: Path) -> str:
         return sha256_file(path)
     digest = hashlib.sha256()
     for child in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(child.relative_to(path)).encode())
+        digest.update(os.fsencode(child.relative_to(path)))  # file names need not be valid UTF-8
         digest.update(sha256_file(child).encode())
     return digest.hexdigest()
 
@@ -84,6 +84,24 @@ def iter_texts(path: Path) -> Iterator[str]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)["text"]
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_binary(path: Path):
+    """A file for reading bytes; ``*.gz`` is decompressed on the fly."""
+    import gzip
+
+    return gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb")
+
+
+def looks_compressed(path: Path) -> bool:
+    """A gzip file under a plain name (``data.jsonl`` that is really ``data.jsonl.gz``)."""
+    if Path(path).suffix == ".gz":
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
 
 
 def read_records(
@@ -103,7 +121,7 @@ def read_records(
         raw = [(i + 1, row, None) for i, row in enumerate(rows)]
     else:
         raw = []
-        with open(path, "rb") as handle:
+        with open_binary(path) as handle:
             for number, line_bytes in enumerate(handle, start=1):
                 try:
                     line = line_bytes.decode("utf-8")
@@ -121,11 +139,55 @@ def read_records(
         if problem is None and not isinstance(record, dict):
             problem = "record is not an object"
         if problem is None:
-            missing = [field for field in required if record.get(field) in (None, "", [])]
+            problem = _invalid_text(record)
+        if problem is None:
+            missing = [field for field in required if _empty(record.get(field))]
             if missing:
                 problem = f"missing or empty field(s): {', '.join(missing)}"
         if problem:
-            rejects.append({"file": str(path), "line": number, "reason": problem})
+            rejects.append({"file": display_name(path), "line": number, "reason": problem})
         else:
-            records.append(record)
+            records.append(_wide_ints_as_text(record))
     return records
+
+
+def display_name(path: Path | str) -> str:
+    """A path as text that can be written anywhere: bytes of a non-UTF-8 file name become \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _empty(value) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
+
+
+def _invalid_text(value, field: str = "") -> str | None:
+    """A lone surrogate (JSON can spell one, UTF-8 cannot hold it): the field it is in, as a reject reason."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"invalid Unicode (a lone surrogate) in field {field or '(value)'}"
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            problem = _invalid_text(key, f"{field}.{key}".lstrip(".") + " (its name)") or _invalid_text(
+                child, f"{field}.{key}".lstrip("."))
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            if problem := _invalid_text(child, f"{field}[{index}]"):
+                return problem
+    return None
+
+
+def _wide_ints_as_text(value):
+    """Integers beyond 64 bits (which the JSONL writers refuse) kept as their decimal text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _wide_ints_as_text(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_wide_ints_as_text(child) for child in value]
+    return value

@@ -26,6 +26,7 @@ import psutil
 from finloom import __version__
 from finloom.errors import BadInput, RunLocked
 from finloom.files import atomic_write_json, hash_json, hash_path
+from finloom.interrupts import raise_if_interrupted, remembering_interrupts
 from finloom.progress import console
 from finloom.recipe import Recipe, parse_recipe, recipe_to_dict, stage_sources
 from finloom.stages import (
@@ -120,30 +121,86 @@ class Processes:
 
 
 class RunLock:
-    """An exclusive lock on the run directory, released by the OS even after kill -9."""
+    """An exclusive lock on the run directory, released by the OS when its holder dies (even by kill -9).
+
+    ``flock`` locks belong to the open file, which children forked by libraries (datatrove's
+    process manager) inherit and may keep after the run is killed. So the lock file names its
+    holder (pid and start time); a lock whose holder is gone is stale, and the file is replaced by
+    a new one (a new inode, which the orphan does not hold).
+    """
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = Path(run_dir) / ".lock"
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.seek(0)
-            holder = self._handle.read().strip() or "another process"
-            self._handle.close()
-            raise RunLocked(f"run directory {self.path.parent} is locked by {holder}; wait for it to finish") from None
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()}")
-        self._handle.flush()
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                if _holder_alive(holder):
+                    handle.close()
+                    raise RunLocked(f"run directory {self.path.parent} is locked by {holder}; wait for it to "
+                                    "finish") from None
+                _remove_if_same(self.path, handle)  # stale: held only by an orphan of a dead run
+                handle.close()
+                continue
+            if _remove_if_same(self.path, handle, remove=False):
+                break
+            handle.close()  # replaced by another process's stale-lock cleanup meanwhile: lock the new file
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} started {psutil.Process().create_time():.3f}")
+        handle.flush()
+        self._handle = handle
         return self
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self._handle, fcntl.LOCK_UN)
         self._handle.close()
+
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """Who holds the run now ("pid N started T"), or None when no live process does."""
+        path = Path(run_dir) / ".lock"
+        if not path.exists():
+            return None
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                return holder if _holder_alive(holder) else None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether the process a lock file names ("pid N started T") still runs. An empty name is a holder
+    writing it right now; a pid alone (older runs) is checked for existence only."""
+    parts = holder.split()
+    if len(parts) < 2 or parts[0] != "pid":
+        return True
+    try:
+        process = psutil.Process(int(parts[1]))
+        return len(parts) < 4 or abs(process.create_time() - float(parts[3])) < 0.01
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def _remove_if_same(path: Path, handle, remove: bool = True) -> bool:
+    """Whether ``path`` is still the file ``handle`` has open; with ``remove``, unlink it if so."""
+    try:
+        same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+    if same and remove:
+        path.unlink(missing_ok=True)
+    return same
 
 
 class Runner:
@@ -211,7 +268,7 @@ class Runner:
         quiet_libraries()
         stages = self.select(only, start)
         states: dict[str, str] = {}
-        with RunLock(self.run_dir) if self.processes.main else contextlib.nullcontext():
+        with RunLock(self.run_dir) if self.processes.main else contextlib.nullcontext(), remembering_interrupts():
             if self.processes.main:
                 self._write_recipe()
             self.processes.barrier()
@@ -280,6 +337,7 @@ class Runner:
             with PeakMemory() as memory:
                 _seed_everything(self.recipe.seed, self.recipe.threads)
                 result = entry(self.recipe.section(stage), ctx)
+                raise_if_interrupted()  # a Ctrl-C that library code swallowed still stops the run here
         except KeyboardInterrupt:
             manifest.update(status="interrupted", wall_time_s=round(time.perf_counter() - started, 2))
             atomic_write_json(stage_dir / "manifest.json", manifest)
@@ -321,16 +379,18 @@ def _seed_everything(seed: int, threads: int | None) -> None:
 
 
 def stage_status(run_dir: Path) -> list[dict]:
-    """One row per stage directory for `finloom status`."""
+    """One row per stage directory for `finloom status`; a "running" stage that no live process holds was killed."""
     rows = []
+    held = RunLock.holder(run_dir) is not None
     for stage in STAGE_NAMES:
         manifest = read_manifest(Path(run_dir), stage)
         if manifest is None:
             continue
+        status = manifest.get("status", "?")
         rows.append(
             {
                 "stage": stage,
-                "status": manifest.get("status", "?"),
+                "status": status if status != "running" or held else "interrupted (no process holds the run)",
                 "wall_time_s": manifest.get("wall_time_s"),
                 "peak_rss_mb": manifest.get("peak_rss_mb"),
                 "metrics": manifest.get("metrics", {}),

@@ -8,6 +8,7 @@ same curves, and write the same kind of model directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -18,7 +19,9 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from finloom.errors import BadInput
 from finloom.files import atomic_write_json
+from finloom.interrupts import raise_if_interrupted
 from finloom.progress import progress_bar
 from finloom.recipe import TrainArgs
 
@@ -40,6 +43,7 @@ def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
         save_steps=train.save_steps,
         save_total_limit=2,
         logging_steps=train.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN loss must show, and stop the stage (StopOnNonFiniteLoss)
         bf16=train.bf16,
         activation_checkpointing=train.gradient_checkpointing,
         seed=seed,
@@ -51,6 +55,29 @@ def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
         use_cpu=not torch.cuda.is_available(),  # also makes a CPU-only torchrun / accelerate launch use gloo DDP
         ddp_find_unused_parameters=False,
     )
+
+
+class TrainingDiverged(BadInput):
+    """The loss became NaN or infinite: the model is ruined, so the stage stops instead of handing it on."""
+
+
+class StopOnNonFiniteLoss(TrainerCallback):
+    def __init__(self, label: str):
+        self.label = label
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise TrainingDiverged(f"{self.label}: the training {key.replace('_', ' ')} became {value} by step "
+                                       f"{state.global_step}; lower train.learning_rate (or check the data)")
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Stops training at the next step after a Ctrl-C, even one that code inside the step swallowed."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise_if_interrupted()
 
 
 class RichProgress(TrainerCallback):
@@ -84,6 +111,8 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     the report plots), and returns the final metrics.
     """
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StopOnInterrupt())
+    trainer.add_callback(StopOnNonFiniteLoss(label))
     if trainer.is_world_process_zero():  # one progress bar and one event file per run, not per process
         trainer.add_callback(RichProgress(label))
         trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
@@ -91,6 +120,9 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
+    if not math.isfinite(output.training_loss):  # steps after the last logged window
+        raise TrainingDiverged(f"{label}: the training loss became {output.training_loss} by step "
+                               f"{trainer.state.global_step}; lower train.learning_rate (or check the data)")
     _save_model_dir(trainer, stage_dir / "model")
     history = trainer.state.log_history
     if trainer.is_world_process_zero():
@@ -98,12 +130,23 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
     losses = [entry["loss"] for entry in history if "loss" in entry]
     metrics = {
         "train_steps": trainer.state.global_step,
-        "train_loss": round(output.training_loss, 5),
+        # The Trainer averages a resumed run's loss over the resumed steps only; the log has every step.
+        "train_loss": round(output.training_loss if checkpoint is None else logged_mean_loss(history), 5),
         "final_loss": round(losses[-1], 5) if losses else None,
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
         "train_seconds": round(train_seconds, 2),
     }
     return metrics
+
+
+def logged_mean_loss(history: list[dict]) -> float:
+    """The mean training loss over every logged step: each logged loss (a window's mean) weighted by its window."""
+    total, previous = 0.0, 0
+    for entry in history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total / previous if previous else float("nan")
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datatrove.data import Document
 
-from finloom.files import read_records
+from finloom.files import display_name, looks_compressed, open_binary, read_records
 
 FORMAT_BY_SUFFIX = {
     ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".txt": "text", ".md": "text",
@@ -39,8 +39,18 @@ class Reject:
 
 
 def file_format(path: Path, fmt: str = "auto") -> str | None:
-    """The format a file is read as: ``fmt`` unless "auto", else by extension (None when unknown)."""
-    return fmt if fmt != "auto" else FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    """The format a file is read as: ``fmt`` unless "auto", else by extension (``.jsonl.gz``: jsonl; None when
+    unknown)."""
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        suffix = Path(path.stem).suffix.lower()
+    return FORMAT_BY_SUFFIX.get(suffix)
+
+
+def _misnamed_gzip(file: Path, file_fmt: str | None) -> bool:
+    return file_fmt in (*RECORD_FORMATS, "text") and not _is_parquet(file) and looks_compressed(file)
 
 
 def source_files(path: Path) -> list[Path]:
@@ -82,17 +92,19 @@ def iter_file_documents(
     as given (a record's own ``lang`` wins), ``pages`` for PDFs, and every other field of a record.
     Ids are a record's own ``id``, else the relative path (plus ``:line`` for record formats).
     """
-    relative = file.relative_to(root).as_posix()
+    relative = display_name(file.relative_to(root).as_posix())
     file_fmt = file_format(file, fmt)
     base = {"source": tag or relative, "file": relative, "format": file_fmt, "domain_hint": domain_hint,
             "lang": lang}
-    if file_fmt in RECORD_FORMATS:
+    if _misnamed_gzip(file, file_fmt):
+        yield Reject(display_name(file), 0, f"looks gzip-compressed: name it {file.name}.gz to have it read")
+    elif file_fmt in RECORD_FORMATS:
         yield from _records(file, text_field, base, tag is None)
     elif file_fmt in _FILE_READERS:
         text, extra, reject = _FILE_READERS[file_fmt](file)
         yield reject if reject is not None else Document(text=text, id=relative, metadata={**base, **extra})
     else:
-        yield Reject(str(file), 0, f"unsupported_format: {file.suffix.lower() or '(no extension)'}")
+        yield Reject(display_name(file), 0, f"unsupported_format: {file.suffix.lower() or '(no extension)'}")
 
 
 def input_records(path: Path, fmt: str = "auto") -> int:
@@ -100,7 +112,9 @@ def input_records(path: Path, fmt: str = "auto") -> int:
     total = 0
     for file in source_files(Path(path)):
         file_fmt = file_format(file, fmt)
-        if file_fmt in RECORD_FORMATS and _is_parquet(file):
+        if _misnamed_gzip(file, file_fmt):
+            total += 1
+        elif file_fmt in RECORD_FORMATS and _is_parquet(file):
             import pyarrow.parquet as pq
 
             try:
@@ -119,7 +133,7 @@ def _records(file: Path, text_field: str, base: dict, record_source_wins: bool) 
     try:
         records = read_records(file, (text_field,), rejects)
     except (OSError, ValueError) as error:  # a corrupt Parquet file (ArrowInvalid): one reject, not a crash
-        yield Reject(str(file), 0, f"{base['format']}_unreadable: {type(error).__name__}: {error}")
+        yield Reject(display_name(file), 0, f"{base['format']}_unreadable: {type(error).__name__}: {error}")
         return
     # read_records keeps rejects apart from records; merge them back in line order.
     numbered: list[tuple[int, dict | Reject]] = [(r["line"], Reject(**r)) for r in rejects]
@@ -131,13 +145,15 @@ def _records(file: Path, text_field: str, base: dict, record_source_wins: bool) 
             continue
         text = item[text_field]
         if not isinstance(text, str):
-            yield Reject(str(file), number, "text is not a string")
+            yield Reject(display_name(file), number, "text is not a string")
             continue
         metadata = {**{k: v for k, v in item.items() if k not in (text_field, "id")}, **base,
                     "lang": item.get("lang") or base["lang"]}
         if record_source_wins and isinstance(item.get("source"), str):
             metadata["source"] = item["source"]
-        yield Document(text=text, id=str(item.get("id", f"{base['file']}:{number}")), metadata=metadata)
+        own_id = item.get("id")
+        yield Document(text=text, id=str(own_id) if own_id not in (None, "") else f"{base['file']}:{number}",
+                       metadata=metadata)
 
 
 def _is_parquet(file: Path) -> bool:
@@ -157,7 +173,7 @@ def _good_line_numbers(file: Path, rejected: set[int]) -> list[int]:
 def _counted_lines(file: Path) -> list[int]:
     """Line numbers ``read_records`` accounts for: every line but blank ones (undecodable lines count)."""
     numbers = []
-    with open(file, "rb") as handle:
+    with open_binary(file) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 blank = not line.decode("utf-8").strip()
@@ -169,10 +185,15 @@ def _counted_lines(file: Path) -> list[int]:
 
 
 def _plain_text(file: Path) -> tuple[str, dict, Reject | None]:
+    with open_binary(file) as handle:
+        raw = handle.read()
     try:
-        return file.read_text(encoding="utf-8"), {}, None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        return "", {}, Reject(str(file), 0, f"not UTF-8: {error.reason}")
+        return "", {}, Reject(display_name(file), 0, f"not UTF-8: {error.reason}")
+    if not text.strip():
+        return "", {}, Reject(display_name(file), 0, "empty text")
+    return text, {}, None
 
 
 # trafilatura writes tables as Markdown: "| a | b | " rows and a "|---|---|" rule under the header.
@@ -212,7 +233,7 @@ def html_text(html: bytes | str) -> str | None:
 def _html_file(file: Path) -> tuple[str, dict, Reject | None]:
     text = html_text(file.read_bytes())
     if text is None:
-        return "", {}, Reject(str(file), 0, "html_no_text")
+        return "", {}, Reject(display_name(file), 0, "html_no_text")
     return text, {}, None
 
 
@@ -253,9 +274,9 @@ def _pdf_file(file: Path) -> tuple[str, dict, Reject | None]:
     try:
         text, pages = pdf_text(file)
     except UnreadablePdf as error:
-        return "", {}, Reject(str(file), error.page, str(error))
+        return "", {}, Reject(display_name(file), error.page, str(error))
     if not text:
-        return "", {}, Reject(str(file), 0, "pdf_no_text")
+        return "", {}, Reject(display_name(file), 0, "pdf_no_text")
     return text, {"pages": pages}, None
 
 

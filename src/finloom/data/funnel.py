@@ -75,7 +75,7 @@ def _count_tokens(path: Path, tokenizer, batch_size: int = 512) -> tuple[int, Co
 
     def flush() -> None:
         nonlocal total
-        encoded = tokenizer([r["text"] for r in batch], add_special_tokens=False, return_attention_mask=False,
+        encoded = tokenizer([r.get("text", "") for r in batch], add_special_tokens=False, return_attention_mask=False,
                             verbose=False)["input_ids"]
         for record, ids in zip(batch, encoded):
             total += len(ids)

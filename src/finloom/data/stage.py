@@ -25,6 +25,7 @@ from finloom.data.mixing import write_token_shards
 from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
 from finloom.errors import BadInput
 from finloom.files import atomic_write_text, iter_texts, read_records
+from finloom.interrupts import raise_if_interrupted
 from finloom.progress import progress_bar
 from finloom.recipe import DataSection, decontam_sources
 from finloom.stages import RunContext, StageResult
@@ -198,6 +199,7 @@ def _run_with_progress(phases: list[Phase], section: DataSection, paths: Pipelin
         task = bar.add_task("data", total=len(phases), status="")
 
         def on_phase(index: int, phase: Phase) -> None:
+            raise_if_interrupted()
             bar.update(task, completed=index, status=f"{phase.name} ({phase.tasks} task{'s' * (phase.tasks > 1)})")
 
         with contextlib.redirect_stderr(log):

@@ -89,7 +89,9 @@ class RankFileReader(PipelineStep):
             for line in handle:
                 record = json.loads(line)
                 self.stat_update("read")
-                yield Document(text=record["text"], id=record["id"], metadata=record.get("metadata") or {})
+                # datatrove's writer leaves out empty fields: a document emptied by a step has no "text"
+                yield Document(text=record.get("text", ""), id=record.get("id", ""),
+                               metadata=record.get("metadata") or {})
 
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -24,6 +24,19 @@ class LLMError(RuntimeError):
     """The endpoint failed after every retry, or answered with something that is not a completion."""
 
 
+class LLMRequestRejected(LLMError):
+    """The endpoint refused this one request (400, 413, 422: e.g. a prompt longer than its context); others may pass."""
+
+
+class EndpointUnusable(BadInput):
+    """No request can succeed: the endpoint refuses connections, the key is refused, or the model or path is unknown."""
+
+
+REJECTED_STATUS = {400, 413, 422}
+UNUSABLE_STATUS = {401: "the API key was refused", 403: "the API key was refused",
+                   404: "no such model or path on this endpoint"}
+
+
 class LLMClient:
     def __init__(self, config: ClientSection):
         self.config = config
@@ -81,21 +94,38 @@ class LLMClient:
         except (KeyError, IndexError, TypeError) as error:
             raise LLMError(f"unexpected completion response: {str(response)[:300]}") from error
 
-    def chat_many(self, conversations: list[list[dict]], **params) -> list[str]:
-        """Replies in input order, at most ``concurrency`` requests in flight."""
+    def chat_many(self, conversations: list[list[dict]], keep_rejected: bool = False,
+                  **params) -> list[str | LLMRequestRejected]:
+        """Replies in input order, at most ``concurrency`` requests in flight. With ``keep_rejected``, a request
+        the endpoint refuses (``LLMRequestRejected``) takes its reply's place instead of ending the batch."""
+        def ask(messages: list[dict]) -> str | LLMRequestRejected:
+            try:
+                return self.chat(messages, **params)
+            except LLMRequestRejected as error:
+                if not keep_rejected:
+                    raise
+                return error
+
         workers = 1 if self._local else self.config.concurrency
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda messages: self.chat(messages, **params), conversations))
+            return list(pool.map(ask, conversations))
 
     def _post(self, path: str, body: dict) -> dict:
         delay = 0.5
         last_error: Exception | None = None
+        url = f"{self.config.base_url.rstrip('/')}{path}"
         for attempt in range(self.config.max_retries + 1):
             try:
                 response = self._http.post(path, json=body)
-                if response.status_code not in RETRY_STATUS:
-                    if response.status_code >= 400:
-                        raise LLMError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+                status = response.status_code
+                if status in UNUSABLE_STATUS:
+                    raise EndpointUnusable(f"teacher: {url}: HTTP {status}: {UNUSABLE_STATUS[status]} "
+                                           f"(model {self.config.model!r}): {_message(response)}")
+                if status in REJECTED_STATUS:
+                    raise LLMRequestRejected(f"{url}: HTTP {status}: {_message(response)}")
+                if status not in RETRY_STATUS:
+                    if status >= 400:
+                        raise LLMError(f"{url}: HTTP {status}: {_message(response)}")
                     return response.json()
                 last_error = LLMError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
                 retry_after = response.headers.get("retry-after")
@@ -106,4 +136,15 @@ class LLMClient:
             if attempt < self.config.max_retries:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
-        raise LLMError(f"{path}: failed after {self.config.max_retries + 1} attempts: {last_error}")
+        if isinstance(last_error, httpx.ConnectError):
+            raise EndpointUnusable(f"teacher: {url}: cannot connect after {self.config.max_retries + 1} attempts "
+                                   f"({last_error}); is the server running?")
+        raise LLMError(f"{url}: failed after {self.config.max_retries + 1} attempts: {last_error}")
+
+
+def _message(response: httpx.Response) -> str:
+    """The error message of an OpenAI-style error body, else the start of the body."""
+    try:
+        return str(response.json()["error"]["message"])[:300]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]

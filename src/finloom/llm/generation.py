@@ -34,6 +34,11 @@ class LocalGenerator:
         self.model.eval()
         self._lock = threading.Lock()
 
+    @property
+    def context_length(self) -> int:
+        """Positions the model was built for: prompts longer are refused, generation stops at it."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -42,9 +47,10 @@ class LocalGenerator:
         if seed is not None:
             torch.manual_seed(seed)
         sample = temperature > 0
+        room = max(1, self.context_length - inputs["input_ids"].shape[1])
         return dict(
             **inputs,
-            max_new_tokens=max_tokens,
+            max_new_tokens=min(max_tokens, room),
             do_sample=sample,
             temperature=temperature if sample else None,
             top_p=top_p if sample else None,
@@ -60,7 +66,7 @@ class LocalGenerator:
             output = self.model.generate(**kwargs)
         new_tokens = output[0, prompt_len:]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        stopped = len(new_tokens) < max_tokens
+        stopped = len(new_tokens) < kwargs["max_new_tokens"]
         return Generation(text, prompt_len, len(new_tokens), "stop" if stopped else "length")
 
     def stream(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,

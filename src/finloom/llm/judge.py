@@ -4,7 +4,9 @@ Every judge (the data judge, the scenario judge, and the preference, critique, r
 prompt-quality judges of the alignment stages) sends prompts through the teacher client and parses
 the replies with its own parser. A reply that does not parse is asked again, up to ``retries``
 times, at a higher temperature so a re-ask can come out differently; a prompt whose every reply
-failed is returned as failed, with all its replies, for the caller to count. Nothing is dropped.
+failed is returned as failed, with all its replies, for the caller to count. A prompt the endpoint
+refuses (HTTP 400: too long for the judge's context) is a failure at once, its reason kept as a
+reply; an endpoint no request can reach stops the stage with a clear error. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from finloom.llm.client import LLMRequestRejected
 
 RETRY_TEMPERATURE = 0.7
 
@@ -40,10 +44,15 @@ def ask_judge(client, prompts: list[str], parse: Callable[[int, str], Any | None
     for attempt in range(retries + 1):
         if not pending:
             break
-        replies = client.chat_many([[{"role": "user", "content": prompts[i]}] for i in pending],
+        replies = client.chat_many([[{"role": "user", "content": prompts[i]}] for i in pending], keep_rejected=True,
                                    max_tokens=max_tokens, temperature=0.0 if attempt == 0 else RETRY_TEMPERATURE)
+        refused = set()
         for index, reply in zip(pending, replies):
+            if isinstance(reply, LLMRequestRejected):  # e.g. longer than the judge's context: asking again won't help
+                verdicts[index].replies.append(f"<refused by the judge: {reply}>")
+                refused.add(index)
+                continue
             verdicts[index].replies.append(reply)
             verdicts[index].parsed = parse(index, reply)
-        pending = [i for i in pending if verdicts[i].parsed is None]
+        pending = [i for i in pending if verdicts[i].parsed is None and i not in refused]
     return verdicts

@@ -12,7 +12,9 @@ STARTER_PREFIX = "starter:"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    """Unknown keys are errors; infinities and NaN are not numbers a recipe means (``learning_rate: .inf``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class Source(Section):
@@ -28,11 +30,11 @@ class Source(Section):
 class TrainArgs(Section):
     """Optimisation settings shared by every training stage (mapped onto HF TrainingArguments)."""
 
-    max_steps: int = Field(100, ge=1)
+    max_steps: int = Field(100, ge=1, le=10**8, description="Optimiser steps (at most 100 million).")
     learning_rate: float = Field(3e-4, gt=0)
-    batch_size: int = Field(8, ge=1, description="Per-device batch size.")
-    grad_accum: int = Field(1, ge=1)
-    seq_len: int = Field(256, ge=8, description="Tokens per training sequence.")
+    batch_size: int = Field(8, ge=1, le=2**16, description="Per-device batch size.")
+    grad_accum: int = Field(1, ge=1, le=2**16)
+    seq_len: int = Field(256, ge=8, le=2**20, description="Tokens per training sequence.")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "warmup_stable_decay"] = "cosine"

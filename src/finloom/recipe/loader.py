@@ -14,8 +14,8 @@ from finloom.recipe.sources import stage_sources
 
 
 def _check_files(recipe: Recipe) -> None:
-    """Every data path the recipe names must exist before any stage starts."""
-    problems = []
+    """Every data path the recipe names, and a local ``model.hf``, must exist before any stage starts."""
+    problems = _model_dir_problems(recipe)
     seen = set()
     for stage in Recipe.section_names():
         for field_path, source in stage_sources(recipe, stage):
@@ -25,6 +25,31 @@ def _check_files(recipe: Recipe) -> None:
             seen.add(field_path)
     if problems:
         raise BadInput("\n".join(problems))
+
+
+def _model_dir_problems(recipe: Recipe) -> list[str]:
+    """``model.hf`` as a local directory: it exists, with a config, a tokenizer and weights finloom will load.
+
+    A value that is not a local path (``Qwen/Qwen2.5-1.5B``) is a Hub id, checked when it is downloaded."""
+    model = recipe.model
+    if model is None or model.hf is None:
+        return []
+    path = recipe.resolve(model.hf)
+    looks_local = model.hf.startswith((".", "/", "~")) or model.hf.count("/") > 1 or path.exists()
+    if not looks_local:
+        return []
+    if not path.is_dir():
+        return [f"model.hf: no model directory at {path}"]
+    missing = [name for name in ("config.json",) if not (path / name).exists()]
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json, tokenizer_config.json or tokenizer.model)")
+    weights = [p for p in path.iterdir() if p.suffix == ".safetensors"]
+    if not weights and not (model.allow_pickle and any(p.suffix in (".bin", ".pt", ".pth") for p in path.iterdir())):
+        missing.append("safetensors weights (or pickle weights with model.allow_pickle: true)")
+    return [f"model.hf: {path} has no {item}" for item in missing]
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def parse_recipe(data: dict, source_dir: Path = Path("."), check_files: bool = True) -> Recipe:
@@ -54,12 +79,18 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]):
     Mappings merge key by key; anything else (a list, a value) replaces the parent's. So a study names only
     what differs from the recipe it extends: ``extends: ../quickstart.yaml`` plus the sections it changes.
     """
+    where = "extends: " if chain else ""
+    if path.is_dir():
+        raise BadInput(f"{where}{path} is a directory; give the recipe's YAML file")
     if not path.is_file():
-        raise BadInput(f"{'extends: ' if chain else ''}recipe file not found: {path}")
+        raise BadInput(f"{where}recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{where}{path}: not UTF-8 text (byte {error.start}: {error.reason}); save the recipe as "
+                       "UTF-8") from None
     except yaml.YAMLError as error:
-        raise BadInput(f"{path}: not valid YAML: {error}") from None
+        raise BadInput(f"{where}{path}: not valid YAML: {error}") from None
     if not (isinstance(data, dict) and "extends" in data):
         return data
     parent = (path.parent / str(data.pop("extends"))).resolve()
@@ -69,6 +100,20 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]):
     if not isinstance(base, dict):
         raise BadInput(f"extends: {parent} is not a recipe mapping")
     return _merge(base, data)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "the last one wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -9,16 +9,19 @@ from pydantic import Field, model_validator
 from finloom.recipe.base import Section
 
 
+MAX_SCRATCH_PARAMETERS = 20 * 10**9
+
+
 class ScratchModel(Section):
     """A small Llama-architecture model and byte-level BPE tokenizer built from the recipe's corpus."""
 
-    vocab_size: int = Field(4096, ge=300, description="BPE vocabulary size, special tokens included.")
-    hidden_size: int = Field(128, ge=8)
-    intermediate_size: int = Field(352, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
+    vocab_size: int = Field(4096, ge=300, le=2**20, description="BPE vocabulary size, special tokens included.")
+    hidden_size: int = Field(128, ge=8, le=2**15)
+    intermediate_size: int = Field(352, ge=8, le=2**17)
+    num_layers: int = Field(4, ge=1, le=1024)
+    num_heads: int = Field(4, ge=1, le=1024)
     num_kv_heads: int = Field(2, ge=1, description="Grouped-query attention: key/value heads.")
-    max_position_embeddings: int = Field(512, ge=16)
+    max_position_embeddings: int = Field(512, ge=16, le=2**20)
     tokenizer_max_chars: int = Field(
         3_000_000, ge=1000, description="At most this many corpus characters train the tokenizer."
     )
@@ -29,7 +32,18 @@ class ScratchModel(Section):
             raise ValueError("hidden_size must be a multiple of num_heads")
         if self.num_heads % self.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.parameters() > MAX_SCRATCH_PARAMETERS:
+            raise ValueError(f"about {self.parameters() / 1e9:.1f} billion parameters; a scratch model is built and "
+                             f"pretrained here, so it is capped at {MAX_SCRATCH_PARAMETERS / 1e9:.0f} billion "
+                             "(start from an existing model with model.hf instead)")
         return self
+
+    def parameters(self) -> int:
+        """The Llama model's parameter count: embeddings and head, attention and MLP of every layer."""
+        head_dim = self.hidden_size // self.num_heads
+        attention = 2 * self.hidden_size * self.hidden_size + 2 * self.hidden_size * self.num_kv_heads * head_dim
+        mlp = 3 * self.hidden_size * self.intermediate_size
+        return 2 * self.vocab_size * self.hidden_size + self.num_layers * (attention + mlp)
 
 
 class ModelLoading(Section):
