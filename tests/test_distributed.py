@@ -1,4 +1,6 @@
-"""A training stage under `accelerate launch --cpu --num_processes 2` (gloo): every process trains, one keeps the books."""
+"""A training stage under `accelerate launch --multi_gpu --num_processes 2` on the CPU (torchrun + gloo): every
+process trains, one keeps the books. (`--cpu --num_processes 2` starts one process: accelerate's CPU launcher
+needs MPI for more; without CUDA the multi-GPU launcher's processes use gloo on the CPU.)"""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def _pretrain_recipe(tiny_data, batch_size: int, name: str):
 
 def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run, tmp_path):
     """Two processes of 2 blocks each train like one process of 4 blocks: accelerate hands each process its half
-    of the same global batch and averages the gradients. Only rank 0 takes the run lock (a second taker would
+    of the same global batch and averages the gradients (one process of 2 blocks gives other losses: it is
+    how this test caught a launch that started one process). Only rank 0 takes the run lock (a second taker would
     fail, the lock being non-blocking) and writes manifests, the model and the curves."""
     single_dir, launched_dir = tmp_path / "single", tmp_path / "launched"
     for folder in (single_dir, launched_dir):
@@ -36,7 +39,7 @@ def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run
 
     launched_recipe = _pretrain_recipe(tiny_data, 2, "dist_launched.yaml")
     done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(launched_recipe),
          "--run-dir", str(launched_dir), "--only", "pretrain"],
         capture_output=True, text=True, timeout=600)

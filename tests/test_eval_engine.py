@@ -15,15 +15,19 @@ from finloom.eval.lm import FinloomLM
 from finloom.llm.scratch import train_tokenizer
 
 
-@pytest.fixture(scope="module")
-def tiny_lm():
+def _tiny_llama(positions: int):
     tokenizer = train_tokenizer(["a bond is debt and a share is equity; 债券是债务，股票是权益。"] * 30, 320)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=64, eos_token_id=tokenizer.eos_token_id,
+                                         max_position_embeddings=positions, eos_token_id=tokenizer.eos_token_id,
                                          pad_token_id=tokenizer.pad_token_id))
     return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    return _tiny_llama(64)
 
 
 def _requests(kind: str, pairs: list[tuple]) -> list[Instance]:
@@ -34,16 +38,48 @@ PAIRS = [("a bond is", " debt"), ("a share is", " equity and more"), ("债券是
          ("a bond is debt and a share is equity " * 4, " debt")]  # the last one is truncated from the left
 
 
-def test_loglikelihoods_equal_lm_eval_hflm(tiny_lm):
+def _with_bos(tokenizer):
+    """The tokenizer as Llama's and Mistral's behave: BOS added to every encoding by the post-processor."""
+    from tokenizers.processors import TemplateProcessing
+
+    bos = tokenizer.eos_token  # the scratch vocabulary's <|endoftext|> stands in for <s>
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))])
+    tokenizer.bos_token = bos
+    return tokenizer
+
+
+@pytest.mark.parametrize("bos", [False, True], ids=["no_bos", "bos"])
+def test_scores_equal_lm_eval_hf_model_from_its_directory(tmp_path, bos):
+    """finloom's in-memory model scores exactly as `lm_eval --model hf --model_args pretrained=DIR`, also with a
+    tokenizer that adds BOS (FinloomLM once encoded without special tokens: up to 4 nats apart)."""
     from lm_eval.models.huggingface import HFLM
 
-    model, tokenizer = tiny_lm
-    ours = FinloomLM(model, tokenizer, batch_size=3).loglikelihood(_requests("loglikelihood", PAIRS))
-    theirs = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=3, max_length=64).loglikelihood(
-        _requests("loglikelihood", PAIRS))
-    for (ours_score, ours_greedy), (their_score, their_greedy) in zip(ours, theirs):
-        assert ours_score == pytest.approx(their_score, abs=1e-4)
-        assert ours_greedy == their_greedy
+    from finloom.eval import harness
+    from finloom.recipe import STARTER_DATA_DIR
+
+    model, tokenizer = _tiny_llama(1024)  # room for the bundled questions' longest options
+    if bos:
+        tokenizer = _with_bos(tokenizer.__class__.from_pretrained(_save(model, tokenizer, tmp_path / "plain")))
+        assert tokenizer("a bond")["input_ids"][0] == tokenizer.bos_token_id
+    directory = _save(model, tokenizer, tmp_path / "model")
+    prepared = harness.prepare("finance_mcq", "mcq", "flame", [STARTER_DATA_DIR / "eval_finance_mcq.jsonl"], "cloze",
+                               tmp_path / "work", 24)
+    rows = {}
+    for name, lm in (("finloom", FinloomLM(model, tokenizer, batch_size=4)),
+                     ("lm_eval_hf", HFLM(pretrained=str(directory), batch_size=4, device="cpu"))):
+        samples = harness.evaluate(lm, prepared.subtasks, tmp_path / "work")
+        rows[name] = {r["id"] + r["template"]: r for r in harness.per_question(prepared, samples, prepared.subtasks)}
+    assert rows["finloom"].keys() == rows["lm_eval_hf"].keys() and len(rows["finloom"]) == 24
+    for key, row in rows["finloom"].items():
+        assert row["loglikelihoods"] == pytest.approx(rows["lm_eval_hf"][key]["loglikelihoods"], abs=1e-5)
+        assert row["prediction"] == rows["lm_eval_hf"][key]["prediction"]
+
+
+def _save(model, tokenizer, folder):
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def test_loglikelihood_matches_hand_computation(tiny_lm):
@@ -159,7 +195,7 @@ def test_eval_command_on_a_model_directory_with_local_files(tiny_run, tmp_path):
     assert finance_only.returncode == 0
     assert list(json.loads((tmp_path / "finance" / "results.json").read_text())["base"]) == ["financeiq"]
     missing = finloom_cli("eval", "--model", str(tmp_path / "nope"), "--recipe", str(recipe))
-    assert missing.returncode == 2 and "no such model directory" in missing.stderr
+    assert missing.returncode == 2 and "--model: no model directory at" in missing.stderr
 
 
 def test_api_log_likelihoods_equal_local_ones(tiny_data, tiny_run, served_sft, tmp_path):
@@ -200,3 +236,59 @@ def test_stage_judge_outside_a_run_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "align" / "manifest.json").write_text(json.dumps(
         {"status": "done", "outputs": {"model": "align/model"}}))
     assert resolve_teacher(recipe, tmp_path / "run").local_model == str(tmp_path / "run" / "align" / "model")
+
+
+def _suite(tmp_path, *benchmarks: str) -> Path:
+    recipe = tmp_path / "suite.yaml"
+    recipe.write_text("name: suite\neval:\n  benchmarks:\n" + "".join(f"    - {b}\n" for b in benchmarks), encoding="utf-8")
+    return recipe
+
+
+def test_eval_command_reports_rejects_and_refuses_a_benchmark_with_no_item(tiny_run, tmp_path):
+    from conftest import finloom_cli
+
+    records = tmp_path / "mcq.jsonl"
+    records.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"task_name": "CPA", "question": "某项说法正确的是（ ）。 A.甲 B.乙 C.丙 D.丁", "answer": "B"},
+        {"task_name": "CPA", "question": "A.一\nB.二", "answer": "A"},
+        {"task_name": "CPA", "question": "Q?\nA.x\nB.y", "answer": "E"}]) + "\n{broken\n", encoding="utf-8")
+    out = tmp_path / "out"
+    done = finloom_cli("eval", "--model", str(tiny_run / "sft" / "model"), "--chat", "--out", str(out),
+                       "--recipe", str(_suite(tmp_path, f"{{name: mine, files: [{{path: {records}}}]}}")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mine: 3 records rejected" in done.stderr and "1 x no question stem" in done.stderr
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["reason"] for r in rejects) == sorted([
+        "no question stem", "answer 'E' is not among the options AB",
+        "bad JSON: Expecting property name enclosed in double quotes"])
+    generated = [json.loads(line) for line in (out / "sft" / "mine_gen.jsonl").read_text().splitlines()]
+    assert len(generated) == 1 and "extracted" in generated[0]  # what the scorer read, beside the raw reply
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(json.dumps({"question": "A.一\nB.二", "answer": "A"}) + "\n", encoding="utf-8")
+    refused = finloom_cli("eval", "--model", str(tiny_run / "sft" / "model"), "--out", str(tmp_path / "out2"),
+                          "--recipe", str(_suite(tmp_path, f"{{name: hollow, files: [{{path: {empty}}}]}}")))
+    assert refused.returncode == 2 and "eval.benchmarks.hollow: no usable item" in refused.stderr
+    assert "1 x no question stem" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_eval_command_names_the_problem_with_a_model_or_an_endpoint(tmp_path):
+    from conftest import finloom_cli, free_port
+
+    (tmp_path / "hollow").mkdir()
+    hollow = finloom_cli("eval", "--model", str(tmp_path / "hollow"))
+    assert hollow.returncode == 2 and f"--model: {tmp_path / 'hollow'} has no config.json" in hollow.stderr
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    refused = finloom_cli("eval", "--model", url, "--suite", "finance", "--max-items", "2", "--out", str(tmp_path / "o"))
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"--model: {url}/chat/completions: cannot connect" in refused.stderr
+    assert refused.stderr.count("\n") <= 2 and "Traceback" not in refused.stderr
+
+
+def test_an_unknown_endpoint_model_is_one_clear_line(served_sft, tmp_path):
+    from conftest import finloom_cli
+
+    done = finloom_cli("eval", "--model", served_sft, "--api-model", "gpt-9", "--suite", "finance", "--max-items", "2",
+                       "--out", str(tmp_path / "o"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{served_sft}/chat/completions: HTTP 404: no such model or path on this endpoint" in done.stderr

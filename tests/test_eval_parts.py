@@ -13,8 +13,37 @@ from finloom.eval.scenarios import checklist_metrics, final_score, is_usable, ju
 def test_parse_question_handles_full_width_and_multiline():
     stem, options = parse_question("关于存款保险，下列说法正确的有：\nA．保护存款人\nB、覆盖股票\n继续说明\nC:限额赔付\nD) 无上限")
     assert stem == "关于存款保险，下列说法正确的有："
-    assert options == {"A": "保护存款人", "B": "覆盖股票 继续说明", "C": "限额赔付", "D": "无上限"}
-    assert normalize_answer("d, a b") == "ABD"
+    assert options == {"A": "保护存款人", "B": "覆盖股票继续说明", "C": "限额赔付", "D": "无上限"}  # no space inside CJK
+    assert normalize_answer("d, a b") == "ABD" and normalize_answer("ＡＣ") == "AC"
+
+
+# FLAME-Cer as published: records written in each of the ways the public certification files use.
+@pytest.mark.parametrize(("question", "stem", "options"), [
+    ("某企业当年应纳税所得额为20万元，适用税率16%，则应纳税额为（ ）。 A.3.2万元 B.4.5万元 C.6.0万元 D.7.5万元",
+     "某企业当年应纳税所得额为20万元，适用税率16%，则应纳税额为（ ）。", ["3.2万元", "4.5万元", "6.0万元", "7.5万元"]),
+    ("精算现值的计算基础包括（ ）。 A．利率 B．死亡率 C．费用率 D．失效率 E．通胀率",
+     "精算现值的计算基础包括（ ）。", ["利率", "死亡率", "费用率", "失效率", "通胀率"]),
+    ("下列属于货币市场工具的是A.国库券B.商业票据C.普通股D.公司债券", "下列属于货币市场工具的是",
+     ["国库券", "商业票据", "普通股", "公司债券"]),
+    ("关于内部审计的说法，正确的是（ ）。\nA.内部审计应当独立于被审计\n部门\nB.Internal audit reports to\nthe board\nC.无需",
+     "关于内部审计的说法，正确的是（ ）。", ["内部审计应当独立于被审计部门", "Internal audit reports to the board", "无需"]),
+    ("Which U.S. exchange opens at 9:30 A.M. Eastern?\nA. NYSE, in U.S. dollars\nB. Rates of 3.2% p.a.\n"
+     "C. Formula B.2 applies\nD. None of the above",
+     "Which U.S. exchange opens at 9:30 A.M. Eastern?",
+     ["NYSE, in U.S. dollars", "Rates of 3.2% p.a.", "Formula B.2 applies", "None of the above"]),
+    ("The CFA Institute's standard is: A. apply formula B.2 to the yield B. disclose C. ignore D. defer",
+     "The CFA Institute's standard is:", ["apply formula B.2 to the yield", "disclose", "ignore", "defer"]),
+    ("计算结果为（ ）\n(A) 一百\n(B) 二百\n(C) 三百", "计算结果为（ ）", ["一百", "二百", "三百"]),
+])
+def test_flame_questions_as_published_parse_with_exact_options(question, stem, options):
+    items, rejects = convert([{"task_name": "CPA", "question": question, "answer": "AB"}], "flame")
+    assert rejects == []
+    assert items[0]["question"] == stem and items[0]["options"] == options and items[0]["answer"] == "AB"
+
+
+def test_flame_record_without_a_stem_is_rejected_for_that():
+    _, rejects = convert([{"task_name": "FRM", "question": "A.一\nB.二\nC.三", "answer": "A"}], "flame")
+    assert [reason for _, reason in rejects] == ["no question stem"]
 
 
 def test_layouts_convert_public_formats_and_reject_with_reasons():
@@ -45,6 +74,10 @@ def test_layouts_convert_public_formats_and_reject_with_reasons():
     ("Answer: B", "ABCD", "B"), ("答案：AB\n解析：……", "ABCD", "AB"), ("The correct options are A and C.", "ABCD", "AC"),
     ("我认为应该选B。", "ABCD", "B"), ("(A)", "ABCD", "A"), ("A、C、D", "ABCD", "ACD"),
     ("Answer: E", "ABCD", None), ("I cannot tell.", "ABCD", None),
+    # the explicit answer marker, and the first one, decides; an explanation's options are not answers
+    ("答案：C\n解析：选项A错误，选项B错误，选项D错误。", "ABCD", "C"), ("故选D。选项A说法错误", "ABCD", "D"),
+    ("选项A错误，选项B正确，故选B", "ABCD", "B"), ("The answer is B. Option A is wrong.", "ABCD", "B"),
+    ("答案：c", "ABCD", "C"), ("正确答案是 b、d", "ABCD", "BD"), ("Answer: a bond is a debt", "ABCD", None),
 ])
 def test_letters_are_extracted_from_replies(reply, valid, expected):
     assert extract_letters(reply, valid) == expected

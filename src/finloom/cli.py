@@ -293,13 +293,14 @@ def eval_command(
 ) -> None:
     """Evaluate one model on finloom's benchmarks (through lm-evaluation-harness) and print the results.
 
-    Writes OUT/results.json and per-question files OUT/<model>/<benchmark>.jsonl.
+    Writes OUT/results.json, per-question files OUT/<model>/<benchmark>.jsonl and the records that could not be
+    read as items, with their reasons, to OUT/rejects.jsonl. Exit 2 when a benchmark has no usable item.
     """
     from finloom.eval.evaluator import Evaluator
     from finloom.eval.results import headline
-    from finloom.files import atomic_write_json
+    from finloom.files import atomic_write_json, atomic_write_jsonl
     from finloom.logs import quiet_libraries
-    from finloom.recipe import DEFAULT_EVAL_RECIPE, EndpointSpec
+    from finloom.recipe import DEFAULT_EVAL_RECIPE, EndpointSpec, model_dir_problems
     from finloom.stages import resolve_teacher
 
     quiet_libraries()
@@ -313,13 +314,20 @@ def eval_command(
     remote = model.startswith(("http://", "https://"))
     resolved = Path(model).resolve()
     label = "endpoint" if remote else (resolved.parent.name if resolved.name == "model" else resolved.name)
-    if not remote and not Path(model).is_dir():
-        raise BadInput(f"--model {model}: no such model directory")
+    problems = [] if remote else model_dir_problems(Path(model), bool(loaded.model and loaded.model.allow_pickle))
+    if problems:
+        raise BadInput("\n".join(f"--model: {problem}" for problem in problems))
     target = out or Path("evals") / label
     evaluator = Evaluator(section, target / "work", loaded.resolve, seed=loaded.seed, loading=loaded.model,
                           judge=resolve_teacher(loaded, None), names=names)
+    atomic_write_jsonl(target / "rejects.jsonl", evaluator.rejects)
+    for benchmark, reasons in evaluator.reject_counts().items():
+        _console().print(f"{benchmark}: {sum(reasons.values())} records rejected ("
+                         + "; ".join(f"{n} x {reason}" for reason, n in reasons.items())
+                         + f"), see {target / 'rejects.jsonl'}", markup=False, highlight=False)
     if remote:
-        results = evaluator.run_endpoint(EndpointSpec(name=label, base_url=model, model=api_model), target / label)
+        results = evaluator.run_endpoint(EndpointSpec(name=label, base_url=model, model=api_model), target / label,
+                                         field="--model")
     else:
         results = evaluator.run_local(label, model, chat, target / label)
     atomic_write_json(target / "results.json", {label: results})

@@ -13,25 +13,44 @@ import re
 import unicodedata
 
 _MARKER = re.compile(
-    r"(?:final answer|correct answers?|correct options?|answers? (?:is|are)|answer|答案|正确答案|正确选项|应选|选择|选项|故选|选)"
+    r"(?:final answer|correct answers?|correct options?|answers? (?:is|are)|answer|答案|正确答案|正确选项|应选|故选|"
+    r"选择|选(?!项))"
     r"\s*(?:is|are|为|是|：|:|=)?\s*", re.IGNORECASE)
+# Markers that state the answer: the first of them wins, so an explanation's later "选项A错误" does not.
+_EXPLICIT = re.compile(r"final answer|correct answers?|correct options?|answers? (?:is|are)|answer|答案|正确答案|"
+                       r"正确选项|故选|应选", re.IGNORECASE)
 _LETTER_RUN = re.compile(r"(?<![A-Za-z])([A-H](?:\s*(?:[,，、/&]|and|和|与|及)?\s*[A-H])*)(?![A-Za-z])")
+_LOWER_RUN = re.compile(r"([a-h](?:\s*[,，、/&]?\s*[a-h])*)(?=\s*(?:$|\n|[^\sA-Za-z]))")
+
+
+def _run_after(text: str, position: int) -> str | None:
+    """The letter run a marker introduces: upper-case, or lower-case when nothing word-like follows ("答案：c")."""
+    for start in (position, position + 1):
+        if run := _LETTER_RUN.match(text, start):
+            return run.group(1)
+        if run := _LOWER_RUN.match(text, start):
+            return run.group(1).upper()
+    return None
 
 
 def extract_letters(text: str, valid: str = "ABCD") -> str | None:
     """The option letters a reply commits to, sorted ("ABD"), or None.
 
-    Prefers letters right after an answer marker ("答案：", "Answer:", "选"); otherwise the last
-    standalone run of option letters in the reply. Letters outside ``valid`` are ignored.
+    The first explicit answer marker ("答案：", "Answer:", "故选", "正确答案") decides; an explanation after it
+    ("解析：选项A错误") is not an answer. Without one, the last letters after a weaker marker ("选B"), else the
+    last standalone run of option letters. Letters outside ``valid`` are ignored.
     """
     text = unicodedata.normalize("NFKC", text).replace("（", "(").replace("）", ")")
-    candidates = []
+    explicit, weak = [], []
     for marker in _MARKER.finditer(text):
-        run = _LETTER_RUN.match(text, marker.end()) or _LETTER_RUN.match(text, marker.end() + 1)
+        run = _run_after(text, marker.end())
         if run:
-            candidates.append(run.group(1))
-    if not candidates:
-        candidates = [m.group(1) for m in _LETTER_RUN.finditer(text.upper() if text.isupper() else text)]
+            (explicit if _EXPLICIT.fullmatch(marker.group().strip(" :：=为是").lower()
+                                             .removesuffix(" is").removesuffix(" are")) else weak).append(run)
+    if explicit:
+        candidates = explicit[:1]
+    else:
+        candidates = weak or [m.group(1) for m in _LETTER_RUN.finditer(text.upper() if text.isupper() else text)]
     for run in reversed(candidates):
         letters = "".join(sorted({c for c in run if c in valid}))
         if letters:

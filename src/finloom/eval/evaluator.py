@@ -62,6 +62,17 @@ class Evaluator:
                                        spec.max_items or section.max_items, spec.num_fewshot, max_gen_tokens)
             self.prepared[name] = prepared
             self.rejects += [{"benchmark": name, **reject} for reject in prepared.rejects]
+            if not prepared.items:
+                raise BadInput(f"eval.benchmarks.{name}: no usable item in {', '.join(map(str, paths))} "
+                               f"({len(prepared.rejects)} rejected{': ' + summary if (summary := reject_summary(prepared.rejects)) else ''})")
+
+    def reject_counts(self) -> dict[str, dict[str, int]]:
+        """Benchmark -> reject reason -> records, for every benchmark with rejects."""
+        counts: dict[str, dict[str, int]] = {}
+        for reject in self.rejects:
+            reasons = counts.setdefault(reject["benchmark"], {})
+            reasons[reject["reason"]] = reasons.get(reject["reason"], 0) + 1
+        return counts
 
     def _subtasks(self, chat: bool, loglikelihood: bool) -> list[harness.SubTask]:
         """Log-likelihood tasks when the model gives log-probs; generation tasks for chat models, or for any
@@ -122,8 +133,17 @@ class Evaluator:
         subtasks = self._subtasks(chat=chat, loglikelihood=True)
         with progress_bar(f"eval {label}") as bar:
             task = bar.add_task(label, total=None, status=f"{len(subtasks)} lm-eval tasks")
+            requests = [0]
+
+            def progress(total: int | None, done: int) -> None:
+                """Each pass of lm-eval over its requests adds them to the total, so the bar has one and an ETA."""
+                if total is not None:
+                    requests[0] += total
+                    bar.update(task, total=requests[0])
+                bar.advance(task, done)
+
             lm = FinloomLM(model, tokenizer, self.section.batch_size, max_gen_toks=self.section.max_gen_tokens,
-                           progress=lambda n: bar.advance(task, n))
+                           progress=progress)
             samples = self._evaluate(lm, subtasks, chat)
             results = self._collect(samples, subtasks, out_dir, label)
             max_length = min(1024, getattr(model.config, "max_position_embeddings", 1024))
@@ -135,9 +155,13 @@ class Evaluator:
                                                       self.section.batch_size)
         return results
 
-    def run_endpoint(self, endpoint: EndpointSpec, out_dir: Path) -> dict:
-        """Generation benchmarks (and log-likelihood ones, if the server returns prompt log-probs) on an API model."""
+    def run_endpoint(self, endpoint: EndpointSpec, out_dir: Path, field: str | None = None) -> dict:
+        """Generation benchmarks (and log-likelihood ones, if the server returns prompt log-probs) on an API model.
+
+        One request goes first through finloom's client, so a server that refuses connections, a refused key or an
+        unknown model is one clear error naming the URL (``field``: where the endpoint was configured)."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        check_endpoint(endpoint, field or f"eval.endpoints.{endpoint.name}")
         lm = api_model(endpoint)
         subtasks = self._subtasks(chat=True, loglikelihood=endpoint.logprobs)
         with progress_bar(f"eval {endpoint.name}") as bar:
@@ -153,6 +177,26 @@ class Evaluator:
         samples = harness.evaluate(lm, scored, self.work, apply_chat_template=False, seed=self.seed)
         samples.update(harness.evaluate(lm, generated, self.work, apply_chat_template=chat, seed=self.seed))
         return samples
+
+
+def reject_summary(rejects: list[dict], most: int = 3) -> str:
+    counts: dict[str, int] = {}
+    for reject in rejects:
+        counts[reject["reason"]] = counts.get(reject["reason"], 0) + 1
+    return "; ".join(f"{n} x {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:most])
+
+
+def check_endpoint(endpoint: EndpointSpec, field: str) -> None:
+    """A one-token request to the endpoint; ``EndpointUnusable`` (exit 2) names the URL and the HTTP status."""
+    from finloom.llm.client import LLMClient
+
+    config = ClientSection(base_url=endpoint.base_url, model=endpoint.model, api_key_env=endpoint.api_key_env,
+                           timeout_s=endpoint.timeout_s, max_retries=1)
+    with LLMClient(config, role=field) as client:
+        if endpoint.chat:
+            client.chat([{"role": "user", "content": "ping"}], max_tokens=1)
+        else:
+            client.complete("ping", max_tokens=1)
 
 
 def api_model(endpoint: EndpointSpec):

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finloom.eval.answers import answer_value, extract_letters
 from finloom.eval.layouts import convert
 from finloom.files import atomic_write_jsonl, read_records
 
@@ -189,6 +190,10 @@ def per_question(benchmark: PreparedBenchmark, samples: dict[str, list[dict]], s
                            choices=len(doc["subsets"] if doc["multi"] else doc["options"]))
                 if task.template != "mcq_generate":
                     row["loglikelihoods"] = [round(float(r[0]), 6) for r in sample["filtered_resps"]]
+            if task.template == "mcq_generate":  # what the scorer read from the reply, kept to trace a wrong score
+                row["extracted"] = extract_letters(prediction or "", "".join(doc["letters"]))
+            elif task.template == "calc_generate":
+                row["extracted"] = answer_value(prediction or "", doc["unit"])
             if task.template in ("mcq_generate", "calc_generate"):
                 row["parsed"] = bool(sample.get("parsed", 0))
             if benchmark.kind == "scenario":

@@ -11,8 +11,8 @@ index in ``options``; multi-answer: index in ``subsets``), ``subsets`` (every le
 >= 2, for multi-answer scoring), ``task_name`` (certification or subject), ``second_level``, ``id``.
 
 Layouts:
-- ``flame``: FLAME-Cer (``task_name``, ``second_level``, ``question`` with "A.xxx" / "A．xxx" option
-  lines, ``answer``); finloom's bundled MCQ sets use it.
+- ``flame``: FLAME-Cer (``task_name``, ``second_level``, ``question`` with the options inline, on their
+  own lines or not (``finloom.eval.mcq``), ``answer``); finloom's bundled MCQ sets use it.
 - ``columns``: FinanceIQ, FinEval, C-Eval, CMMLU (``question``/``Question``, ``A``..``D``, ``answer``/``Answer``).
 - ``cflue``: CFLUE knowledge (``名称``, ``task``, ``question``, ``choices`` as a dict literal string, ``answer``).
 - ``mmlu``: ``question``, ``choices`` (list), ``answer`` (index), ``subject``.
@@ -65,10 +65,10 @@ def canonical_mcq(question: str, options: list[str], answer: str, task_name: str
 
 
 def _flame(record: dict, index: int) -> dict:
-    stem, options = parse_question(_field(record, "question"))
+    stem, options = parse_question(str(_field(record, "question")))
+    if options and not stem:
+        raise Unconvertible("no question stem")
     letters = sorted(options)
-    if letters != list(LETTERS[: len(letters)]):
-        raise Unconvertible(f"options are not consecutive letters from A: {''.join(letters)}")
     return canonical_mcq(stem, [options[letter] for letter in letters], _field(record, "answer"),
                          record.get("task_name", ""), record.get("second_level", ""), record.get("id", index))
 

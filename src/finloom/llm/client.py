@@ -38,8 +38,10 @@ UNUSABLE_STATUS = {401: "the API key was refused", 403: "the API key was refused
 
 
 class LLMClient:
-    def __init__(self, config: ClientSection):
+    def __init__(self, config: ClientSection, role: str = "teacher"):
+        """``role`` is the recipe field the endpoint comes from, named in errors (``teacher``, ``eval.endpoints.X``)."""
         self.config = config
+        self.role = role
         self._local = None
         self._http = None
         if config.local_model:
@@ -51,7 +53,7 @@ class LLMClient:
             if config.api_key_env:
                 key = os.environ.get(config.api_key_env)
                 if not key:
-                    raise BadInput(f"teacher.api_key_env: environment variable {config.api_key_env} is not set")
+                    raise BadInput(f"{role}.api_key_env: environment variable {config.api_key_env} is not set")
                 headers["Authorization"] = f"Bearer {key}"
             self._http = httpx.Client(
                 base_url=config.base_url.rstrip("/"),
@@ -119,7 +121,7 @@ class LLMClient:
                 response = self._http.post(path, json=body)
                 status = response.status_code
                 if status in UNUSABLE_STATUS:
-                    raise EndpointUnusable(f"teacher: {url}: HTTP {status}: {UNUSABLE_STATUS[status]} "
+                    raise EndpointUnusable(f"{self.role}: {url}: HTTP {status}: {UNUSABLE_STATUS[status]} "
                                            f"(model {self.config.model!r}): {_message(response)}")
                 if status in REJECTED_STATUS:
                     raise LLMRequestRejected(f"{url}: HTTP {status}: {_message(response)}")
@@ -137,7 +139,7 @@ class LLMClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
         if isinstance(last_error, httpx.ConnectError):
-            raise EndpointUnusable(f"teacher: {url}: cannot connect after {self.config.max_retries + 1} attempts "
+            raise EndpointUnusable(f"{self.role}: {url}: cannot connect after {self.config.max_retries + 1} attempts "
                                    f"({last_error}); is the server running?")
         raise LLMError(f"{url}: failed after {self.config.max_retries + 1} attempts: {last_error}")
 

@@ -46,7 +46,7 @@ from finloom.recipe.eval import (
     ScenarioSettings,
 )
 from finloom.recipe.forgetting import ForgettingSection, ForgettingVariant
-from finloom.recipe.loader import load_recipe, parse_recipe, recipe_to_dict
+from finloom.recipe.loader import load_recipe, model_dir_problems, parse_recipe, recipe_to_dict
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.model import ClientSection, ModelLoading, ModelSection, ScratchModel
 from finloom.recipe.pretrain import BaseSection, LoraSettings, ObjectiveSettings, PretrainSection

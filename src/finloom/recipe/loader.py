@@ -30,23 +30,27 @@ def _check_files(recipe: Recipe) -> None:
 def _model_dir_problems(recipe: Recipe) -> list[str]:
     """``model.hf`` as a local directory: it exists, with a config, a tokenizer and weights finloom will load.
 
-    A value that is not a local path (``Qwen/Qwen2.5-1.5B``) is a Hub id, checked when it is downloaded."""
+    A value that is not a local path (``Qwen/Qwen2.5-1.5B``, ``gpt2``) is a Hub id, checked when downloaded."""
     model = recipe.model
     if model is None or model.hf is None:
         return []
     path = recipe.resolve(model.hf)
     looks_local = model.hf.startswith((".", "/", "~")) or model.hf.count("/") > 1 or path.exists()
-    if not looks_local:
-        return []
+    return [f"model.hf: {problem}" for problem in model_dir_problems(path, model.allow_pickle)] if looks_local else []
+
+
+def model_dir_problems(path: Path, allow_pickle: bool = False) -> list[str]:
+    """What keeps ``path`` from being a model directory finloom loads: no directory, no config, no tokenizer,
+    no safetensors weights (pickle weights count only with ``allow_pickle``)."""
     if not path.is_dir():
-        return [f"model.hf: no model directory at {path}"]
+        return [f"no model directory at {path}"]
     missing = [name for name in ("config.json",) if not (path / name).exists()]
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         missing.append("a tokenizer (tokenizer.json, tokenizer_config.json or tokenizer.model)")
     weights = [p for p in path.iterdir() if p.suffix == ".safetensors"]
-    if not weights and not (model.allow_pickle and any(p.suffix in (".bin", ".pt", ".pth") for p in path.iterdir())):
+    if not weights and not (allow_pickle and any(p.suffix in (".bin", ".pt", ".pth") for p in path.iterdir())):
         missing.append("safetensors weights (or pickle weights with model.allow_pickle: true)")
-    return [f"model.hf: {path} has no {item}" for item in missing]
+    return [f"{path} has no {item}" for item in missing]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
