@@ -1,15 +1,17 @@
-"""finloom's log-likelihood MCQ scoring against lm-evaluation-harness's own HFLM, on the same model and tasks.
+"""finloom's log-likelihood MCQ scoring against `lm_eval --model hf`, on the same model and tasks, with a tokenizer
+that adds BOS (Llama, Mistral) and one that does not.
 
-Both run the very same lm-eval tasks (finloom's templates over the bundled FLAME-Cer-layout finance
-MCQ set: cloze scoring for single-answer, letter sets for multi-answer); one with ``FinloomLM``
-(the in-memory model finloom's eval stage uses), one with lm-eval's ``HFLM`` wrapping the same
-model object. Printed: the largest per-choice log-likelihood difference, whether every question's
-prediction and the accuracies are identical, and samples/s of each, in one run.
+Both sides run the very same lm-eval tasks (finloom's templates over the bundled FLAME-Cer-layout finance
+MCQ set: cloze scoring for single-answer, letter sets for multi-answer); one with ``FinloomLM`` (the
+in-memory model finloom's eval stage uses), one with lm-eval's ``HFLM`` loading the saved model directory,
+as `lm_eval --model hf --model_args pretrained=DIR` does. Printed per tokenizer: the largest per-choice
+log-likelihood difference, whether every prediction and the accuracies are identical, and samples/s of
+each, in one run.
 
     python benchmarks/eval_mcq.py [--model DIR] [--items 300] [--batch 8]
 
 Without --model a quickstart-size Llama is built from scratch (random weights; the comparison
-does not need a trained model).
+does not need a trained model); its BOS variant adds <|endoftext|> in front of every encoding.
 """
 
 from __future__ import annotations
@@ -51,37 +53,62 @@ def main() -> int:
 
     quiet_libraries()
     torch.manual_seed(0)
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_dir = options.model or build_model(work)
-        model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
         prepared = harness.prepare("finance_mcq", "mcq", "flame", [STARTER_DATA_DIR / "eval_finance_mcq.jsonl"],
                                    "cloze", work, options.items)
-        max_length = min(2048, model.config.max_position_embeddings)
-        runs = {}
-        for name, lm in (("finloom", FinloomLM(model, tokenizer, options.batch, max_length)),
-                         ("lm_eval_hflm", HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch,
-                                               max_length=max_length))):
-            began = time.perf_counter()
-            samples = harness.evaluate(lm, prepared.subtasks, work)
-            seconds = time.perf_counter() - began
-            rows = harness.per_question(prepared, samples, prepared.subtasks)
-            runs[name] = {"seconds": seconds, "rows": {r["id"] + r["template"]: r for r in rows},
-                          "summary": harness.summarize(rows, "mcq")}
-    ours, theirs = runs["finloom"], runs["lm_eval_hflm"]
+        for tokenizer_kind in ("no_bos", "bos"):
+            directory = model_dir if tokenizer_kind == "no_bos" else with_bos(model_dir, work / "bos")
+            model, tokenizer = load_causal_lm(directory), load_tokenizer(directory)
+            max_length = min(2048, model.config.max_position_embeddings)
+            runs = {}
+            for name, lm in (("finloom", FinloomLM(model, tokenizer, options.batch, max_length)),
+                             ("lm_eval_hf", HFLM(pretrained=str(directory), batch_size=options.batch,
+                                                 max_length=max_length, device="cpu"))):
+                began = time.perf_counter()
+                samples = harness.evaluate(lm, prepared.subtasks, work)
+                seconds = time.perf_counter() - began
+                rows = harness.per_question(prepared, samples, prepared.subtasks)
+                runs[name] = {"seconds": seconds, "rows": {r["id"] + r["template"]: r for r in rows},
+                              "summary": harness.summarize(rows, "mcq")}
+            report[tokenizer_kind] = compare(runs["finloom"], runs["lm_eval_hf"])
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def with_bos(model_dir: Path, out: Path) -> Path:
+    """A copy of the model directory whose tokenizer adds BOS to every encoding, as Llama's and Mistral's do."""
+    import shutil
+
+    from tokenizers.processors import TemplateProcessing
+
+    from finloom.llm.loading import load_tokenizer
+
+    shutil.copytree(model_dir, out)
+    tokenizer = load_tokenizer(out)
+    bos = tokenizer.eos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos))])
+    tokenizer.bos_token = bos
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def compare(ours: dict, theirs: dict) -> dict:
     differences = [abs(a - b) for key, row in ours["rows"].items()
                    for a, b in zip(row["loglikelihoods"], theirs["rows"][key]["loglikelihoods"])]
-    same_predictions = all(row["prediction"] == theirs["rows"][key]["prediction"] for key, row in ours["rows"].items())
     items = len(ours["rows"])
-    print(json.dumps({
+    return {
         "questions": items, "choices": len(differences),
         "max_abs_loglikelihood_difference": max(differences),
-        "identical_predictions": same_predictions,
-        "accuracy": {"finloom": ours["summary"]["accuracy"], "lm_eval_hflm": theirs["summary"]["accuracy"]},
-        "samples_per_s": {"finloom": round(items / ours["seconds"], 2), "lm_eval_hflm": round(items / theirs["seconds"], 2)},
-        "ratio_finloom_over_hflm_time": round(ours["seconds"] / theirs["seconds"], 3),
-    }, indent=2))
-    return 0
+        "identical_predictions": all(row["prediction"] == theirs["rows"][key]["prediction"]
+                                     for key, row in ours["rows"].items()),
+        "accuracy": {"finloom": ours["summary"]["accuracy"], "lm_eval_hf": theirs["summary"]["accuracy"]},
+        "samples_per_s": {"finloom": round(items / ours["seconds"], 2), "lm_eval_hf": round(items / theirs["seconds"], 2)},
+        "ratio_finloom_over_hf_time": round(ours["seconds"] / theirs["seconds"], 3),
+    }
 
 
 if __name__ == "__main__":

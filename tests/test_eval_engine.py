@@ -94,13 +94,29 @@ def test_loglikelihood_matches_hand_computation(tiny_lm):
     assert score == pytest.approx(expected, abs=1e-5)
 
 
-def test_batched_generation_equals_one_at_a_time(tiny_lm):
+def test_generation_equals_lm_eval_and_keeps_to_the_task_budget(tiny_lm):
+    """Replies equal HFLM's own, batched or not; and a model whose generation config asks for 128 new tokens
+    still writes at most the task's max_gen_toks (HFLM's max_length loses to the config's max_new_tokens)."""
+    from lm_eval.models.huggingface import HFLM
+
     model, tokenizer = tiny_lm
     prompts = [("a bond is", {"until": ["\n\n"], "max_gen_toks": 8}), ("债券", {"until": ["\n\n"], "max_gen_toks": 8}),
                ("a share is equity and a bond", {"until": ["\n\n"], "max_gen_toks": 8})]
     batched = FinloomLM(model, tokenizer, batch_size=3).generate_until(_requests("generate_until", prompts))
     single = FinloomLM(model, tokenizer, batch_size=1).generate_until(_requests("generate_until", prompts))
-    assert batched == single and all(isinstance(text, str) for text in batched)
+    theirs = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=3).generate_until(_requests("generate_until", prompts))
+    assert batched == single == theirs and all(isinstance(text, str) for text in batched)
+
+    model.generation_config.max_new_tokens = 128
+    model.generation_config.eos_token_id = None  # nothing ends a reply early
+    try:
+        [reply] = FinloomLM(model, tokenizer, batch_size=1).generate_until(_requests("generate_until", [
+            ("a bond is", {"until": ["\x00never"], "max_gen_toks": 5})]))
+    finally:
+        model.generation_config.max_new_tokens = None
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    # 5 tokens were asked for (re-encoding the text may split it into a few more); 128 were allowed by the config
+    assert 1 <= len(tokenizer(reply, add_special_tokens=False)["input_ids"]) <= 12
 
 
 def test_stage_results_are_consistent_with_per_question_rows(tiny_run):

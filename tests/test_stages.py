@@ -126,7 +126,7 @@ LAYERS = [
     {"errors", "files", "progress", "logs", "interrupts", "starter", "__init__"},
     {"recipe"},
     {"stages"},
-    {"llm", "training"},
+    {"llm", "training", "checks"},
     {"data"},
     {"pretrain", "sft", "reward", "align", "eval"},
     {"experiments"},

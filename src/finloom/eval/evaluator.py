@@ -15,7 +15,7 @@ from pathlib import Path
 from finloom.errors import BadInput
 from finloom.eval import harness
 from finloom.eval.perplexity import perplexity
-from finloom.eval.scenarios import judge_answers, summarize_scenarios
+from finloom.eval.scenarios import judge_answers, rule_check, summarize_scenarios
 from finloom.files import atomic_write_jsonl
 from finloom.llm.loading import SAFE, load_causal_lm, load_tokenizer
 from finloom.progress import progress_bar
@@ -108,13 +108,13 @@ class Evaluator:
         return results
 
     def _judge(self, rows: list[dict], prepared: harness.PreparedBenchmark, out_dir: Path, key: str) -> dict:
+        scenarios = {item["id"]: item for item in prepared.items}
         answered = {"responded_rate": round(sum(r["correct"] for r in rows) / len(rows), 4) if rows else None,
-                    "items": len(rows)}
+                    "items": len(rows), **rule_check(rows, scenarios)}
         if self.judge is None:
             return {**answered, "usable_rate": None, "judge": "not configured (set a teacher section)"}
         from finloom.llm.client import LLMClient
 
-        scenarios = {item["id"]: item for item in prepared.items}
         settings = self.section.scenarios
         with LLMClient(self.judge) as client:
             judged = judge_answers(client, rows, scenarios, settings.judge_retries, settings.judge_max_tokens,

@@ -5,7 +5,11 @@ just trained, so the model is passed in, loaded (``HFLM`` accepts a model object
 tokenizer). Everything else is lm-eval's: encoding (a tokenizer that adds BOS gets it exactly as
 ``lm_eval --model hf`` gives it), truncation, batching, the log-likelihood cache, generation. So
 finloom's scores are lm-eval's scores, at lm-eval's speed (benchmarks/eval_mcq.py checks both).
-The one addition: lm-eval reports progress through tqdm, which finloom routes to its rich bar.
+Two changes: lm-eval reports progress through tqdm, which finloom routes to its rich bar; and
+generation asks for ``max_new_tokens`` rather than HFLM's ``max_length``. A model whose
+``generation_config`` sets ``max_new_tokens`` (finloom's scratch models do: 128) overrides
+``max_length`` in transformers, so HFLM let such a model write up to 128 tokens where the task asked
+for 32: longer replies than the benchmark allows, and 1.8x the eval time (measured on the quickstart).
 API models go through lm-eval's own ``local-completions`` / ``local-chat-completions``.
 """
 
@@ -62,3 +66,9 @@ class FinloomLM(HFLM):
     def generate_until(self, *args, **kwargs):
         with self._reporting():
             return super().generate_until(*args, **kwargs)
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        """HFLM's generation, with the task's token budget as ``max_new_tokens`` (which a model's own generation
+        config cannot override)."""
+        return super()._model_generate(context, max_length, stop, max_new_tokens=max_length - context.shape[1],
+                                       **generation_kwargs)

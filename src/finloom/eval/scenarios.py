@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 
+from finloom.checks import check_response
 from finloom.llm.judge import ask_judge
 
 DIMENSIONS = {
@@ -141,7 +142,8 @@ def judge_answers(client, rows: list[dict], scenarios: dict[str, dict], retries:
     for row, prompt, verdict in zip(rows, prompts, verdicts):
         scenario, judgement = scenarios[row["id"]], verdict.parsed
         out = {**row, "judge_prompt": prompt, "judge_replies": verdict.replies, "judge_failed": verdict.failed,
-               "family": scenario.get("family", ""), "high_stakes": bool(scenario.get("high_stakes"))}
+               "family": scenario.get("family", ""), "high_stakes": bool(scenario.get("high_stakes")),
+               "has_checklist": bool(_checklist_items(scenario))}
         if judgement is None:
             out.update(usable=False, passed=False)
         else:
@@ -155,6 +157,27 @@ def judge_answers(client, rows: list[dict], scenarios: dict[str, dict], retries:
                 out["passed"] = bool(out["isr"])
         judged.append(out)
     return judged
+
+
+def rule_check(rows: list[dict], scenarios: dict[str, dict]) -> dict:
+    """Score every answer whose scenario has ``checks`` by rules (``finloom.checks``), apart from the judge.
+
+    Each such row gets ``checks`` (every rule's verdict and detail) and ``rule_passed`` (all hold). Returns the
+    rule-checked pass rate over those rows, per scenario family too, and how many rows had checks."""
+    checked = []
+    for row in rows:
+        checks = scenarios[row["id"]].get("checks") or []
+        if checks:
+            results = check_response(row["prediction"] or "", checks)
+            row.update(checks=[r.as_dict() for r in results], rule_passed=all(r.passed for r in results))
+            checked.append((scenarios[row["id"]].get("family", ""), row["rule_passed"]))
+    if not checked:
+        return {}
+    by_family: dict[str, list[bool]] = {}
+    for family, passed in checked:
+        by_family.setdefault(family, []).append(passed)
+    return {"rule_pass_rate": round(sum(p for _, p in checked) / len(checked), 4), "rule_checked": len(checked),
+            "rule_by_family": {f: round(sum(v) / len(v), 4) for f, v in sorted(by_family.items())}}
 
 
 def summarize_scenarios(judged: list[dict]) -> dict:
@@ -171,6 +194,7 @@ def summarize_scenarios(judged: list[dict]) -> dict:
         "judge_failures": sum(r["judge_failed"] for r in judged),
         "mean_final": mean(r["final"] for r in judged if "final" in r),
         "by_family": {family: mean(r["usable"] for r in rows) for family, rows in sorted(by_family.items())},
-        "pass_rate": mean(r["isr"] for r in checked), "csr": mean(r["csr"] for r in checked),
+        # A failed judgement is neither usable nor passing: it stays in the pass rate's denominator.
+        "pass_rate": mean(r["passed"] for r in judged if r.get("has_checklist")), "csr": mean(r["csr"] for r in checked),
         "isr": mean(r["isr"] for r in checked), "psr": mean(r["psr"] for r in checked),
     }

@@ -120,12 +120,22 @@ def eval_sections(results: dict) -> Sections:
                              plots.certification_bars(results, name), ""))
     for name in [c for c in columns if any("usable_rate" in results[m].get(c, {}) or
                                            "responded_rate" in results[m].get(c, {}) for m in results)]:
-        rows = [[model, r.get("usable_rate"), r.get("pass_rate"), r.get("csr"), r.get("isr"), r.get("psr"),
-                 r.get("judge_failures"), r.get("responded_rate"), r.get("judge", "")]
+        rows = [[model, r.get("rule_pass_rate"), r.get("usable_rate"), r.get("pass_rate"), r.get("csr"), r.get("isr"),
+                 r.get("psr"), r.get("judge_failures"), r.get("responded_rate"), r.get("judge", "")]
                 for model, per_model in results.items() if (r := per_model.get(name))]
-        sections.append((f"{name}: judged scenarios", table(
-            ["model", "usable rate", "pass rate", "CSR", "ISR", "PSR", "judge failures", "answered", "note"], rows),
+        sections.append((f"{name}: scenarios, rule-checked and judged", table(
+            ["model", "rule-checked pass", "judged usable", "judged pass", "CSR", "ISR", "PSR", "judge failures",
+             "answered", "note"], rows),
             plots.scenario_radar(results, name),
-            "Usable: weighted dimension score >= 3 (basic) or >= 4 (high-stakes) and no dimension at -1. Pass rate "
-            "(= ISR): every checklist item met. Judge replies that never parsed are counted as failures."))
+            "Rule-checked pass: every machine-verifiable check of the scenario holds (length, table or list, language, "
+            "risk warning, required figures, no invented tickers, no forbidden promises), scored by rules without a "
+            "judge. Judged usable: weighted dimension score >= 3 (basic) or >= 4 (high-stakes) and no dimension at "
+            "-1. Judged pass (= ISR over judged answers): every checklist item met; a judgement that never parsed is "
+            "counted as a failure, neither usable nor passing."))
+        families = sorted({f for per_model in results.values() for f in per_model.get(name, {}).get("rule_by_family", {})})
+        if families:
+            rows = [[family] + [per_model.get(name, {}).get("rule_by_family", {}).get(family) for per_model in results.values()]
+                    for family in families]
+            sections.append((f"{name}: rule-checked pass rate by scenario family", table(["family", *results], rows),
+                             None, "Scored by rules alone, so it means something even when the judge is a tiny model."))
     return sections

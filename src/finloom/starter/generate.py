@@ -1409,9 +1409,47 @@ def build_scenarios(kb: KnowledgeBase) -> list[dict]:
     return [
         {"id": f"{entry.id}-{lang}", "family": entry.family, "secondary": entry.secondary, "task": entry.task,
          "high_stakes": entry.high_stakes, "weights": dict(entry.weights), "lang": lang,
-         "prompt": getattr(entry, lang).prompt, "checklist": list(getattr(entry, lang).checklist)}
+         "prompt": getattr(entry, lang).prompt, "checklist": list(getattr(entry, lang).checklist),
+         "checks": scenario_checks(entry.family, lang, getattr(entry, lang).prompt, getattr(entry, lang).checklist)}
         for entry in kb.scenarios for lang in LANGS
     ]
+
+
+# What a scenario's own words make machine-checkable (finloom.checks), derived here so that every bundled
+# scenario carries them: the answer's language (a translation task's target language), a length limit the
+# prompt states, a table or list it asks for, a risk warning in product and marketing answers, the results
+# a calculation's checklist states, and the security codes the prompt gives (no others may be invented).
+_WORD_LIMIT = re.compile(r"(?:under|at most|no more than|within|fewer than)\s+(\d+)\s+words", re.IGNORECASE)
+_CHAR_LIMIT = re.compile(r"(\d+)\s*字以内|不超过\s*(\d+)\s*字|控制在\s*(\d+)\s*字")
+_TO_ENGLISH = re.compile(r"译成英文|翻译成英文|英文译文")
+_TO_CHINESE = re.compile(r"into (?:simplified )?chinese", re.IGNORECASE)
+_ASKS_TABLE = {"en": re.compile(r"\btables?\b", re.IGNORECASE), "zh": re.compile(r"表格")}
+_ASKS_LIST = {"en": re.compile(r"\b(?:list|bullet(?:s|ed)?|numbered)\b", re.IGNORECASE), "zh": re.compile(r"列出|分点|逐条|要点")}
+_RESULT = re.compile(r"=\s*(?:EUR|USD|CNY)?\s*(-?\d[\d,]*(?:\.\d+)?%?)")
+_SECURITY_CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
+DISCLAIMER_FAMILIES = ("investment_wealth", "marketing")
+
+
+def scenario_checks(family: str, lang: str, prompt: str, checklist: list[str]) -> list[dict]:
+    target = "en" if _TO_ENGLISH.search(prompt) else "zh" if _TO_CHINESE.search(prompt) else lang
+    checks: list[dict] = [{"type": "language", "value": target}]
+    if words := _WORD_LIMIT.search(prompt):
+        checks.append({"type": "max_words", "value": int(words.group(1))})
+    if chars := _CHAR_LIMIT.search(prompt):
+        checks.append({"type": "max_chars", "value": int(next(g for g in chars.groups() if g))})
+    if _ASKS_TABLE[lang].search(prompt):
+        checks.append({"type": "has_table"})
+    elif _ASKS_LIST[lang].search(prompt):
+        checks.append({"type": "has_list"})
+    if family in DISCLAIMER_FAMILIES:
+        checks.append({"type": "risk_disclaimer"})
+    if family == "data_calculation":
+        results = [found[-1] for item in checklist if (found := _RESULT.findall(item))]
+        if results:
+            checks.append({"type": "required_figures", "value": results[:3]})
+    if codes := sorted(set(_SECURITY_CODE.findall(prompt))):
+        checks.append({"type": "allowed_tickers", "value": codes})
+    return checks
 
 
 def question_stem(question: str) -> str:
