@@ -174,11 +174,15 @@ def test_numbers_labelled_as_orders_invoices_or_tracking_are_kept():
 
 def test_amounts_and_quantities_are_kept_even_when_they_pass_the_checks():
     card, cn_id, mobile = "4539148803436467", "11010519491231002X", "13812345678"
-    for number in (card, mobile):
-        for text in (f"合计金额{number}元。", f"The fund paid USD {number} in total.", f"余额为 ¥{number}。",
-                     f"Total: {number} yuan", f"{number} shares were issued.", f"共发行{number}股", f"$ {number}"):
-            assert detect(text) == [], text
-    assert detect(f"总额 {cn_id} 元") == []
+    amounts = ("合计金额{}元。", "The fund paid USD {} in total.", "余额为 ¥{}。", "Total: {} yuan", "{} shares were issued.",
+               "共发行{}股", "$ {}", "Transfer the balance: {}")
+    for text in amounts:
+        assert detect(text.format(mobile)) == [], text  # 11 digits can be an amount
+    # 15-19 digits that pass a card check and an issuer range are no amount anyone writes
+    for text in amounts:
+        assert [s.type for s in detect(text.format(card))] == ["BANK_CARD"], text
+    assert scrub("Transfer the balance: 371738285758906") == "Transfer the balance: <BANK_CARD>"
+    assert [s.type for s in detect(f"总额 {cn_id} 元")] == ["CN_ID"]
     # a unit or currency names only the figure it touches: the card and ID beside an amount still go
     assert scrub(f"卡号{card}，余额100元。") == "卡号<BANK_CARD>，余额100元。"
     assert scrub(f"Card {card} paid $120; ID {cn_id}.") == "Card <BANK_CARD> paid $120; ID <CN_ID>."
@@ -314,3 +318,32 @@ def test_starter_documents_without_planted_pii_are_untouched():
 
 def test_every_type_has_a_detector():
     assert set(PII_TYPES) == {"EMAIL", "PHONE", "BANK_CARD", "IBAN", "SWIFT_BIC", "CN_ID", "US_SSN", "IP"}
+
+
+def test_resident_id_written_in_groups_is_found():
+    assert scrub("身份证号 510107 19510127 8099 已登记") == "身份证号 <CN_ID> 已登记"
+    assert scrub("ID: 110105-19491231-002X, verified") == "ID: <CN_ID>, verified"
+    assert scrub("编号 510107 19510127 8098") == "编号 510107 19510127 8098"  # wrong check digit
+    assert scrub("510107-19510127 8099") == "510107-19510127 8099"  # mixed separators are no card layout
+
+
+def test_require_label_flags_number_identifiers_only_where_the_text_names_them():
+    card, mobile = "4539148803436467", "13812345678"
+    labelled = f"The refund goes to card number {card}; call {mobile}."
+    bare = f"The record shows {card} and {mobile} next to the 2023 total."
+    assert desensitize(labelled, require_label=True)[0] == "The refund goes to card number <BANK_CARD>; call <PHONE>."
+    assert desensitize(bare, require_label=True)[0] == bare
+    assert desensitize(bare)[0] == "The record shows <BANK_CARD> and <PHONE> next to the 2023 total."
+    assert desensitize("Mail ops@bank.example at once", require_label=True)[0] == "Mail <EMAIL> at once"  # unaffected
+
+
+def test_require_label_reaches_the_step_from_the_recipe(tiny_data):
+    from conftest import tiny_recipe
+
+    from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
+    from finloom.recipe import parse_recipe
+
+    recipe = parse_recipe(tiny_recipe(**{"data.pii": {"require_label": True}}), tiny_data)
+    phases = build_phases(recipe.data, [], PipelinePaths(tiny_data / "unused"), Classifiers(), None, [])
+    steps = [step for phase in phases for step in phase.pipeline if isinstance(step, PIIDesensitizer)]
+    assert [step.require_label for step in steps] == [True]

@@ -127,3 +127,17 @@ def test_judge_prompt_and_reply_parsing():
     assert parse_judgement(good.replace('"clarity": 5', '"clarity": 7'), SCENARIO) is None
     assert parse_judgement(good.replace("[true, false]", "[true]"), SCENARIO) is None
     assert parse_judgement("The answer is fine.", SCENARIO) is None
+
+
+def test_a_cut_of_the_scenarios_keeps_every_family(tmp_path):
+    import json
+
+    from finloom.eval import harness
+    from finloom.recipe import STARTER_DATA_DIR
+
+    prepared = harness.prepare("scenarios", "scenario", "scenario", [STARTER_DATA_DIR / "eval_scenarios.jsonl"],
+                               "auto", tmp_path, 12)
+    families = [item["family"] for item in prepared.items]
+    assert len(families) == 12 and len(set(families)) == 10  # the file holds 10 families, sorted by id
+    assert harness.spread([{"f": "a"}, {"f": "a"}, {"f": "b"}], "f") == [{"f": "a"}, {"f": "b"}, {"f": "a"}]
+    assert json.loads((tmp_path / "data" / "scenarios" / "eval_scenarios.jsonl").read_text().splitlines()[0])["id"]

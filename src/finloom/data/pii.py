@@ -276,16 +276,23 @@ class Detector:
 # number is a record of a transaction, not of a person; a figure with a currency or unit is an amount or
 # a quantity. Random numbers of a card's or ID's length pass Luhn (1 in 10) or MOD 11-2 (1 in 11) often
 # enough to flag too many of them on shape alone. Only separators may stand between the label (or unit)
-# and the number, so "order 12, card 4539..." still flags the card.
-_NOT_PERSONAL_LABEL = re.compile(
+# and the number, so "order 12, card 4539..." still flags the card. An amount context exempts numbers
+# that could be amounts: 15 digits and more (a card, a resident ID) are no amount anyone writes, so
+# "Transfer the balance: 371738285758906" still flags the card.
+_RECORD_LABEL = re.compile(
     r"(?:(?<![A-Za-z])(?:order|invoice|tracking|reference|ref|transaction|serial|batch|ticket|shipment|"
     r"waybill|parcel|contract|isbn|sku|confirmation)(?:\s*(?:number|no\.?|num\.?|id|code|#))?"
-    r"|订单号|订单编号|单号|运单号|流水号|交易号|发票号码?|合同号|合同编号|序列号|批次号|工单号"
-    r"|[$¥￥€£]|(?<![A-Za-z])(?:USD|CNY|RMB|HKD|EUR|GBP|JPY|total|amount|balance|sum|revenue|sales)"
+    r"|订单号|订单编号|单号|运单号|流水号|交易号|发票号码?|合同号|合同编号|序列号|批次号|工单号)"
+    r"[\s:：#=为是约达]{0,3}$",
+    re.IGNORECASE,
+)
+_AMOUNT_LABEL = re.compile(
+    r"(?:[$¥￥€£]|(?<![A-Za-z])(?:USD|CNY|RMB|HKD|EUR|GBP|JPY|total|amount|balance|sum|revenue|sales)"
     r"|人民币|金额|余额|总额|合计|总计|共计|营收|收入|市值)"
     r"[\s:：#=为是约达]{0,3}$",
     re.IGNORECASE,
 )
+MAX_AMOUNT_DIGITS = 14
 _UNIT_AFTER = re.compile(
     r"\s?(?:元|万|亿|美元|港元|欧元|英镑|日元|股|份|手|张|笔|件|%|‰"
     r"|(?:yuan|dollars?|euros?|USD|CNY|RMB|HKD|EUR|GBP|JPY|shares|units|tonnes|bps?|percent)(?![A-Za-z]))",
@@ -294,8 +301,13 @@ _UNIT_AFTER = re.compile(
 
 
 def introduced_as_not_personal(text: str, start: int, end: int, window: int = 32) -> bool:
-    """Whether ``text[start:end]`` is labelled an order, invoice, tracking ... number or is an amount (see above)."""
-    return bool(_NOT_PERSONAL_LABEL.search(text, max(0, start - window), start) or _UNIT_AFTER.match(text, end))
+    """Whether ``text[start:end]`` is labelled an order, invoice, tracking ... number, or is an amount of at most
+    ``MAX_AMOUNT_DIGITS`` digits (see above)."""
+    if _RECORD_LABEL.search(text, max(0, start - window), start):
+        return True
+    could_be_amount = sum(char.isdigit() for char in text[start:end]) <= MAX_AMOUNT_DIGITS
+    return could_be_amount and bool(_AMOUNT_LABEL.search(text, max(0, start - window), start)
+                                    or _UNIT_AFTER.match(text, end))
 
 
 def _unless_not_personal(accept: Callable[[re.Match], int | None]) -> Callable[[re.Match], int | None]:
@@ -311,6 +323,10 @@ def _whole(check: Callable[[str], bool]) -> Callable[[re.Match], int | None]:
 
 def _digits_only(check: Callable[[str], bool]) -> Callable[[str], bool]:
     return lambda text: check(re.sub(r"\D", "", text))
+
+
+def _without_separators(check: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda text: check(re.sub(r"[ -]", "", text))
 
 
 def _detector(type_: str, pattern: str, accept: Callable[[re.Match], int | None], seed: str, reach: int) -> Detector:
@@ -333,8 +349,9 @@ def _iban_pattern() -> str:
 
 # From most to least specific: on equally long overlapping spans the earlier type wins.
 DETECTORS: tuple[Detector, ...] = (
-    _detector("CN_ID", rf"{_LEFT}\d{{17}}[\dXx]{_RIGHT}", _unless_not_personal(_whole(cn_id_valid)),
-              "digit_run", 20),
+    # 18 characters, or written in groups as on the card: 6 (region) - 8 (birth date) - 4.
+    _detector("CN_ID", rf"{_LEFT}(?:\d{{17}}[\dXx]|\d{{6}}(?P<cn_sep>[ -])\d{{8}}(?P=cn_sep)\d{{3}}[\dXx]){_RIGHT}",
+              _unless_not_personal(_whole(_without_separators(cn_id_valid))), "digit_run", 22),
     _detector("IBAN", _iban_pattern(), _whole(iban_valid), "iban_head", 44),
     _detector(
         "BANK_CARD",
@@ -375,8 +392,29 @@ def _windows(seeds: list[tuple[int, int]], reach: int, length: int) -> list[tupl
     return windows
 
 
-def detect(text: str, types: Iterable[str] = PII_TYPES) -> list[Span]:
-    """Every accepted span of the enabled types, overlapping ones included, in text order.
+# What a text calls an identifier right before it, for ``require_label``: the number types whose shape alone
+# random figures share at a checksum's chance rate. Other types (e-mail, IP, IBAN, SWIFT/BIC) are unaffected.
+IDENTIFIER_LABELS = {
+    "BANK_CARD": re.compile(r"(?<![A-Za-z])(?:card|account)(?:\s*(?:number|no\.?|#))?|卡号|银行卡|信用卡|借记卡|账号|账户",
+                            re.IGNORECASE),
+    "CN_ID": re.compile(r"(?<![A-Za-z])(?:id|identity|identification)(?![A-Za-z])|身份证|证件号|公民身份号码",
+                        re.IGNORECASE),
+    "PHONE": re.compile(r"(?<![A-Za-z])(?:phone|mobile|tel|telephone|cell|call|contact|whatsapp|fax)(?![A-Za-z])"
+                        r"|电话|手机|致电|联系方式|热线|传真", re.IGNORECASE),
+    "US_SSN": re.compile(r"(?<![A-Za-z])(?:ssn|social security)(?![A-Za-z])|社会安全号", re.IGNORECASE),
+}
+LABEL_WINDOW = 32
+
+
+def labelled(text: str, span: Span) -> bool:
+    """Whether the text names the identifier's kind within ``LABEL_WINDOW`` characters before it."""
+    label = IDENTIFIER_LABELS.get(span.type)
+    return label is None or bool(label.search(text, max(0, span.start - LABEL_WINDOW), span.start))
+
+
+def detect(text: str, types: Iterable[str] = PII_TYPES, require_label: bool = False) -> list[Span]:
+    """Every accepted span of the enabled types, overlapping ones included, in text order; with
+    ``require_label``, the number types only where the text labels them.
 
     Same result as running each detector over the whole text (the tests check it), at a fraction of the cost.
     """
@@ -389,7 +427,7 @@ def detect(text: str, types: Iterable[str] = PII_TYPES) -> list[Span]:
         if detector.type in wanted:
             for start, end in _windows(seeds.get(detector.seed, []), detector.reach, len(text)):
                 found.update(detector.spans(text, start, end))
-    return sorted(found)
+    return sorted(span for span in found if not require_label or labelled(text, span))
 
 
 def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
@@ -412,7 +450,7 @@ def replace_spans(text: str, spans: list[Span], placeholder: str) -> str:
 
 
 def desensitize(text: str, types: Iterable[str] = PII_TYPES, placeholder: str = "<{type}>",
-                max_rounds: int = 16) -> tuple[str, Counter]:
+                max_rounds: int = 16, require_label: bool = False) -> tuple[str, Counter]:
     """Replace identifiers until none is left; returns the new text and the count per type.
 
     A placeholder is a cleaner boundary than the identifier it replaced, so a neighbour glued to it and
@@ -423,7 +461,7 @@ def desensitize(text: str, types: Iterable[str] = PII_TYPES, placeholder: str = 
     types = tuple(types)
     counts: Counter = Counter()
     for _ in range(max_rounds):
-        spans = resolve_overlaps(detect(text, types))
+        spans = resolve_overlaps(detect(text, types, require_label))
         if not spans:
             break
         counts.update(span.type for span in spans)
@@ -436,6 +474,7 @@ class PIIDesensitizer(PipelineStep):
 
     ``types``: which of ``PII_TYPES`` to detect (default all). ``placeholder``: a format string with
     ``{type}``; it must start and end with a non-alphanumeric character so it stays a token boundary.
+    ``require_label``: cards, resident IDs, phones and SSNs only where the text labels them.
     Counts go to stats (``pii_<TYPE>``, ``docs_with_pii``, ``docs_without_pii``) and are added to
     ``doc.metadata["pii"]`` as type -> count (a non-dict value there, such as a ground-truth list read
     along with the text, is replaced); the raw values are never kept anywhere.
@@ -444,8 +483,9 @@ class PIIDesensitizer(PipelineStep):
     name = "🕵️ PII desensitize"
     type = "🔻 - FORMAT"
 
-    def __init__(self, types: Iterable[str] | None = None, placeholder: str = "<{type}>"):
+    def __init__(self, types: Iterable[str] | None = None, placeholder: str = "<{type}>", require_label: bool = False):
         super().__init__()
+        self.require_label = require_label
         self.types = tuple(PII_TYPES if types is None else types)
         unknown = sorted(set(self.types) - set(PII_TYPES))
         if unknown:
@@ -460,7 +500,8 @@ class PIIDesensitizer(PipelineStep):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:
             with self.track_time():
-                doc.text, counts = desensitize(doc.text, self.types, self.placeholder)
+                doc.text, counts = desensitize(doc.text, self.types, self.placeholder,
+                                               require_label=self.require_label)
             found = doc.metadata.get("pii")
             if not isinstance(found, dict):
                 found = doc.metadata["pii"] = {}

@@ -101,7 +101,7 @@ def clean_steps(section: DataSection, sources: list[dict], paths: PipelinePaths)
             raise BadInput(f"data.{error}") from None
     if section.pii.enabled:
         try:
-            steps.append(PIIDesensitizer(section.pii.types, section.pii.placeholder))
+            steps.append(PIIDesensitizer(section.pii.types, section.pii.placeholder, section.pii.require_label))
         except ValueError as error:
             raise BadInput(f"data.pii: {error}") from None
     steps.append(HeldoutRouter(_writer(paths.clean, CLEAN_FILENAME)))

@@ -96,6 +96,16 @@ def _generation_kwargs(template: str, max_gen_tokens: int) -> str:
     return f"generation_kwargs: {{until: {until}, max_gen_toks: {max_gen_tokens}, do_sample: false}}\n"
 
 
+def spread(items: list[dict], key: str) -> list[dict]:
+    """Items reordered round-robin over their ``key`` values (in first-seen order), so that the first N hold
+    every value the file has, N allowing; the order within a value is kept."""
+    groups: dict[str, list[dict]] = {}
+    for item in items:
+        groups.setdefault(str(item.get(key, "")), []).append(item)
+    columns = list(groups.values())
+    return [column[row] for row in range(max(map(len, columns), default=0)) for column in columns if row < len(column)]
+
+
 def prepare(name: str, kind: str, layout: str, paths: list[Path], scoring: str, work: Path,
             max_items: int | None, num_fewshot: int = 0, max_gen_tokens: int = 128) -> PreparedBenchmark:
     """Canonical data files and task YAMLs for one benchmark; malformed records become rejects."""
@@ -111,6 +121,8 @@ def prepare(name: str, kind: str, layout: str, paths: list[Path], scoring: str, 
         for item in items:
             item["task_name"] = item.get("task_name") or group
         if max_items:
+            if kind == "scenario":  # a cut keeps every scenario family, for the per-family rates
+                items = spread(items, "family")
             items = items[: max(0, max_items - len(prepared.items))]
         if not items:
             continue

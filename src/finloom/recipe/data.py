@@ -49,6 +49,10 @@ class PIISettings(Section):
     enabled: bool = True
     types: list[Literal[PII_TYPE_NAMES]] | None = Field(None, description="Default: all types.")  # type: ignore[valid-type]
     placeholder: str = Field("<{type}>", description="Replacement; {type} is the identifier type.")
+    require_label: bool = Field(
+        False, description="Flag cards, resident IDs, phones and SSNs only where the text labels them ('card number', "
+                           "'身份证号', 'call', 'SSN'). Off (default): unlabelled ones too, at the price of the "
+                           "checksum's chance rate on random digit strings (benchmarks/RESULTS.md gives both rates).")
 
 
 class FuzzyDedupSettings(Section):
