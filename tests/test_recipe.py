@@ -99,18 +99,39 @@ RECIPES = [p for p in sorted((Path(__file__).parents[1] / "recipes").rglob("*.ya
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
-def test_every_bundled_recipe_validates(path, tiny_run, tmp_path):
-    """Real-model recipes name a model directory the user downloads; a stand-in of the same layout takes its
-    place (the recipe copied beside it, as the README's download line puts it)."""
-    model = (load_recipe(path, check_files=False).model or None)
+def test_every_bundled_recipe_validates(path, tmp_path):
+    """Real-model recipes name a model directory the user downloads; a stand-in with the same tokenizer shape
+    (Qwen2.5's for the qwen recipe) takes its place, the recipe copied beside it as the README's download line
+    puts it. `recipe validate` also checks the chat template the chat stages will use."""
+    from families import family_model
+
+    model = load_recipe(path, check_files=False).model
     if model is not None and model.hf:
         copy = tmp_path / "recipes" / path.name
         copy.parent.mkdir()
         shutil.copy(path, copy)
-        shutil.copytree(tiny_run / "base" / "model", (copy.parent / model.hf).resolve())
+        family = "qwen2_5" if "qwen" in path.name else "llama3_base"
+        family_model(family, ["a bond is debt; 债券是债务。"] * 20, (copy.parent / model.hf).resolve())
         path = copy
-    recipe = load_recipe(path)
-    assert enabled_stages(recipe)[-1] == "report"
+    result = finloom_cli("recipe", "validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert enabled_stages(load_recipe(path))[-1] == "report"
+
+
+def test_a_template_that_is_not_prefix_preserving_fails_at_validation(tmp_path):
+    from families import family_model
+
+    model = family_model("qwen2_5", ["a bond is debt"] * 20, tmp_path / "model")
+    template = tmp_path / "odd.jinja"  # drops earlier assistant turns once a later one exists, as reasoning templates do
+    template.write_text("{%- for m in messages -%}{%- if m['role'] != 'assistant' or loop.last -%}"
+                        "{{- m['role'] + ': ' + m['content'] + '\\n' }}{%- endif -%}{%- endfor -%}"
+                        "{%- if add_generation_prompt -%}{{- 'assistant: ' }}{%- endif -%}", encoding="utf-8")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: odd\nmodel: {{hf: {model}, chat_template: {template}}}\n"
+                      "sft: {datasets: [{path: starter:sft_finance.jsonl}]}\n", encoding="utf-8")
+    result = finloom_cli("recipe", "validate", str(recipe))
+    assert result.returncode == 2 and f"model.chat_template: the template {str(template)!r}" in result.stderr
+    assert "is not prefix-preserving" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_extends_lays_a_recipe_over_another(tmp_path):

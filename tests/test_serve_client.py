@@ -192,3 +192,35 @@ def test_a_prompt_the_judge_refuses_is_a_counted_failure_not_a_crash(served_sft)
     assert verdicts[1].failed and len(verdicts[1].replies) == 1  # refused once, not asked again
     assert "longer than the model's context" in verdicts[1].replies[0]
     assert len(verdicts[0].replies) >= 1
+
+
+class _RefusingHandler(BaseHTTPRequestHandler):
+    """An endpoint that refuses the key, as a hosted API does: 401 with an OpenAI-style error body."""
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        self.rfile.read(int(self.headers["content-length"]))
+        body = json.dumps({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_refused_key_is_one_clear_error_naming_the_url_and_status():
+    from finloom.llm.client import EndpointUnusable
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        with LLMClient(ClientSection(base_url=url, max_retries=3), role="eval.endpoints.hosted") as client:
+            with pytest.raises(EndpointUnusable) as error:
+                client.chat([{"role": "user", "content": "hi"}])
+    finally:
+        server.shutdown()
+    assert str(error.value) == (f"eval.endpoints.hosted: {url}/chat/completions: HTTP 401: the API key was refused "
+                                "(model 'default'): Incorrect API key provided")

@@ -149,8 +149,11 @@ def _key_metrics(stage: str, metrics: dict) -> str:
 
 @recipe_app.command("validate")
 def recipe_validate(recipe: RecipeArg) -> None:
-    """Validate a recipe (schema and data files); exit 2 naming every bad field."""
+    """Validate a recipe (schema, data files, a local model.hf and its chat template); exit 2 naming every bad field."""
+    from finloom.llm.chat_template import check_recipe_template
+
     loaded = load_recipe(recipe)
+    check_recipe_template(loaded)
     _console().print(f"[green]ok[/green]: {recipe} ({', '.join(enabled_stages(loaded))})")
 
 

@@ -27,6 +27,7 @@ from finloom import __version__
 from finloom.errors import BadInput, RunLocked
 from finloom.files import atomic_write_json, hash_json, hash_path
 from finloom.interrupts import raise_if_interrupted, remembering_interrupts
+from finloom.llm.chat_template import check_recipe_template
 from finloom.progress import console
 from finloom.recipe import Recipe, parse_recipe, recipe_to_dict, stage_sources
 from finloom.stages import (
@@ -267,6 +268,8 @@ class Runner:
 
         quiet_libraries()
         stages = self.select(only, start)
+        if self.processes.main:
+            check_recipe_template(self.recipe)
         states: dict[str, str] = {}
         with RunLock(self.run_dir) if self.processes.main else contextlib.nullcontext(), remembering_interrupts():
             if self.processes.main:

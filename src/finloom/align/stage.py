@@ -6,6 +6,7 @@ from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from finloom.llm.chat_data import load_preferences
+from finloom.llm.chat_template import ensure_chat_template, resize_for_template, stop_at_end_of_turn
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import AlignSection
 from finloom.stages import RunContext, StageResult
@@ -17,15 +18,20 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "align")
     tokenizer = load_tokenizer(model_path, recipe.model)
+    ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
     config = DPOConfig(
         **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
         beta=section.dpo.beta,
         loss_type=section.dpo.loss_type,
         max_length=section.train.seq_len,
     )
+    policy, reference = load_causal_lm(model_path, recipe.model), load_causal_lm(model_path, recipe.model)
+    for model in (policy, reference):
+        resize_for_template(model, tokenizer)
+    stop_at_end_of_turn(policy, tokenizer)
     trainer = DPOTrainer(
-        model=load_causal_lm(model_path, recipe.model),
-        ref_model=load_causal_lm(model_path, recipe.model),
+        model=policy,
+        ref_model=reference,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,

@@ -32,24 +32,34 @@ def message_problem(messages, must_end_with_assistant: bool = True) -> str | Non
     return None
 
 
-def _load(sources: list[Source], resolve, fields: tuple[str, ...], check, rejects_path: Path, stage: str) -> list[dict]:
+def _load(sources: list[Source], resolve, fields: tuple[str, ...], check, rejects_path: Path, stage: str,
+          prepare=None) -> list[dict]:
+    """Records that pass ``check``, each through ``prepare`` (which may raise ValueError: a reject too)."""
     rows, rejects = [], []
     for source in sources:
         path = resolve(source.path)
         for record in read_records(path, fields, rejects):
             problem = check(record)
+            row = {field: record[field] for field in record if field in fields or field.startswith("score_")}
+            if not problem and prepare is not None:
+                try:
+                    row = prepare(row)
+                except ValueError as error:
+                    problem = str(error)
             if problem:
                 rejects.append({"file": str(path), "id": record.get("id"), "reason": problem})
             else:
-                rows.append({field: record[field] for field in record if field in fields or field.startswith("score_")})
+                rows.append(row)
     atomic_write_jsonl(rejects_path, rejects)
     if not rows:
         raise BadInput(f"{stage}.datasets: no usable records ({len(rejects)} rejected, see {rejects_path})")
     return rows
 
 
-def load_conversations(sources: list[Source], resolve, rejects_path: Path, stage: str) -> list[dict]:
-    return _load(sources, resolve, ("messages",), lambda r: message_problem(r["messages"]), rejects_path, stage)
+def load_conversations(sources: list[Source], resolve, rejects_path: Path, stage: str, prepare=None) -> list[dict]:
+    """Conversations (``messages``), each turned into a training row by ``prepare`` when given."""
+    return _load(sources, resolve, ("messages",), lambda r: message_problem(r["messages"]), rejects_path, stage,
+                 prepare)
 
 
 def _preference_problem(record: dict) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
+from finloom.llm.chat_template import PLAIN_TEMPLATE
 from finloom.llm.loading import SAFE, load_causal_lm, load_tokenizer
 from finloom.recipe import ModelLoading
 
@@ -30,6 +31,8 @@ class LocalGenerator:
     def __init__(self, model_dir: str | Path, loading: ModelLoading = SAFE):
         self.model_dir = Path(model_dir)
         self.tokenizer = load_tokenizer(model_dir, loading)
+        if not self.tokenizer.chat_template:  # a base model: the plain template, as the chat stages would give it
+            self.tokenizer.chat_template = PLAIN_TEMPLATE
         self.model = load_causal_lm(model_dir, loading)
         self.model.eval()
         self._lock = threading.Lock()

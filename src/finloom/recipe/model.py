@@ -59,6 +59,9 @@ class ModelSection(ModelLoading):
 
     hf: str | None = Field(None, description="Local directory or Hub id of a causal LM.")
     scratch: ScratchModel | None = None
+    chat_template: str | None = Field(
+        None, description="The chat stages' template: 'plain' (uses only the model's EOS token), 'chatml' (adds "
+                          "<|im_start|> / <|im_end|>), or a Jinja file. Default: the model's own, else plain.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ModelSection":

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
 from finloom.llm.chat_data import load_preferences
+from finloom.llm.chat_template import ensure_chat_template, resize_for_template
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import RewardSection
 from finloom.stages import RunContext, StageResult
@@ -34,8 +35,10 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     rows = load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "reward")
     train_rows, eval_rows = split_pairs(rows, recipe.seed)
     tokenizer = load_tokenizer(model_path, recipe.model)
+    ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
     model = load_causal_lm(model_path, recipe.model, model_class=AutoModelForSequenceClassification, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    resize_for_template(model, tokenizer)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     config = RewardConfig(
         **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
         max_length=section.train.seq_len,
