@@ -7,7 +7,7 @@ from trl import DPOConfig, DPOTrainer
 
 from finloom.llm.chat_data import load_preferences
 from finloom.llm.chat_template import ensure_chat_template, resize_for_template, stop_at_end_of_turn
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_causal_lm, load_tokenizer, load_trainable
 from finloom.recipe import AlignSection
 from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
@@ -25,7 +25,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
         loss_type=section.dpo.loss_type,
         max_length=section.train.seq_len,
     )
-    policy, reference = load_causal_lm(model_path, recipe.model), load_causal_lm(model_path, recipe.model)
+    policy, reference = load_trainable(model_path, recipe.model), load_causal_lm(model_path, recipe.model)
     for model in (policy, reference):
         resize_for_template(model, tokenizer)
     stop_at_end_of_turn(policy, tokenizer)

@@ -26,7 +26,7 @@ from finloom.data.mixing import write_token_shards
 from finloom.errors import BadInput
 from finloom.eval.evaluator import Evaluator
 from finloom.files import atomic_write_json, iter_texts
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_tokenizer, load_trainable
 from finloom.pretrain.stage import CPTInputs, cpt_inputs, train_causal_lm
 from finloom.recipe import ForgettingSection, ForgettingVariant, PretrainSection, Recipe
 from finloom.stages import RunContext, StageResult, read_manifest, upstream_stages
@@ -163,7 +163,7 @@ def run(section: ForgettingSection, ctx: RunContext) -> StageResult:
 def _train_variant(ctx: RunContext, inputs: CPTInputs, variant: ForgettingVariant, section: ForgettingSection,
                    pretrain: PretrainSection, folder: Path, evaluate, start_row: dict) -> dict:
     tokenizer = load_tokenizer(inputs.start, inputs.loading)
-    model = load_causal_lm(inputs.start, inputs.loading)
+    model = load_trainable(inputs.start, inputs.loading)
     variant_section = _variant_section(variant, section, pretrain)
     if variant.mix == "finance_only":
         inputs = replace(inputs, shards=_finance_only_shards(ctx, tokenizer, variant_section.train.seq_len))

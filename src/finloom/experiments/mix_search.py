@@ -27,7 +27,7 @@ from dataclasses import replace
 from finloom.data.mixing import write_token_shards
 from finloom.eval.evaluator import Evaluator
 from finloom.files import atomic_write_json, iter_texts
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_causal_lm, load_tokenizer, load_trainable
 from finloom.pretrain.stage import CPTInputs, cpt_inputs, heldout_datasets, train_causal_lm
 from finloom.recipe import MixSearchSection
 from finloom.stages import RunContext, StageResult
@@ -110,7 +110,7 @@ def run(section: MixSearchSection, ctx: RunContext) -> StageResult:
             write_token_shards({d: iter_texts(ctx.artifact("data", d)) for d in ("general", "finance")}, tokenizer,
                                shards, {"general": 1 - ratio, "finance": ratio}, train.seq_len, seed=recipe.seed)
         if not (out / label / "model").exists():
-            model = load_causal_lm(start_path, recipe.model)
+            model = load_trainable(start_path, recipe.model)
             train_causal_lm(model, tokenizer, short_run, replace(inputs, shards=shards), out / label,
                             (out / label / "checkpoints").exists(), f"mix search {label}")
         history = json.loads((out / label / "log_history.json").read_text(encoding="utf-8"))

@@ -4,7 +4,8 @@ Domain self-constraint (Baichuan4-Finance, as written out by Baichuan-M2) trains
 ``KL(p_theta || p_ref)`` per token (reverse, the default; forward ``KL(p_ref || p_theta)`` is an
 option). The top-k form follows Baichuan Alignment's exact KL: take the reference's top-k token
 indices, renormalise both distributions over them, and apply the exact KL formula there (not a
-sampled estimator). With k equal to the vocabulary the top-k KL is the full KL.
+sampled estimator). CPT's default adds an "everything else" bucket instead of renormalising (see
+``token_kl``). With k equal to the vocabulary the top-k KL is the full KL, in either form.
 
 A reference can be given as logits (computed online) or as precomputed top-k ``(indices,
 log-probs)``: the log-probs are the reference's own full-vocabulary log-softmax values at those
@@ -41,11 +42,15 @@ def token_kl(
     reference_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     direction: str = "reverse",
     top_k: int | None = None,
+    tail: bool = False,
 ) -> torch.Tensor:
     """KL per position (shape ``policy_logits.shape[:-1]``), computed in float32.
 
     Exactly one of ``reference_logits`` (full logits; with ``top_k`` the KL runs over their top k)
-    or ``reference_topk`` (``(indices, log-probs)``, always top-k) must be given.
+    or ``reference_topk`` (``(indices, log-probs)``, always top-k) must be given. Over the top k, two
+    forms: renormalised (``tail`` False: both distributions rescaled to the k tokens, as Baichuan
+    Alignment's GRPO does), or with a tail (``tail`` True: k + 1 buckets, the last holding everything
+    outside the k, so probability the policy moves out of the reference's top k is penalised too).
     """
     if (reference_logits is None) == (reference_topk is None):
         raise ValueError("give exactly one of reference_logits or reference_topk")
@@ -53,8 +58,22 @@ def token_kl(
     if reference_topk is None and top_k is None:
         return _kl(F.log_softmax(policy_logits, -1), F.log_softmax(reference_logits.float(), -1), direction)
     indices, reference_values = reference_topk if reference_topk is not None else reference_top_k(reference_logits, top_k)
-    policy_values = policy_logits.gather(-1, indices.long())
+    indices = indices.long()
+    if tail:
+        policy_values = F.log_softmax(policy_logits, -1).gather(-1, indices)
+        return _kl(with_tail(policy_values), with_tail(reference_values.float()), direction)
+    policy_values = policy_logits.gather(-1, indices)
     return _kl(F.log_softmax(policy_values, -1), F.log_softmax(reference_values.float(), -1), direction)
+
+
+TAIL_FLOOR = 1e-12
+"""The smallest tail mass: k = vocabulary leaves none, and log 0 would give NaN gradients."""
+
+
+def with_tail(logprobs: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary log-probabilities of k tokens, plus the log of the mass outside them (k + 1 buckets)."""
+    rest = (1.0 - logprobs.exp().sum(-1, keepdim=True)).clamp(min=TAIL_FLOOR)
+    return torch.cat([logprobs, rest.log()], dim=-1)
 
 
 def lambda_at(step: int, kl_lambda: float, warmup_steps: int) -> float:

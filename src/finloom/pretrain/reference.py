@@ -8,7 +8,8 @@ top-k loss (the tests check it) up to the stored precision.
 
 Disk: ``blocks * seq_len * k * (4 + 2)`` bytes in float16 (k = 500: 3 kB a token), so choose k with
 the corpus in mind. The store lives in ``RUN/reference/<key>``, the key hashing the reference
-model's weights, the shards and the settings, so it is reused whenever those are unchanged.
+model's identity (every file of its directory, or of its Hub snapshot), the shards and the settings,
+so it is reused whenever those are unchanged and never for another model.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from safetensors.torch import save_file
 from finloom.data.mixing import TokenShardDataset
 from finloom.files import atomic_dir, atomic_write_json, hash_json, hash_path
 from finloom.llm.kl import reference_top_k
+from finloom.llm.loading import model_identity
 from finloom.progress import progress_bar
 
 FORMAT = "finloom-reference-topk/1"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
-def reference_key(model_dir: Path, shard_dir: Path, top_k: int, dtype: str, finance_domain: int) -> str:
-    weights = sorted(Path(model_dir).glob("*.safetensors"))
-    return hash_json({"model": [hash_path(w) for w in weights], "shards": hash_path(Path(shard_dir) / "index.json"),
+def reference_key(model: Path | str, shard_dir: Path, top_k: int, dtype: str, finance_domain: int) -> str:
+    """The store's name: the reference model's identity (``model_identity``: its weights, config and tokenizer,
+    wherever they came from), the shards, and the settings, so another model never reuses a store."""
+    return hash_json({"model": model_identity(model), "shards": hash_path(Path(shard_dir) / "index.json"),
                       "top_k": top_k, "dtype": dtype, "finance_domain": finance_domain})[:16]
 
 

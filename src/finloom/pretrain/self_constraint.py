@@ -17,6 +17,7 @@ Metrics are logged under ``self_constraint/``: ``finance_ce``, ``general_kl``, `
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,10 +36,28 @@ class SelfConstraintConfig(TrainingArguments):
     kl_lambda: float = field(default=1.0, metadata={"help": "Weight of the KL on general tokens."})
     kl_direction: str = field(default="reverse", metadata={"help": "reverse: KL(p_theta||p_ref); forward: KL(p_ref||p_theta)."})
     kl_top_k: int | None = field(default=None, metadata={"help": "KL over the reference's top-k tokens; None: full vocabulary."})
+    kl_tail: bool = field(default=True, metadata={"help": "Top-k KL with an 'everything else' bucket (k + 1 buckets); "
+                                                          "False: renormalised over the top k."})
     kl_warmup_steps: int = field(default=0, metadata={"help": "Lambda rises linearly from 0 over these steps."})
     general_ce_weight: float = field(default=0.0, metadata={"help": "Weight of plain CE on general tokens."})
     finance_domain: int = field(default=0, metadata={"help": "Domain index of finance blocks in the shards."})
     remove_unused_columns: bool = False  # the batch carries each block's domain and position
+
+
+def on_device_of(tensor: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """``tensor`` on the device of ``module``'s parameters."""
+    return tensor.to(next(module.parameters()).device)
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module):
+    """``module`` in eval mode (no dropout) inside the block, its training mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 class CPTTrainer(Trainer):
@@ -66,14 +85,15 @@ class SelfConstraintTrainer(CPTTrainer):
     def _reference_kl_input(self, model, input_ids: torch.Tensor, positions: torch.Tensor) -> dict:
         args: SelfConstraintConfig = self.args
         if self.reference is not None:
-            return {"reference_topk": self.reference.lookup(positions.tolist(), input_ids.device)}
+            return {"reference_topk": self.reference.lookup(positions.tolist(), input_ids.device),
+                    "top_k": args.kl_top_k, "tail": args.kl_tail}
         with torch.no_grad():
-            if self.ref_model is not None:
-                logits = self.ref_model(input_ids=input_ids).logits
-            else:
-                with self.accelerator.unwrap_model(model).disable_adapter():
+            if self.ref_model is not None:  # it may live elsewhere (reference_device: cpu): inputs go to it
+                logits = self.ref_model(input_ids=on_device_of(input_ids, self.ref_model)).logits.to(input_ids.device)
+            else:  # LoRA: the start model is the same weights without adapters, run without dropout
+                with self.accelerator.unwrap_model(model).disable_adapter(), evaluating(model):
                     logits = model(input_ids=input_ids).logits
-        return {"reference_logits": logits, "top_k": args.kl_top_k}
+        return {"reference_logits": logits, "top_k": args.kl_top_k, "tail": args.kl_tail}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "domain" not in inputs:  # held-out evaluation blocks: plain next-token CE

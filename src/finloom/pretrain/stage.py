@@ -22,7 +22,7 @@ from transformers import TrainingArguments
 from finloom.data.mixing import TokenShardDataset, collate_blocks, default_separator_id, token_blocks, tokenizer_hash
 from finloom.errors import BadInput
 from finloom.files import iter_texts
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_causal_lm, load_tokenizer, load_trainable
 from finloom.llm.scratch import build_model
 from finloom.pretrain.reference import PrecomputedReference, precompute_reference, reference_key
 from finloom.pretrain.self_constraint import CPTTrainer, SelfConstraintConfig, SelfConstraintTrainer
@@ -112,7 +112,7 @@ def _reference(inputs: CPTInputs, objective: ObjectiveSettings, finance_domain: 
 
 def ensure_reference(inputs: CPTInputs, objective: ObjectiveSettings, finance_domain: int, batch_size: int) -> Path:
     """The top-k store for this start model, mix and k, computed now if no earlier run left it."""
-    out = inputs.reference_store / reference_key(Path(inputs.start), inputs.shards, objective.kl_top_k,
+    out = inputs.reference_store / reference_key(inputs.start, inputs.shards, objective.kl_top_k,
                                                  objective.reference_dtype, finance_domain)
     if not (out / "index.json").exists():
         model = load_causal_lm(inputs.start, inputs.loading)
@@ -147,7 +147,8 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
         finance_domain = finance_domain_index(dataset)
         args = _arguments(SelfConstraintConfig, train, out_dir, inputs.seed, eval_every, bool(heldout),
                           kl_lambda=objective.kl_lambda, kl_direction=objective.kl_direction,
-                          kl_top_k=objective.kl_top_k, kl_warmup_steps=objective.kl_warmup_steps,
+                          kl_top_k=objective.kl_top_k, kl_tail=objective.kl_tail,
+                          kl_warmup_steps=objective.kl_warmup_steps,
                           general_ce_weight=objective.general_ce_weight, finance_domain=finance_domain)
         trainer = SelfConstraintTrainer(args=args, **common, **_reference(
             inputs, objective, finance_domain, train.batch_size, lora))
@@ -182,7 +183,7 @@ def run_base(section: BaseSection, ctx: RunContext) -> StageResult:
 def run_pretrain(section: PretrainSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     tokenizer = load_tokenizer(model_path, ctx.recipe.model)
-    model = load_causal_lm(model_path, ctx.recipe.model)
+    model = load_trainable(model_path, ctx.recipe.model)
     metrics = train_causal_lm(model, tokenizer, section, cpt_inputs(ctx, section.mix, model_path), ctx.stage_dir,
                               ctx.resume, ctx.stage)
     return StageResult(outputs={"model": f"{ctx.stage}/model"}, metrics=metrics)

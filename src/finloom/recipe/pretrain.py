@@ -27,6 +27,10 @@ class ObjectiveSettings(Section):
     kl_top_k: int | None = Field(
         None, ge=1, description="KL over the reference's top-k tokens, renormalised (Baichuan Alignment uses 500); "
                                 "null: the full vocabulary.")
+    kl_tail: bool = Field(
+        True, description="With kl_top_k: k + 1 buckets, the last one all probability outside the reference's top k, "
+                          "so mass leaving the top k costs KL; false: renormalised over the top k (Baichuan "
+                          "Alignment's GRPO form), which lets it leave unpenalised.")
     kl_warmup_steps: int = Field(0, ge=0, description="Lambda rises linearly from 0 over these steps.")
     general_ce_weight: float = Field(0.0, ge=0, description="Optional plain CE on general tokens, added to the KL.")
     reference: Literal["online", "precomputed"] = Field(

@@ -14,7 +14,7 @@ from trl import RewardConfig, RewardTrainer
 
 from finloom.llm.chat_data import load_preferences
 from finloom.llm.chat_template import ensure_chat_template, resize_for_template
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_tokenizer, load_trainable
 from finloom.recipe import RewardSection
 from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
@@ -36,7 +36,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     train_rows, eval_rows = split_pairs(rows, recipe.seed)
     tokenizer = load_tokenizer(model_path, recipe.model)
     ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
-    model = load_causal_lm(model_path, recipe.model, model_class=AutoModelForSequenceClassification, num_labels=1)
+    model = load_trainable(model_path, recipe.model, model_class=AutoModelForSequenceClassification, num_labels=1)
     resize_for_template(model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     config = RewardConfig(

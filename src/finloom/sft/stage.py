@@ -19,7 +19,7 @@ from finloom.llm.chat_template import (
     stop_at_end_of_turn,
     tokenize_with_assistant_mask,
 )
-from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.loading import load_tokenizer, load_trainable
 from finloom.recipe import SFTSection
 from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
@@ -33,7 +33,7 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     rows = load_conversations(
         section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "sft",
         prepare=lambda row: tokenize_with_assistant_mask(tokenizer, row["messages"], section.train.seq_len))
-    model = load_causal_lm(model_path, recipe.model)
+    model = load_trainable(model_path, recipe.model)
     resize_for_template(model, tokenizer)
     stop_at_end_of_turn(model, tokenizer)
     config = SFTConfig(
