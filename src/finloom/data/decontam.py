@@ -64,6 +64,17 @@ def char_ngrams(normalized: str, n: int) -> set[str]:
     return {chars[i : i + n] for i in range(len(chars) - n + 1) if _CJK.search(chars, i, i + n)}
 
 
+def text_ngrams(texts: Iterable[str], word_n: int, char_n: int) -> set[str]:
+    """Word and (for CJK text) character n-grams of ``texts``, after normalisation."""
+    grams: set[str] = set()
+    for text in texts:
+        normalized = normalize_for_ngrams(text)
+        grams |= word_ngrams(normalized, word_n)
+        if _CJK.search(normalized):
+            grams |= char_ngrams(normalized, char_n)
+    return grams
+
+
 class Decontaminate(BaseFilter):
     """Drop (``action="drop"``, reason ``contaminated``) or flag (``"flag"``) documents sharing an eval n-gram.
 
@@ -125,14 +136,7 @@ class Decontaminate(BaseFilter):
         return texts
 
     def ngrams(self, texts: Iterable[str]) -> set[str]:
-        """Word and (for CJK text) character n-grams of ``texts``, after normalisation."""
-        grams: set[str] = set()
-        for text in texts:
-            normalized = normalize_for_ngrams(text)
-            grams |= word_ngrams(normalized, self.word_ngram)
-            if _CJK.search(normalized):
-                grams |= char_ngrams(normalized, self.char_ngram)
-        return grams
+        return text_ngrams(texts, self.word_ngram, self.char_ngram)
 
     def hits(self, text: str) -> dict[str, list[str]]:
         """Eval set -> sorted ids of the items whose n-grams occur in ``text``."""

@@ -21,6 +21,7 @@ from finloom.data.classifier import train_classifier
 from finloom.data.documents import input_records
 from finloom.data.executors import Phase, run_phases
 from finloom.data.funnel import merged_stats, source_rows, stat_total, step_rows, token_counts
+from finloom.data.heldout import remove_heldout_overlap
 from finloom.data.mixing import write_token_shards
 from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
 from finloom.errors import BadInput
@@ -162,6 +163,11 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     paths.logs.mkdir(parents=True, exist_ok=True)
     _run_with_progress(phases, section, paths)
     _merge_outputs(paths)
+    overlap = None
+    if section.decontam.enabled and section.decontam.heldout_max_overlap is not None:
+        settings = section.decontam
+        overlap = remove_heldout_overlap(paths.clean, paths.removed, settings.word_ngram, settings.char_ngram,
+                                         settings.heldout_max_overlap)
 
     kept = {domain: _count_lines(paths.clean / f"{domain}.jsonl") for domain in DOMAINS}
     removed = {p.stem: _count_lines(p) for p in sorted(paths.removed.glob("*.jsonl"))}
@@ -180,6 +186,8 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     outputs["rejects"] = ctx.relative(paths.stage_dir / "rejects.jsonl")
     metrics = {"funnel": funnel, "steps": step_rows(stats), "sources": source_rows(paths.clean, paths.removed),
                "phases": [phase.name for phase in phases], "classifiers": classifier_metrics}
+    if overlap is not None:
+        metrics["heldout_overlap"] = overlap
     if section.mix.enabled:
         tokenizer, tokenizer_dir = _tokenizer(ctx, paths)
         if tokenizer_dir is not None:

@@ -148,6 +148,10 @@ class DecontamSettings(Section):
     char_ngram: int = Field(20, ge=5, description="Characters per n-gram for Chinese text.")
     include_options: bool = Field(False, description="Index MCQ options too, not just the question stem.")
     action: Literal["drop", "flag"] = "drop"
+    heldout_max_overlap: float | None = Field(
+        0.2, ge=0, le=1, description="Held-out documents with more than this share of their n-grams in the kept "
+                                     "training text are removed (heldout_overlap; an exact copy has all of them); "
+                                     "null: no check.")
 
 
 class MixSpec(Section):

@@ -81,7 +81,9 @@ class EvalSection(StageSection):
     endpoints: list[EndpointSpec] = Field(default_factory=list, description="API models evaluated beside the stages.")
     scenarios: ScenarioSettings = Field(default_factory=ScenarioSettings)
     max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items per benchmark.")
-    perplexity_max_tokens: int = Field(20000, ge=64, description="Held-out tokens scored per domain.")
+    perplexity_max_tokens: int = Field(
+        50000, ge=64, description="Held-out tokens scored per domain (50k: a 2% perplexity change is then larger than "
+                                  "the sampling noise of the held-out text).")
     batch_size: int = Field(8, ge=1)
     max_gen_tokens: int = Field(128, ge=8, description="Tokens per generated MCQ / calculation answer.")
 

@@ -17,9 +17,16 @@ def data_sections(metrics: dict) -> Sections:
         rows += [[f"removed: {reason}", count, tokens.get("removed", {}).get(reason)]
                  for reason, count in funnel["removed"].items()]
         rows += [[f"kept: {domain}", count, tokens.get("kept", {}).get(domain)] for domain, count in funnel["kept"].items()]
-        sections.append(("Data funnel", table(["", "documents", "tokens"], rows), None,
-                         "Every input record is read or rejected (rejects.jsonl); every document read is kept or "
-                         "removed with its reason (removed/REASON.jsonl)."))
+        note = ("Every input record is read or rejected (rejects.jsonl); every document read is kept or removed with "
+                "its reason (removed/REASON.jsonl).")
+        overlap = metrics.get("heldout_overlap")
+        if overlap:
+            heldout = {d: tokens.get("kept", {}).get(f"{d}_heldout") for d in ("general", "finance")}
+            note += (f" Held-out text left for perplexity: {heldout['general']} general and {heldout['finance']} finance "
+                     f"tokens, after {overlap['removed']} of {overlap['checked']} held-out documents were removed for "
+                     f"sharing more than {overlap['threshold']:.0%} of their n-grams with the training text "
+                     f"(largest share found: {overlap['max_share_found']:.1%}).")
+        sections.append(("Data funnel", table(["", "documents", "tokens"], rows), None, note))
     steps = metrics.get("steps")
     if steps:
         rows = [[s["step"], s["in"], s["kept"], ", ".join(f"{k}={v}" for k, v in s["removed"].items()) or "—",
