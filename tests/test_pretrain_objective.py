@@ -315,3 +315,36 @@ def test_bf16_training_keeps_float32_master_weights(tiny_data, tiny_run, tmp_pat
         losses[name] = [entry["loss"] for entry in history if "loss" in entry]
     assert moved["bf16_mixed"] > 0.99 and moved["float32"] > 0.99
     assert losses["bf16_mixed"] == pytest.approx(losses["float32"], rel=2e-2, abs=1e-4)
+
+
+@pytest.mark.parametrize(("budget", "direction"), [(1e-6, "rises"), (10.0, "falls")])
+def test_a_kl_budget_moves_lambda_toward_it_and_survives_resume(tiny_lm, tmp_path, budget, direction):
+    from finloom.llm.loading import load_causal_lm
+    from finloom.pretrain.self_constraint import KLBudget
+
+    reference, _, run = tiny_lm
+    shards = run / "data" / "shards" / "pretrain"
+    finance = TokenShardDataset(shards).index["domains"].index("finance")
+
+    def trainer(steps):
+        args = SelfConstraintConfig(output_dir=str(tmp_path), report_to="none", max_steps=steps, save_steps=4,
+                                    per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1, seed=5,
+                                    finance_domain=finance, kl_budget=budget, disable_tqdm=True,
+                                    restore_callback_states_from_checkpoint=True)
+        return SelfConstraintTrainer(model=load_causal_lm(run / "base" / "model"), args=args,
+                                     train_dataset=TokenShardDataset(shards, seed=5),
+                                     data_collator=collate_blocks(tags=True), ref_model=reference)
+
+    first = trainer(4)
+    first.train()
+    lambdas = [e["self_constraint/lambda"] for e in first.state.log_history if "self_constraint/lambda" in e]
+    assert (lambdas[-1] > 1.0) if direction == "rises" else (lambdas[-1] < 1.0), lambdas
+    saved = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]["KLBudget"]
+    assert saved["args"]["weight"] == pytest.approx(first.kl_weight())
+    resumed = trainer(6)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    after = [e["self_constraint/lambda"] for e in resumed.state.log_history
+             if "self_constraint/lambda" in e and e["step"] == 5]
+    if direction == "falls":  # it went on from the checkpoint's lambda (restarting at 1.0 would give ~0.95)
+        assert after[0] < lambdas[-1]
+    assert isinstance(next(c for c in resumed.callback_handler.callbacks if isinstance(c, KLBudget)), KLBudget)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 
 from finloom.llm.kl import lambda_at, token_kl
 
@@ -39,6 +40,9 @@ class SelfConstraintConfig(TrainingArguments):
     kl_tail: bool = field(default=True, metadata={"help": "Top-k KL with an 'everything else' bucket (k + 1 buckets); "
                                                           "False: renormalised over the top k."})
     kl_warmup_steps: int = field(default=0, metadata={"help": "Lambda rises linearly from 0 over these steps."})
+    kl_budget: float | None = field(default=None, metadata={
+        "help": "Hold the general KL (nats per token) at this budget: lambda follows the measured KL (KLBudget)."})
+    kl_budget_rate: float = field(default=0.05, metadata={"help": "How fast lambda follows the KL budget."})
     general_ce_weight: float = field(default=0.0, metadata={"help": "Weight of plain CE on general tokens."})
     finance_domain: int = field(default=0, metadata={"help": "Domain index of finance blocks in the shards."})
     remove_unused_columns: bool = False  # the batch carries each block's domain and position
@@ -58,6 +62,24 @@ def evaluating(module: torch.nn.Module):
         yield
     finally:
         module.train(was_training)
+
+
+class KLBudget(TrainerCallback, ExportableState):
+    """Lambda from a KL budget: after each training micro-batch, lambda *= exp(rate * (KL / budget - 1)), so it
+    rises while general text drifts more than the budget allows and falls while it drifts less.
+
+    A budget is easier to state than a lambda: general CE rose about 1.4-1.6x the KL in the forgetting study, so
+    a 2% general-perplexity budget is about 0.013 nats per token. The current lambda is logged as
+    ``self_constraint/lambda`` and kept in checkpoints, so a resumed run continues from it."""
+
+    def __init__(self, weight: float, budget: float, rate: float):
+        self.weight, self.budget, self.rate = weight, budget, rate
+
+    def update(self, kl: float) -> None:
+        self.weight = min(max(self.weight * math.exp(self.rate * (kl / self.budget - 1)), 1e-4), 1e4)
+
+    def state(self) -> dict:
+        return {"args": {"weight": self.weight, "budget": self.budget, "rate": self.rate}, "attributes": {}}
 
 
 class CPTTrainer(Trainer):
@@ -81,6 +103,13 @@ class SelfConstraintTrainer(CPTTrainer):
         self._metrics: dict[str, list[float]] = defaultdict(list)
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
+        if self.args.kl_budget is not None:
+            self.add_callback(KLBudget(self.args.kl_lambda, self.args.kl_budget, self.args.kl_budget_rate))
+
+    def kl_weight(self) -> float:
+        """Lambda now: the controller's under a KL budget, else the configured one (before warm-up)."""
+        budget = next((c for c in self.callback_handler.callbacks if isinstance(c, KLBudget)), None)
+        return budget.weight if budget is not None else self.args.kl_lambda
 
     def _reference_kl_input(self, model, input_ids: torch.Tensor, positions: torch.Tensor) -> dict:
         args: SelfConstraintConfig = self.args
@@ -113,7 +142,7 @@ class SelfConstraintTrainer(CPTTrainer):
         targets = F.pad(inputs["labels"][order][:, 1:], (0, 1), value=-100)
         mask = targets != -100
         vocab = logits.size(-1)
-        weight = lambda_at(self.state.global_step, args.kl_lambda, args.kl_warmup_steps)
+        weight = lambda_at(self.state.global_step, self.kl_weight(), args.kl_warmup_steps)
         loss = logits.new_zeros((), dtype=torch.float32)
         if finance_rows:
             finance_ce = F.cross_entropy(logits[:finance_rows].reshape(-1, vocab).float(),
@@ -134,6 +163,9 @@ class SelfConstraintTrainer(CPTTrainer):
                 loss = loss + args.general_ce_weight * general_ce
             general_tokens = max(int(general_mask.sum()), 1)
             self._metrics["general_kl"].append((kl.detach() * general_mask).sum().item() / general_tokens)
+            if args.kl_budget is not None and model.training:
+                next(c for c in self.callback_handler.callbacks if isinstance(c, KLBudget)).update(
+                    self._metrics["general_kl"][-1])
             self._metrics["general_ce"].append(general_ce.item() / general_tokens)
         self._metrics["lambda"].append(weight)
         loss = loss / mask.sum().clamp(min=1)

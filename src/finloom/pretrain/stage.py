@@ -148,7 +148,8 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
         args = _arguments(SelfConstraintConfig, train, out_dir, inputs.seed, eval_every, bool(heldout),
                           kl_lambda=objective.kl_lambda, kl_direction=objective.kl_direction,
                           kl_top_k=objective.kl_top_k, kl_tail=objective.kl_tail,
-                          kl_warmup_steps=objective.kl_warmup_steps,
+                          kl_warmup_steps=objective.kl_warmup_steps, kl_budget=objective.kl_budget,
+                          restore_callback_states_from_checkpoint=objective.kl_budget is not None,
                           general_ce_weight=objective.general_ce_weight, finance_domain=finance_domain)
         trainer = SelfConstraintTrainer(args=args, **common, **_reference(
             inputs, objective, finance_domain, train.batch_size, lora))

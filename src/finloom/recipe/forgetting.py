@@ -32,6 +32,8 @@ class ForgettingSection(StageSection):
     own recipe (recipes/studies/forgetting.yaml) and `finloom experiment forgetting`."""
 
     variants: list[ForgettingVariant] = Field(default_factory=_default_variants, min_length=2)
+    seeds: int = Field(2, ge=1, le=20, description="Data orders each variant trains with; every number is a mean with "
+                                                   "a 95% interval over them (needs 2 or more).")
     train: TrainArgs | None = Field(None, description="Budget and optimiser of every variant; default: pretrain.train.")
     reuse_pretrain: bool = Field(
         True, description="A variant identical to the pretrain stage (objective, mix, budget) reuses its model.")

@@ -32,6 +32,9 @@ class ObjectiveSettings(Section):
                           "so mass leaving the top k costs KL; false: renormalised over the top k (Baichuan "
                           "Alignment's GRPO form), which lets it leave unpenalised.")
     kl_warmup_steps: int = Field(0, ge=0, description="Lambda rises linearly from 0 over these steps.")
+    kl_budget: float | None = Field(
+        None, gt=0, description="Set lambda from a KL budget instead (nats per general token; a 2% general-perplexity "
+                                "budget is about 0.013): kl_lambda is where it starts, and it follows the measured KL.")
     general_ce_weight: float = Field(0.0, ge=0, description="Optional plain CE on general tokens, added to the KL.")
     reference: Literal["online", "precomputed"] = Field(
         "online", description="online: a frozen copy of the start model; precomputed: top-k log-probs written once by "

@@ -119,21 +119,28 @@ def heldout_curves(run_dir: Path) -> str | None:
 
 
 def forgetting_plot(rows: list[dict]) -> str | None:
-    start = next((r for r in rows if r["variant"] == "start"), None)
-    points = [r for r in rows if r["variant"] != "start" and r.get("finance_ppl") and r.get("general_ppl")]
-    if not start or not points:
+    """General perplexity change against the finance gain (in nats) per variant, with 95% intervals over seeds;
+    self-constraint variants joined in order of lambda per finance token: the lambda curve."""
+    points = [r for r in rows if r["variant"] != "start" and r.get("general_ppl_change") is not None
+              and r.get("finance_gain_share_nats") is not None]
+    if not points:
         return None
-    figure, axis = plt.subplots(figsize=(6.5, 4))
+    figure, axis = plt.subplots(figsize=(7, 4.2))
     for row in points:
-        finance_gain = 1 - row["finance_ppl"] / start["finance_ppl"]
-        general_change = row["general_ppl"] / start["general_ppl"] - 1
-        axis.scatter(general_change * 100, finance_gain * 100, s=60)
-        axis.annotate(row["variant"], (general_change * 100, finance_gain * 100), fontsize=8,
-                      xytext=(4, 4), textcoords="offset points")
-    axis.axvline(0, color="grey", linewidth=0.8)
-    axis.set_xlabel("general perplexity change vs start (%)  - lower is better")
-    axis.set_ylabel("finance perplexity reduction vs start (%)  - higher is better")
-    axis.set_title("Forgetting: finance learned vs general lost")
+        x, y = row["finance_gain_share_nats"] * 100, row["general_ppl_change"] * 100
+        axis.errorbar(x, y, xerr=(row.get("finance_gain_share_nats_ci95") or 0) * 100,
+                      yerr=(row.get("general_ppl_change_ci95") or 0) * 100, fmt="o", capsize=3)
+        axis.annotate(row["variant"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    curve = sorted((r for r in points if r.get("lambda_per_finance_token") is not None),
+                   key=lambda r: r["lambda_per_finance_token"])
+    if len(curve) > 1:
+        axis.plot([r["finance_gain_share_nats"] * 100 for r in curve], [r["general_ppl_change"] * 100 for r in curve],
+                  color="grey", linewidth=0.8, linestyle="--", label="self-constraint, by lambda")
+        axis.legend(fontsize=8)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_xlabel("finance gain, share of finance-only CE's (% of nats)  - higher is better")
+    axis.set_ylabel("general perplexity change vs start (%)  - lower is better")
+    axis.set_title("Forgetting: finance learned vs general lost (95% intervals over seeds)")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     return png(figure)
