@@ -71,10 +71,15 @@ def parse_recipe(data: dict, source_dir: Path = Path("."), check_files: bool = T
 def load_recipe(path: str | Path, check_files: bool = True) -> Recipe:
     """Read a recipe file (and the recipes it ``extends``); data paths resolve against this file's folder."""
     path = Path(path)
-    data = _read_yaml(path, ())
+    data = read_recipe_mapping(path)
     if isinstance(data, dict) and "source_dir" in data:
         raise BadInput("source_dir: unknown key (not part of the recipe schema)")
     return parse_recipe(data, path.parent.resolve(), check_files)
+
+
+def read_recipe_mapping(path: Path):
+    """The recipe file's mapping with what it ``extends`` merged in, before validation (for tools that edit it)."""
+    return _read_yaml(Path(path), ())
 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...]):
