@@ -1,0 +1,106 @@
+"""Recipe settings reach the trainers: each stage is run from a recipe and its trainer caught as it is built.
+
+The trainers' own tests check the formulas; these check the code between the recipe and them (a stage that
+passed the opposite KL direction, a lambda of 0, or swapped chosen and rejected, left every formula test green).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import tiny_recipe, write_recipe
+from finloom.recipe import load_recipe
+from finloom.runner import Runner
+
+
+class Caught(Exception):
+    """Raised by a trainer as it is built, after recording what the stage passed it."""
+
+
+def catch(monkeypatch, module, name: str) -> dict:
+    seen: dict = {}
+    original = getattr(module, name)
+
+    class Catching(original):
+        def __init__(self, *args, **kwargs):
+            seen.update(kwargs)
+            raise Caught
+
+    monkeypatch.setattr(module, name, Catching)
+    return seen
+
+
+def _run(tiny_data, tiny_run, tmp_path, stage: str, **overrides) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**overrides), f"wiring_{stage}.yaml"))
+    with pytest.raises(Caught):
+        Runner(recipe, run_dir).run(only=stage, force=True)
+
+
+@pytest.mark.parametrize("objective", [
+    {"kl_direction": "forward", "kl_lambda": 2.5, "kl_warmup_steps": 7, "kl_top_k": None, "general_ce_weight": 0.3},
+    {"kl_direction": "reverse", "kl_lambda": 0.4, "kl_warmup_steps": 0, "kl_top_k": 32, "kl_tail": False},
+    {"kl_direction": "reverse", "kl_lambda": 1.5, "kl_budget": 0.02},
+])
+def test_pretrain_objective_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, objective):
+    import finloom.pretrain.stage as stage
+
+    seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "pretrain", **{"pretrain.objective": objective})
+    args = seen["args"]
+    for key, value in objective.items():
+        assert getattr(args, key) == value, key
+    assert args.kl_tail == objective.get("kl_tail", True)
+    assert seen["ref_model"] is not None and seen.get("reference") is None  # online: a frozen copy
+
+
+def test_a_precomputed_reference_reaches_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.pretrain.stage as stage
+    from finloom.pretrain.reference import PrecomputedReference
+
+    seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "pretrain",
+         **{"pretrain.objective": {"kl_top_k": 16, "reference": "precomputed"}})
+    assert isinstance(seen["reference"], PrecomputedReference) and seen.get("ref_model") is None
+    assert seen["args"].kl_top_k == 16
+
+
+def test_plain_ce_pretraining_uses_no_reference(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.pretrain.stage as stage
+
+    seen = catch(monkeypatch, stage, "CPTTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "pretrain", **{"pretrain.objective": {"type": "ce"}})
+    assert "ref_model" not in seen and "reference" not in seen
+
+
+@pytest.mark.parametrize(("beta", "loss_type"), [(0.05, "sigmoid"), (0.3, "ipo")])
+def test_dpo_settings_and_pair_order_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, beta, loss_type):
+    import finloom.align.stage as stage
+
+    seen = catch(monkeypatch, stage, "DPOTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.dpo": {"beta": beta, "loss_type": loss_type}})
+    assert seen["args"].beta == beta and seen["args"].loss_type == [loss_type]  # TRL keeps loss types as a list
+    pairs = [json.loads(line) for line in (tiny_data / "prefs.jsonl").read_text().splitlines()]
+    rows = list(seen["train_dataset"])
+    assert [r["chosen"] for r in rows] == [p["chosen"] for p in pairs]  # chosen stays chosen
+    assert [r["rejected"] for r in rows] == [p["rejected"] for p in pairs]
+    assert seen["ref_model"] is not seen["model"]
+
+
+def test_sft_trains_on_assistant_tokens_only(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.sft.stage as stage
+    from finloom.llm.loading import load_tokenizer
+
+    seen = catch(monkeypatch, stage, "SFTTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "sft")
+    tokenizer = load_tokenizer(tiny_run / "sft" / "model")
+    conversations = [json.loads(line)["messages"] for line in (tiny_data / "sft.jsonl").read_text().splitlines()]
+    rows = list(seen["train_dataset"])
+    assert len(rows) == len(conversations) - 1  # the one without an answer is a reject
+    for row, messages in zip(rows, conversations):
+        trained = tokenizer.decode([t for t in row["labels"] if t != -100])
+        assert trained == "".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
