@@ -319,3 +319,21 @@ def test_components_group_like_datatrove_union_find(tmp_path):
     assert groups(tmp_path / "ours") == groups(tmp_path / "theirs")
     assert len(groups(tmp_path / "ours")) > 20
     assert removed(tmp_path / "ours") == removed(tmp_path / "theirs") == sum(len(g) - 1 for g in groups(tmp_path / "ours"))
+
+
+def test_pairs_at_jaccard_half_to_three_quarters_are_kept(tmp_path):
+    """Below the 0.8 threshold is not a near duplicate: pairs whose true shingle Jaccard is 0.5-0.75 both stay."""
+    rng = random.Random(7)
+    records, jaccards = [], []
+    for index, edits in enumerate((7, 8, 9, 10, 11, 12)):
+        base = _english_doc(rng)
+        edited = list(base)
+        for position in range(3, 3 + 16 * edits, 16):  # spaced apart: each edit breaks its own 5 shingles
+            edited[position] = f"x{index}{position}"
+        first, second = " ".join(base) + ".", " ".join(edited) + "."
+        a, b = shingle_set(first, MinhashSettings()), shingle_set(second, MinhashSettings())
+        jaccards.append(len(a & b) / len(a | b))
+        records += [{"id": f"b{index}", "text": first}, {"id": f"b{index}-edited", "text": second}]
+    assert all(0.5 <= j <= 0.75 for j in jaccards), jaccards
+    counts, kept, removed = _run(tmp_path, records)
+    assert removed == {} and counts["removed"] == 0 and len(kept) == 12
