@@ -239,9 +239,8 @@ class Runner:
             manifest = read_manifest(self.run_dir, name)
             upstream[name] = manifest.get("fingerprint") if manifest else None
         files = {}
-        for _, source in stage_sources(self.recipe, stage):
-            path = self.recipe.resolve(source.path)
-            files[source.path] = self._file_hash(path, cache)
+        for _, source in stage_sources(self.recipe, stage):  # a Hub dataset is named, not hashed
+            files[source.path] = "hub" if source.on_hub else self._file_hash(self.recipe.resolve(source.path), cache)
         inputs = {"stages": upstream, "files": files}
         return {
             "config": config,

@@ -10,7 +10,18 @@ One module per stage's settings (``data``, ``pretrain``, ``chat``, ``eval``, ``f
 in ``loader``. Everything is importable from ``finloom.recipe``.
 """
 
-from finloom.recipe.base import STARTER_DATA_DIR, STARTER_PREFIX, ChatDataSection, Section, Source, StageSection, TrainArgs
+from finloom.recipe.base import (
+    HUB_PREFIX,
+    STARTER_DATA_DIR,
+    STARTER_PREFIX,
+    ChatDataSection,
+    ChatSource,
+    DataPath,
+    Section,
+    Source,
+    StageSection,
+    TrainArgs,
+)
 from finloom.recipe.chat import AlignSection, DPOArgs, RewardSection, SFTSection
 from finloom.recipe.data import (
     JUDGE_DIMENSIONS,

@@ -17,10 +17,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
-class Source(Section):
-    """One input: a file (JSONL, Parquet, text, HTML, PDF) or a folder of them (format from each suffix)."""
+HUB_PREFIX = "hub:"
+
+
+class DataPath(Section):
+    """Anything a recipe reads from disk (checked at validation, hashed into fingerprints), or from the Hub."""
 
     path: str
+
+    @property
+    def on_hub(self) -> bool:
+        """``hub:ORG/NAME``: a Hugging Face dataset, read only when the machine is online (the user's choice)."""
+        return self.path.startswith(HUB_PREFIX)
+
+
+class Source(DataPath):
+    """One input: a file (JSONL, Parquet, text, HTML, PDF) or a folder of them (format from each suffix)."""
+
     format: Literal["auto", "jsonl", "parquet", "text", "html", "pdf"] = "auto"
     text_field: str = "text"
     tag: str | None = Field(None, description="Source tag kept in each document's metadata (default: the file name).")
@@ -65,8 +78,19 @@ class StageSection(Section):
         return ()
 
 
+class ChatSource(DataPath):
+    """Conversations or preference pairs: a JSONL, JSON (an array) or Parquet file, a folder written by
+    ``datasets.save_to_disk``, or ``hub:ORG/NAME``; in the layout ``format`` names (auto: from the fields)."""
+
+    format: Literal["auto", "messages", "sharegpt", "alpaca"] = Field(
+        "auto", description="messages (OpenAI / TRL), sharegpt (conversations: from / value), alpaca (instruction, "
+                            "input, output, history); auto: from each record's fields.")
+    split: str = Field("train", description="The split of a Hub dataset or a saved DatasetDict.")
+    name: str | None = Field(None, description="A Hub dataset's configuration.")
+
+
 class ChatDataSection(StageSection):
-    datasets: list[Source] = Field(default_factory=list)
+    datasets: list[ChatSource] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _datasets_when_enabled(self) -> "ChatDataSection":

@@ -20,7 +20,7 @@ def _check_files(recipe: Recipe) -> None:
     for stage in Recipe.section_names():
         for field_path, source in stage_sources(recipe, stage):
             path = recipe.resolve(source.path)
-            if field_path not in seen and not path.exists():
+            if field_path not in seen and not source.on_hub and not path.exists():
                 problems.append(f"{field_path}.path: file not found: {path}")
             seen.add(field_path)
     if problems:

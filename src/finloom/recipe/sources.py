@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from finloom.recipe.base import Section, Source
+from finloom.recipe.base import DataPath, Section
 from finloom.recipe.schema import Recipe
 
 
 def _walk_sources(value, path: str):
-    """(field path, Source) for every Source inside ``value``: nested sections, lists and dicts."""
-    if isinstance(value, Source):
+    """(field path, DataPath) for every data path inside ``value``: nested sections, lists and dicts."""
+    if isinstance(value, DataPath):
         yield path, value
     elif isinstance(value, Section):
         for name, child in value:
@@ -22,7 +22,7 @@ def _walk_sources(value, path: str):
             yield from _walk_sources(child, f"{path}.{key}")
 
 
-def stage_sources(recipe: Recipe, stage: str) -> list[tuple[str, Source]]:
+def stage_sources(recipe: Recipe, stage: str) -> list[tuple[str, DataPath]]:
     """Every external file a stage reads, with its field path; the data stage also reads the eval sets it
     decontaminates against."""
     section = recipe.section(stage)
@@ -34,7 +34,7 @@ def stage_sources(recipe: Recipe, stage: str) -> list[tuple[str, Source]]:
     return sources
 
 
-def decontam_sources(recipe: Recipe) -> list[tuple[str, Source]]:
+def decontam_sources(recipe: Recipe) -> list[tuple[str, DataPath]]:
     """The eval files the data stage decontaminates against: its own list, plus the eval section's."""
     settings = recipe.data.decontam
     if not (recipe.data.enabled and settings.enabled):
