@@ -38,3 +38,26 @@ def test_status_and_report_commands(tiny_run):
     assert skipped.returncode == 0 and "report: up to date, skipped" in skipped.stderr
     forced = finloom_cli("stage", "report", "--run-dir", str(tiny_run), "--force")
     assert forced.returncode == 0 and "✓ report" in forced.stderr
+
+
+def test_the_report_leads_with_a_summary_that_matches_the_manifests(tiny_run):
+    import json
+
+    from finloom.report.sections import summary
+
+    page = (tiny_run / "report.html").read_text(encoding="utf-8")
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Stages</h2>") < page.index("<h2>Data funnel</h2>")
+    data = json.loads((tiny_run / "data" / "manifest.json").read_text())["metrics"]["funnel"]
+    results = json.loads((tiny_run / "eval" / "results.json").read_text())
+    facts = summary({stage: json.loads((tiny_run / stage / "manifest.json").read_text())
+                     for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval")}, results)
+    assert facts["documents"] == {"read": data["read"], "rejected": data["rejected"],
+                                  "kept_for_training": data["kept"]["general"] + data["kept"]["finance"]}
+    assert facts["models"] == {"start": "base", "final": "align"}  # a scratch run starts from its general base
+    finance = facts["finance"]
+    assert finance["benchmark"] == "finance_mcq" and finance["chance"] == results["align"]["finance_mcq"]["chance"]
+    assert (finance["start_accuracy"], finance["final_accuracy"]) == (results["base"]["finance_mcq"]["accuracy"],
+                                                                       results["align"]["finance_mcq"]["accuracy"])
+    general_change = results["align"]["general_ppl"]["perplexity"] / results["base"]["general_ppl"]["perplexity"] - 1
+    assert facts["general"]["perplexity_change"] == round(general_change, 4)
+    assert f"{general_change:+.1%}" in page and f"{data['read']} read" in page

@@ -5,6 +5,77 @@ from __future__ import annotations
 from finloom.eval.results import headline
 from finloom.report import plots
 from finloom.report.page import Sections, table
+from finloom.stages import MODEL_STAGES
+
+
+def summary(manifests: dict[str, dict], results: dict) -> dict:
+    """What the run did and whether it worked, in a few numbers: documents in and kept; the final model against the
+    start model on finance and general (MCQ accuracy with its chance level, held-out perplexity); the forgetting
+    verdict where the study ran; the run's wall time."""
+    out: dict = {}
+    funnel = manifests.get("data", {}).get("metrics", {}).get("funnel")
+    if funnel:
+        out["documents"] = {"read": funnel["read"], "rejected": funnel["rejected"],
+                            "kept_for_training": sum(v for k, v in funnel["kept"].items() if not k.endswith("_heldout"))}
+    model_stages = [stage for stage in MODEL_STAGES if stage in results]
+    start = "start" if "start" in results else (model_stages[0] if model_stages else None)
+    final = model_stages[-1] if model_stages else None
+    if start and final and start != final:
+        out["models"] = {"start": start, "final": final}
+        for domain in ("finance", "general"):
+            mcq = next((name for name, value in results[final].items() if isinstance(value, dict)
+                        and value.get("domain") == domain and "chance" in value and not name.endswith("_gen")), None)
+            entry = {}
+            if mcq:
+                before, after = results[start].get(mcq, {}), results[final][mcq]
+                entry.update(benchmark=mcq, start_accuracy=before.get("accuracy"), final_accuracy=after["accuracy"],
+                             chance=after["chance"])
+            ppl = f"{domain}_ppl"
+            if ppl in results[final] and ppl in results[start]:
+                before, after = results[start][ppl]["perplexity"], results[final][ppl]["perplexity"]
+                entry.update(start_perplexity=before, final_perplexity=after, perplexity_change=round(after / before - 1, 4))
+            if entry:
+                out[domain] = entry
+    verdict = manifests.get("forgetting", {}).get("metrics", {}).get("verdict", {})
+    if verdict and "note" not in verdict:
+        out["forgetting"] = {name: check["all_met"] for name, check in verdict.items()}
+    spans = [(m["started_at"], m["finished_at"]) for m in manifests.values() if m.get("started_at") and m.get("finished_at")]
+    if spans:
+        from datetime import datetime
+
+        first, last = min(s for s, _ in spans), max(f for _, f in spans)
+        out["wall_time_s"] = round((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds(), 1)
+    return out
+
+
+def summary_section(facts: dict) -> Sections:
+    rows = []
+    if "documents" in facts:
+        d = facts["documents"]
+        rows.append(["documents", f"{d['read']} read, {d['rejected']} rejected, {d['kept_for_training']} kept for training"])
+    for domain in ("finance", "general"):
+        entry = facts.get(domain)
+        if not entry:
+            continue
+        parts = []
+        if "benchmark" in entry:
+            change = (entry["final_accuracy"] - entry["start_accuracy"]) if entry["start_accuracy"] is not None else None
+            parts.append(f"{entry['benchmark']} {entry['start_accuracy']} -> {entry['final_accuracy']}"
+                         + (f" ({change:+.3f})" if change is not None else "") + f", chance {entry['chance']}")
+        if "final_perplexity" in entry:
+            parts.append(f"perplexity {entry['start_perplexity']:.4g} -> {entry['final_perplexity']:.4g} "
+                         f"({entry['perplexity_change']:+.1%})")
+        rows.append([f"{domain}: {facts['models']['start']} -> {facts['models']['final']}", "; ".join(parts)])
+    if "forgetting" in facts:
+        met = [name for name, ok in facts["forgetting"].items() if ok]
+        rows.append(["forgetting targets", f"met by {', '.join(met)}" if met else
+                     f"met by none of {len(facts['forgetting'])} self-constraint variants (see below)"])
+    if "wall_time_s" in facts:
+        rows.append(["wall time", f"{facts['wall_time_s'] / 60:.1f} min"])
+    if not rows:
+        return []
+    return [("Summary", table(["", ""], rows), None,
+             "What the run did and whether it worked; every number is read from the stage manifests below.")]
 
 
 def data_sections(metrics: dict) -> Sections:

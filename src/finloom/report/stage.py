@@ -16,7 +16,14 @@ from finloom.recipe import ReportSection
 from finloom.report import plots
 from finloom.report.model_card import write_model_card
 from finloom.report.page import Page, table
-from finloom.report.sections import data_sections, eval_sections, forgetting_sections, mix_search_sections
+from finloom.report.sections import (
+    data_sections,
+    eval_sections,
+    forgetting_sections,
+    mix_search_sections,
+    summary,
+    summary_section,
+)
 from finloom.stages import STAGE_NAMES, TRAINING_STAGES, RunContext, StageResult, read_manifest
 
 
@@ -34,12 +41,13 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     manifests = _manifests(run_dir)
     page = Page(title or f"finloom run: {run_dir.name}",
                 f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} from the run's manifests.")
+    results = load_results(run_dir)
+    page.extend(summary_section(summary(manifests, results)))
     rows = [[stage, m.get("status"), m.get("wall_time_s"), m.get("peak_rss_mb")]
             for stage, m in manifests.items() if stage != "report"]
     page.add("Stages", table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows),
              plots.stage_timeline({s: m for s, m in manifests.items() if s != "report"}))
     page.extend(data_sections(manifests.get("data", {}).get("metrics", {})))
-    results = load_results(run_dir)
     if results:
         page.extend(eval_sections(results))
     curves = plots.heldout_curves(run_dir)
