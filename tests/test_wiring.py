@@ -104,3 +104,38 @@ def test_sft_trains_on_assistant_tokens_only(tiny_data, tiny_run, tmp_path, monk
     for row, messages in zip(rows, conversations):
         trained = tokenizer.decode([t for t in row["labels"] if t != -100])
         assert trained == "".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
+
+
+def test_curves_go_to_the_trackers_the_recipe_names_offline(tiny_data, tiny_run, tmp_path, monkeypatch):
+    """report_to reaches the trainer: mlflow, pointed at a local folder (its offline mode; mlflow-skinny, the test
+    extra, keeps a file store), gets a run named RECIPE/STAGE with the training loss, beside TensorBoard's event
+    files; the manifest says where both went."""
+    import mlflow
+
+    from finloom.stages import read_manifest
+
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"report_to": ["tensorboard", "mlflow"]}),
+                                      "trackers.yaml"))
+    assert Runner(recipe, run_dir).run(only="sft", force=True) == {"sft": "done"}
+    assert read_manifest(run_dir, "sft")["metrics"]["curves"] == {"tensorboard": "sft/tensorboard", "mlflow": store}
+    assert list((run_dir / "sft" / "tensorboard").glob("events.out.tfevents.*"))
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [run.info.run_name for run in runs] == ["tiny/sft"]
+    assert runs[0].data.metrics["train_loss"] == pytest.approx(read_manifest(run_dir, "sft")["metrics"]["train_loss"], abs=1e-4)
+
+
+def test_a_tracker_that_is_not_installed_is_named_at_validation(tiny_data):
+    import importlib.util
+
+    from finloom.errors import BadInput
+    from finloom.recipe import parse_recipe
+
+    missing = next(name for name in ("wandb", "trackio") if importlib.util.find_spec(name) is None)
+    with pytest.raises(BadInput, match=f"report_to: {missing} is not installed"):
+        parse_recipe(tiny_recipe(**{"report_to": [missing]}), tiny_data)

@@ -26,9 +26,11 @@ from finloom.progress import progress_bar
 from finloom.recipe import TrainArgs
 
 
-def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int) -> dict:
-    """Keyword arguments for ``TrainingArguments`` (or a TRL config subclassing it)."""
+def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int, run_name: str | None = None) -> dict:
+    """Keyword arguments for ``TrainingArguments`` (or a TRL config subclassing it); ``run_name`` names the run in
+    experiment trackers (``recipe/stage``)."""
     return dict(
+        run_name=run_name,
         output_dir=str(output_dir),
         max_steps=train.max_steps,
         learning_rate=train.learning_rate,
@@ -104,18 +106,27 @@ class RichProgress(TrainerCallback):
             self.progress.stop()
 
 
-def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) -> dict:
+def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
+                   trackers: tuple[str, ...] | list[str] = ("tensorboard",)) -> dict:
     """Train (resuming from the last checkpoint of an interrupted attempt) and save the model.
 
     Writes ``STAGE/model`` (HF directory, safetensors) and ``STAGE/log_history.json`` (the curves
-    the report plots), and returns the final metrics.
+    the report plots), sends the curves to ``trackers`` (the recipe's ``report_to``), and returns the
+    final metrics, with where the curves went (``curves``).
     """
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(StopOnInterrupt())
     trainer.add_callback(StopOnNonFiniteLoss(label))
     if trainer.is_world_process_zero():  # one progress bar and one event file per run, not per process
         trainer.add_callback(RichProgress(label))
-        trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
+        if "tensorboard" in trackers:
+            trainer.add_callback(_tensorboard(stage_dir / "tensorboard"))
+    others = [name for name in trackers if name != "tensorboard"]
+    if others:  # the integrations' own callbacks: each reads its offline mode (WANDB_MODE, MLFLOW_TRACKING_URI ...)
+        from transformers.integrations import get_reporting_integration_callbacks
+
+        for callback in get_reporting_integration_callbacks(others):
+            trainer.add_callback(callback)
     checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -135,6 +146,7 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str) 
         "final_loss": round(losses[-1], 5) if losses else None,
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
         "train_seconds": round(train_seconds, 2),
+        "curves": curve_destinations(trackers, stage_dir),
     }
     return metrics
 
@@ -198,6 +210,17 @@ def _save_model_dir(trainer: Trainer, model_dir: Path) -> None:
             shutil.rmtree(model_dir)
         os.replace(partial, model_dir)
     accelerator.wait_for_everyone()
+
+
+def curve_destinations(trackers, stage_dir: Path) -> dict[str, str]:
+    """Where each tracker put the curves, for the manifest."""
+    import os
+
+    places = {"tensorboard": lambda: f"{Path(stage_dir).name}/tensorboard",
+              "mlflow": lambda: __import__("mlflow").get_tracking_uri(),
+              "wandb": lambda: f"{os.environ.get('WANDB_DIR', '.')}/wandb ({os.environ.get('WANDB_MODE', 'online')})",
+              "trackio": lambda: os.environ.get("TRACKIO_DIR", "~/.cache/huggingface/trackio")}
+    return {name: places[name]() for name in trackers}
 
 
 def _tensorboard(log_dir: Path) -> TrainerCallback:

@@ -20,7 +20,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
     tokenizer = load_tokenizer(model_path, recipe.model)
     ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
     config = DPOConfig(
-        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
+        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/align"),
         beta=section.dpo.beta,
         loss_type=section.dpo.loss_type,
         max_length=section.train.seq_len,
@@ -36,7 +36,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align")
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align", recipe.report_to)
     logged = [entry for entry in trainer.state.log_history if "rewards/accuracies" in entry]
     if logged:
         metrics["reward_accuracy"] = round(logged[-1]["rewards/accuracies"], 4)

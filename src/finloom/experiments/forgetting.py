@@ -227,8 +227,9 @@ def _seed_row(ctx: RunContext, inputs: CPTInputs, variant: ForgettingVariant, se
                    metrics.get("step_time_s"))
         row["reused"] = "pretrain stage"
     else:
-        row = _train_variant(ctx, replace(inputs, seed=inputs.seed + seed), variant, section, pretrain, folder,
-                             evaluate, f"{variant.name}/seed{seed}")
+        row = _train_variant(ctx, replace(inputs, seed=inputs.seed + seed,
+                                          run_name=f"{inputs.run_name}/{variant.name}/seed{seed}"),
+                             variant, section, pretrain, folder, evaluate, f"{variant.name}/seed{seed}")
     atomic_write_json(result_path, row)
     return row
 

@@ -45,6 +45,10 @@ class CPTInputs:
     """Domain -> held-out texts, evaluated every ``eval_every`` steps."""
     reference_store: Path | None = None
     """Where precomputed references are kept (``RUN/reference``), shared by every run of a directory."""
+    trackers: tuple[str, ...] = ("tensorboard",)
+    """Where the curves go (the recipe's ``report_to``)."""
+    run_name: str | None = None
+    """The run's name in the trackers."""
 
 
 def cpt_inputs(ctx: RunContext, mix: str, start: Path | str | None) -> CPTInputs:
@@ -53,7 +57,8 @@ def cpt_inputs(ctx: RunContext, mix: str, start: Path | str | None) -> CPTInputs
     heldout = {domain: list(iter_texts(ctx.run_dir / outputs[f"{domain}_heldout"]))
                for domain in ("finance", "general") if f"{domain}_heldout" in outputs}
     return CPTInputs(shards=ctx.artifact("data", f"shards_{mix}"), seed=ctx.recipe.seed, loading=ctx.recipe.model,
-                     start=start, heldout=heldout, reference_store=ctx.run_dir / "reference")
+                     start=start, heldout=heldout, reference_store=ctx.run_dir / "reference",
+                     trackers=tuple(ctx.recipe.report_to), run_name=f"{ctx.recipe.name}/{ctx.stage}")
 
 
 def shard_dataset(shard_dir: Path, tokenizer, seed: int, label: str) -> TokenShardDataset:
@@ -76,9 +81,9 @@ def heldout_datasets(heldout: dict[str, list[str]], tokenizer, seq_len: int, max
     return datasets
 
 
-def _arguments(config_class, train: TrainArgs, out_dir: Path, seed: int, eval_every: int | None, evaluate: bool,
-               **extra):
-    kwargs = trainer_kwargs(train, out_dir / "checkpoints", seed)
+def _arguments(config_class, train: TrainArgs, out_dir: Path, inputs: CPTInputs, eval_every: int | None,
+               evaluate: bool, **extra):
+    kwargs = trainer_kwargs(train, out_dir / "checkpoints", inputs.seed, inputs.run_name)
     if eval_every and evaluate:
         kwargs.update(eval_strategy="steps", eval_steps=eval_every, per_device_eval_batch_size=train.batch_size,
                       eval_on_start=True)  # the curve starts at the start model
@@ -145,7 +150,7 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
                   data_collator=collate_blocks(tags=self_constraint))
     if self_constraint:
         finance_domain = finance_domain_index(dataset)
-        args = _arguments(SelfConstraintConfig, train, out_dir, inputs.seed, eval_every, bool(heldout),
+        args = _arguments(SelfConstraintConfig, train, out_dir, inputs, eval_every, bool(heldout),
                           kl_lambda=objective.kl_lambda, kl_direction=objective.kl_direction,
                           kl_top_k=objective.kl_top_k, kl_tail=objective.kl_tail,
                           kl_warmup_steps=objective.kl_warmup_steps, kl_budget=objective.kl_budget,
@@ -154,9 +159,9 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
         trainer = SelfConstraintTrainer(args=args, **common, **_reference(
             inputs, objective, finance_domain, train.batch_size, lora))
     else:
-        trainer = CPTTrainer(args=_arguments(TrainingArguments, train, out_dir, inputs.seed, eval_every,
-                                             bool(heldout)), **common)
-    metrics = train_and_save(trainer, out_dir, resume, label)
+        trainer = CPTTrainer(args=_arguments(TrainingArguments, train, out_dir, inputs, eval_every, bool(heldout)),
+                             **common)
+    metrics = train_and_save(trainer, out_dir, resume, label, inputs.trackers)
     metrics["step_time_s"] = round(metrics["train_seconds"] / max(1, metrics["train_steps"] - (metrics["resumed_from_step"] or 0)), 4)
     mix = dataset.index["mix"]["domains"]
     metrics["mix"] = {domain: {"token_share": values["share"], "epochs_in_shards": values["epochs"]}

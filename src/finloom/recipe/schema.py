@@ -8,6 +8,7 @@ eval-only recipe names just those sections, and ``model`` is needed only by stag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +23,9 @@ from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.report import ReportSection
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
+
+
 def _off(section_class):
     return Field(default_factory=lambda: section_class(enabled=False))
 
@@ -31,6 +35,10 @@ class Recipe(Section):
     seed: int = 1234
     run_dir: str | None = Field(None, description="Default: runs/<name> next to the working directory.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+    report_to: list[Literal[TRACKERS]] = Field(  # type: ignore[valid-type]
+        ["tensorboard"], description="Where every training stage sends its curves (runs named RECIPE/STAGE): tensorboard "
+                                     "(STAGE/tensorboard), wandb, mlflow, trackio when installed; their offline modes "
+                                     "(WANDB_MODE=offline, a file: MLFLOW_TRACKING_URI) are theirs to set.")
     model: ModelSection | None = Field(None, description="The model to start from; needed by every stage that "
                                                          "loads or builds one.")
     teacher: ClientSection | None = None
@@ -55,7 +63,7 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _stages_fit_together(self) -> "Recipe":
-        problems = [*self._model_problems(), *self._teacher_problems()]
+        problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -85,6 +93,12 @@ class Recipe(Section):
             problems.append(f"base.enabled: a model.scratch recipe needs the base stage (it builds the model "
                             f"that {later[0]} starts from)")
         return problems
+
+    def _tracker_problems(self) -> list[str]:
+        import importlib.util
+
+        return [f"report_to: {name} is not installed (pip install {name})" for name in self.report_to
+                if name != "tensorboard" and importlib.util.find_spec(name) is None]
 
     def _teacher_problems(self) -> list[str]:
         local = (self.teacher.local_model or "") if self.teacher else ""

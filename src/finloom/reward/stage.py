@@ -40,7 +40,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     resize_for_template(model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     config = RewardConfig(
-        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
+        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/reward"),
         max_length=section.train.seq_len,
         per_device_eval_batch_size=section.train.batch_size,
     )
@@ -49,7 +49,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
     )
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward")
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward", recipe.report_to)
     if eval_rows:
         evaluation = trainer.evaluate()
         metrics["eval_accuracy"] = round(evaluation.get("eval_accuracy", float("nan")), 4)

@@ -37,12 +37,12 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     resize_for_template(model, tokenizer)
     stop_at_end_of_turn(model, tokenizer)
     config = SFTConfig(
-        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed),
+        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/sft"),
         max_length=section.train.seq_len,
         dataset_num_proc=None,
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "sft")
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "sft", recipe.report_to)
     labels = [label for row in rows for label in row["labels"]]
     metrics.update(conversations=len(rows), chat_template=template,
                    assistant_token_share=round(sum(label != -100 for label in labels) / max(1, len(labels)), 4))
