@@ -347,3 +347,15 @@ def test_require_label_reaches_the_step_from_the_recipe(tiny_data):
     phases = build_phases(recipe.data, [], PipelinePaths(tiny_data / "unused"), Classifiers(), None, [])
     steps = [step for phase in phases for step in phase.pipeline if isinstance(step, PIIDesensitizer)]
     assert [step.require_label for step in steps] == [True]
+
+
+def test_card_shaped_numbers_failing_luhn_are_kept_wherever_they_stand():
+    """Issuer prefix and length right, check digit wrong: no card, even labelled as one (a check without Luhn
+    flagged all of them)."""
+    rng = random.Random(11)
+    bodies = [rng.choice(("4", "51", "37", "62")) + "".join(rng.choice("0123456789") for _ in range(13)) for _ in range(300)]
+    valid = [_with_check_digit(body) for body in bodies]
+    failing = [number[:-1] + str((int(number[-1]) + 1) % 10) for number in valid]
+    for template in ("The card number is {}.", "卡号{}已挂失", "Record {} next to the total."):
+        assert not any(detect(template.format(number)) for number in failing), template
+        assert all(detect(template.format(number)) for number in valid if card_number_valid(number)), template

@@ -103,3 +103,16 @@ def test_folder_source_with_html_and_unsupported_file(tiny_data, tmp_path):
     texts += " ".join(d["text"] for d in _lines(run_dir / "data" / "clean" / "finance_heldout.jsonl"))
     assert "protects depositors" in texts and "Bond prices fall" in texts
     assert "About" not in texts and "Copyright" not in texts
+
+
+def test_a_funnel_that_does_not_add_up_stops_the_stage():
+    import pytest
+
+    from finloom.data.funnel import check_funnel
+
+    good = {"input_records": 10, "read": 9, "rejected": 1, "kept": {"general": 5, "finance": 2}, "removed": {"x": 2}}
+    check_funnel(good)
+    for broken in ({**good, "rejected": 0}, {**good, "kept": {"general": 5, "finance": 3}},
+                   {**good, "removed": {}}):
+        with pytest.raises(RuntimeError, match="data funnel does not add up"):
+            check_funnel(broken)

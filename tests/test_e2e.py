@@ -60,8 +60,10 @@ def test_quickstart_small_end_to_end(tmp_path):
         assert results[chat_model]["finance_calc"]["items"] == 8 and results[chat_model]["scenarios"]["items"] == 8
     assert "finance_calc" not in results["base"]
     judged = results["align"]["scenarios"]  # judged by the run's own align model (teacher: stage:align)
-    assert judged["usable_rate"] is not None and 0 <= judged["judge_failures"] <= 8
-    assert (run_dir / "eval" / "align" / "scenarios_judge.jsonl").exists()
+    rows = [json.loads(line) for line in (run_dir / "eval" / "align" / "scenarios_judge.jsonl").read_text().splitlines()]
+    assert judged["judge_failures"] == sum(r["judge_failed"] for r in rows) and len(rows) == 8
+    assert judged["usable_rate"] == round(sum(r["usable"] for r in rows) / 8, 4)
+    assert judged["rule_checked"] == 8 and judged["rule_pass_rate"] == round(sum(r["rule_passed"] for r in rows) / 8, 4)
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
     assert "Data funnel by step" in page

@@ -161,7 +161,9 @@ def test_endpoint_and_scenario_judge_against_a_real_server(tiny_data, tiny_run, 
     evaluator = Evaluator(loaded.eval, tmp_path / "work", loaded.resolve, seed=loaded.seed, judge=loaded.teacher)
     results = evaluator.run_endpoint(loaded.eval.endpoints[0], tmp_path / "served")
     assert results["finance_mcq_gen"]["items"] == 17 and "finance_mcq" not in results  # no log-probs from the API
-    assert 0 <= results["finance_mcq_gen"]["accuracy"] <= 1
+    generated = [json.loads(line) for line in (tmp_path / "served" / "finance_mcq_gen.jsonl").read_text().splitlines()]
+    assert all(row["correct"] == (row["extracted"] == row["answer"]) for row in generated)  # scored from the reply
+    assert results["finance_mcq_gen"]["accuracy"] == round(sum(r["extracted"] == r["answer"] for r in generated) / 17, 4)
     judged = results["scenarios"]
     assert judged["items"] == 3 and judged["judge_failures"] <= 3
     rows = [json.loads(line) for line in (tmp_path / "served" / "scenarios_judge.jsonl").read_text().splitlines()]

@@ -123,3 +123,14 @@ def source_rows(clean_dir: Path, removed_dir: Path) -> list[dict]:
             removed.setdefault(source, Counter())[path.stem] = count
     sources = sorted(set(kept) | set(removed))
     return [{"source": s, "kept": kept.get(s, 0), "removed": dict(removed.get(s, {}))} for s in sources]
+
+
+def check_funnel(funnel: dict) -> None:
+    """Every input record was read or rejected, every document read was kept or removed: else nothing is trusted.
+
+    A mismatch means a step dropped or duplicated documents without saying so; the stage stops rather than hand
+    on a corpus whose counts cannot be explained."""
+    kept, removed = sum(funnel["kept"].values()), sum(funnel["removed"].values())
+    if funnel["input_records"] != funnel["read"] + funnel["rejected"] or funnel["read"] != kept + removed:
+        raise RuntimeError(f"data funnel does not add up: {funnel['input_records']} input records, {funnel['read']} "
+                           f"read + {funnel['rejected']} rejected; {kept} kept + {removed} removed: {funnel}")

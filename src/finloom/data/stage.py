@@ -20,7 +20,7 @@ from pathlib import Path
 from finloom.data.classifier import train_classifier
 from finloom.data.documents import input_records
 from finloom.data.executors import Phase, run_phases
-from finloom.data.funnel import merged_stats, source_rows, stat_total, step_rows, token_counts
+from finloom.data.funnel import check_funnel, merged_stats, source_rows, stat_total, step_rows, token_counts
 from finloom.data.heldout import remove_heldout_overlap
 from finloom.data.mixing import write_token_shards
 from finloom.data.pipeline import Classifiers, PipelinePaths, build_phases
@@ -176,8 +176,7 @@ def run(section: DataSection, ctx: RunContext) -> StageResult:
     read, rejected = stat_total(reader.get("read", 0)), _count_lines(paths.stage_dir / "rejects.jsonl")
     funnel = {"input_records": sum(input_records(Path(s["path"]), s["format"]) for s in sources), "read": read,
               "rejected": rejected, "removed": removed, "kept": kept}
-    if funnel["input_records"] != read + rejected or read != sum(kept.values()) + sum(removed.values()):
-        raise RuntimeError(f"data funnel does not add up: {funnel}")
+    check_funnel(funnel)
     for domain in ("general", "finance"):
         if kept[domain] == 0:
             raise BadInput(f"data.{domain}: no documents left after cleaning (funnel: {funnel})")
