@@ -15,11 +15,14 @@ import pytest
 
 from finloom.starter.generate import (
     CLEAN_DOCS_PER_CORPUS,
+    HELDOUT_DOCS_PER_CORPUS,
     DATA_DIR,
     KB_DIR,
     check_heldout,
     cn_id_check_char,
+    Topic,
     generate_starter_data,
+    heldout_split,
     iban_check_digits,
     load_knowledge_base,
     luhn_check_digit,
@@ -37,7 +40,7 @@ MCQ = ("eval_finance_mcq.jsonl", "eval_general_mcq.jsonl")
 MINIMUM_RECORDS = {
     "general_corpus.jsonl": 300, "finance_corpus.jsonl": 300, "sft_finance.jsonl": 300, "sft_general.jsonl": 100,
     "preferences.jsonl": 200, "eval_finance_mcq.jsonl": 300, "eval_general_mcq.jsonl": 150, "eval_finance_calc.jsonl": 200,
-    "eval_scenarios.jsonl": 100, "general_heldout.jsonl": 30, "finance_heldout.jsonl": 30, "quality_labels.jsonl": 200,
+    "eval_scenarios.jsonl": 100, "general_heldout.jsonl": 150, "finance_heldout.jsonl": 150, "quality_labels.jsonl": 200,
     "domain_labels.jsonl": 300,
 }
 MINIMUM_CORPUS_CHARS = 400_000
@@ -188,7 +191,7 @@ def test_corpus_layout_and_planted_shares(dataset):
         assert len(docs) == CLEAN_DOCS_PER_CORPUS + sum(expected.values())
         assert all(d["kind"] == "spam" for d in docs if d.get("planted") == "spam")
     for name in HELDOUT:
-        assert len(files[name]) == 30 and not any("planted" in d for d in files[name])
+        assert len(files[name]) == HELDOUT_DOCS_PER_CORPUS and not any("planted" in d for d in files[name])
 
 
 def test_training_text_holds_no_false_statement(dataset):
@@ -297,6 +300,17 @@ def test_no_eval_prompt_occurs_in_training_files(dataset):
     assert [s for s in stems if s in training] == []
 
 
+def test_heldout_split_never_leaves_a_side_empty():
+    topics = [Topic(id=f"t{i}", group="g", certification=None, blocks={}) for i in range(12)]
+    for size in range(2, 13):
+        heldout = heldout_split(topics[:size])
+        assert 1 <= len(heldout) <= size - 1
+        assert heldout == heldout_split(list(reversed(topics[:size])))[::-1]  # chosen by id, not by order
+    assert 1 <= len(heldout_split(topics)) <= 12 // 2  # about one in five, not "the first"
+    with pytest.raises(ValueError, match="at least 2 topics"):
+        heldout_split(topics[:1])
+
+
 def test_heldout_check_raises_on_a_leak(dataset):
     files, _ = dataset
     leaky = dict(files)
@@ -330,9 +344,9 @@ def test_calc_problems_are_bundled(dataset):
 
 def test_sft_conversations_are_chat_formatted(dataset):
     files, kb = dataset
-    for name, topics in (("sft_finance.jsonl", kb.finance), ("sft_general.jsonl", kb.general)):
+    for name, corpus in (("sft_finance.jsonl", "finance"), ("sft_general.jsonl", "general")):
         records = files[name]
-        assert len(records) == 2 * len(topics)
+        assert len(records) == 2 * len(kb.training_topics(corpus))
         for record in records:
             roles = [m["role"] for m in record["messages"] if m["role"] != "system"]
             assert roles == ["user", "assistant"] * (len(roles) // 2) and all(m["content"] for m in record["messages"])

@@ -23,6 +23,7 @@ changing how one file is drawn does not reshuffle the others.
 from __future__ import annotations
 
 import datetime
+import argparse
 import hashlib
 import json
 import random
@@ -126,18 +127,30 @@ class KnowledgeBase:
 
     def training_topics(self, corpus: str) -> list[Topic]:
         """The topics training text (corpora, SFT, preferences) is written about."""
-        return [topic for topic in self.topics(corpus) if not is_heldout_topic(topic)]
+        heldout = {topic.id for topic in self.heldout_topics(corpus)}
+        return [topic for topic in self.topics(corpus) if topic.id not in heldout]
 
     def heldout_topics(self, corpus: str) -> list[Topic]:
         """The topics only held-out text is written about, so that no training sentence is a held-out one."""
-        return [topic for topic in self.topics(corpus) if is_heldout_topic(topic)]
+        return heldout_split(self.topics(corpus))
 
 
-def is_heldout_topic(topic: Topic) -> bool:
+def heldout_split(topics: list[Topic]) -> list[Topic]:
     """About one topic in five, chosen by its id: held-out text measures a model on text it has never seen, and
     documents written from the same entries with the same phrasings share long spans (53% of the general
-    held-out text's 16-token spans did, when both were written about every topic)."""
-    return int(hashlib.sha256(topic.id.encode()).hexdigest(), 16) % HELDOUT_TOPIC_EVERY == 0
+    held-out text's 16-token spans did, when both were written about every topic). A small knowledge base
+    still gets one held-out topic and keeps at least one to train on, so neither side's deck is empty."""
+    if len(topics) < 2:
+        raise ValueError(f"a corpus needs at least 2 topics to hold one out; this knowledge base has {len(topics)}")
+    ranked = sorted(topics, key=_topic_hash)
+    chosen = [topic for topic in ranked if _topic_hash(topic) % HELDOUT_TOPIC_EVERY == 0]
+    chosen = chosen[: len(topics) - 1] or ranked[:1]
+    ids = {topic.id for topic in chosen}
+    return [topic for topic in topics if topic.id in ids]
+
+
+def _topic_hash(topic: Topic) -> int:
+    return int(hashlib.sha256(topic.id.encode()).hexdigest(), 16)
 
 
 def _load_entries(kb_dir: Path, kind: str) -> list:
@@ -1611,8 +1624,14 @@ def generate_starter_data(out_dir: Path, kb_dir: Path = KB_DIR, seed: int = 0) -
     return {name: len(records) for name, records in files.items()}
 
 
-def main(argv: Sequence[str] = sys.argv[1:]) -> int:
-    out_dir = Path(argv[0]) if argv else DATA_DIR
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m finloom.starter.generate",
+        description="Write the bundled starter data (corpora, held-out text, SFT, preferences, benchmarks, labels) "
+        "from the project-written knowledge base; the same knowledge base always gives the same files.",
+    )
+    parser.add_argument("out_dir", nargs="?", type=Path, default=DATA_DIR, help=f"where to write (default: {DATA_DIR})")
+    out_dir = parser.parse_args(argv).out_dir
     counts = generate_starter_data(out_dir)
     for name, count in counts.items():
         chars = sum(len(json.loads(line).get("text", "")) for line in (out_dir / name).read_text(encoding="utf-8").splitlines())
