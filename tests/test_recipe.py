@@ -41,8 +41,10 @@ def test_schema_errors_name_the_field(tiny_data, override, expected):
 def test_disabled_stage_needs_no_datasets_but_enabled_one_does(tiny_data):
     recipe = tiny_recipe(**{"sft": {"enabled": False}})
     assert "sft" not in enabled_stages(parse_recipe(recipe, tiny_data))
-    with pytest.raises(BadInput, match="sft: datasets: at least one source is required"):
+    with pytest.raises(BadInput, match=r"sft.datasets: at least one source is required \(or enable the prompts stage"):
         parse_recipe(tiny_recipe(**{"sft": {"train": {"max_steps": 2}}}), tiny_data)
+    with pytest.raises(BadInput, match="reward: datasets: at least one source is required"):
+        parse_recipe(tiny_recipe(**{"reward": {"train": {"max_steps": 2}}}), tiny_data)
 
 
 def test_hf_and_scratch_are_exclusive(tiny_data):

@@ -128,7 +128,7 @@ LAYERS = [
     {"stages"},
     {"llm", "training", "checks"},
     {"data"},
-    {"pretrain", "sft", "reward", "align", "eval"},
+    {"pretrain", "prompts", "sft", "reward", "align", "eval"},
     {"experiments"},
     {"report"},
     {"runner"},

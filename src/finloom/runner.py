@@ -310,7 +310,8 @@ class Runner:
         if same and previous.get("status") == "done" and not forced and self._outputs_exist(previous):
             print_(f"[dim]· {stage}: up to date, skipped[/dim]")
             return "skipped"
-        resume = same and previous.get("status") in ("running", "interrupted") and not forced
+        resumable = ("running", "interrupted") + (("failed",) if STAGES[stage].resumes_after_failure else ())
+        resume = same and previous.get("status") in resumable and not forced
         if main and not resume and stage_dir.exists():
             shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,9 @@ class Stage:
     """Reads every enabled stage before it (evaluation, studies, the report)."""
     key_metrics: tuple[str, ...] = ()
     """Metrics ``finloom status`` shows for it."""
+    resumes_after_failure: bool = False
+    """Its finished work stays valid when it fails (an endpoint outage midway): a re-run of the same recipe
+    continues from its caches, as after an interruption, instead of starting over."""
 
     def entry_point(self) -> Callable:
         module_name, function = self.entry.split(":")
@@ -61,8 +64,10 @@ CATALOGUE = (
           trains=True, model=True, reads=("data",), key_metrics=("final_loss", "parameters")),
     Stage("pretrain", "finloom.pretrain.stage:run_pretrain", "continual pre-training (domain self-constraint)",
           trains=True, model=True, reads=("data",), starts_from_model=True, key_metrics=("final_loss",)),
+    Stage("prompts", "finloom.prompts.stage:run", "the SFT set: tag prompts on six dimensions, select for "
+          "diversity and quality, build responses", key_metrics=("kept", "dropped"), resumes_after_failure=True),
     Stage("sft", "finloom.sft.stage:run", "supervised fine-tuning on conversations", trains=True, model=True,
-          chat=True, starts_from_model=True, key_metrics=("final_loss",)),
+          chat=True, reads=("prompts",), starts_from_model=True, key_metrics=("final_loss",)),
     Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs", trains=True,
           starts_from_model=True, key_metrics=("final_loss", "eval_accuracy")),
     Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,

@@ -18,10 +18,9 @@ passing, and the failure count is reported), never dropped.
 from __future__ import annotations
 
 import json
-import re
 
 from finloom.checks import check_response
-from finloom.llm.judge import ask_judge
+from finloom.llm.judge import ask_judge, reply_json
 
 DIMENSIONS = {
     "accuracy": "facts, figures and calculations are correct",
@@ -82,14 +81,8 @@ def judge_prompt(scenario: dict, answer: str) -> str:
 
 def parse_judgement(reply: str, scenario: dict) -> dict | None:
     """{"scores": {dimension: -1..5}, "checklist": [bool, ...]} or None if anything is missing or out of range."""
-    match = re.search(r"\{.*\}", reply, re.DOTALL)
-    if not match:
-        return None
-    try:
-        payload = json.loads(match.group())
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict):
+    payload = reply_json(reply)
+    if payload is None:
         return None
     scores = {}
     for name in scenario.get("weights") or {"accuracy": 1}:

@@ -9,6 +9,7 @@ environment variable named in the recipe, never from the recipe itself.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,9 @@ class LLMClient:
         """``role`` is the recipe field the endpoint comes from, named in errors (``teacher``, ``eval.endpoints.X``)."""
         self.config = config
         self.role = role
+        self.requests = 0
+        """Completions asked for so far (retries of one request count once): what a resumed stage re-asks shows here."""
+        self._count_lock = threading.Lock()
         self._local = None
         self._http = None
         if config.local_model:
@@ -74,6 +78,7 @@ class LLMClient:
 
     def chat(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0, **extra) -> str:
         """The assistant's reply to ``messages``."""
+        self._count()
         if self._local:
             prompt = self._local.chat_prompt(messages)
             return self._local.generate(prompt, max_tokens=max_tokens, temperature=temperature, **extra).text
@@ -86,6 +91,7 @@ class LLMClient:
             raise LLMError(f"unexpected chat response: {str(response)[:300]}") from error
 
     def complete(self, prompt: str, max_tokens: int = 256, temperature: float = 0.0, **extra) -> str:
+        self._count()
         if self._local:
             return self._local.generate(prompt, max_tokens=max_tokens, temperature=temperature, **extra).text
         body = {"model": self.config.model, "prompt": prompt, "max_tokens": max_tokens,
@@ -95,6 +101,10 @@ class LLMClient:
             return response["choices"][0]["text"]
         except (KeyError, IndexError, TypeError) as error:
             raise LLMError(f"unexpected completion response: {str(response)[:300]}") from error
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.requests += 1
 
     def chat_many(self, conversations: list[list[dict]], keep_rejected: bool = False,
                   **params) -> list[str | LLMRequestRejected]:

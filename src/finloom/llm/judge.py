@@ -11,6 +11,8 @@ reply; an endpoint no request can reach stops the stage with a clear error. Noth
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,20 @@ from typing import Any
 from finloom.llm.client import LLMRequestRejected
 
 RETRY_TEMPERATURE = 0.7
+_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def reply_json(reply: str) -> dict | None:
+    """The JSON object in a judge's reply, as models write it: alone, inside a ```json fence, or after some
+    reasoning; None if there is none."""
+    match = _OBJECT.search(reply)
+    if not match:
+        return None
+    try:
+        payload = json.loads(match.group())
+    except json.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 @dataclass

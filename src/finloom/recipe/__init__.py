@@ -5,7 +5,7 @@ reason, so a typo never silently falls back to a default. ``finloom recipe show`
 fully resolved recipe. Data paths are relative to the recipe file; ``starter:NAME`` names a
 file bundled with finloom (``src/finloom/starter/data``).
 
-One module per stage's settings (``data``, ``pretrain``, ``chat``, ``eval``, ``forgetting``,
+One module per stage's settings (``data``, ``pretrain``, ``prompts``, ``chat``, ``eval``, ``forgetting``,
 ``report``), the shared pieces in ``base`` and ``model``, the whole recipe in ``schema``, reading it
 in ``loader``. Everything is importable from ``finloom.recipe``.
 """
@@ -61,6 +61,18 @@ from finloom.recipe.loader import load_recipe, model_dir_problems, parse_recipe,
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.model import ClientSection, ModelLoading, ModelSection, ScratchModel
 from finloom.recipe.pretrain import BaseSection, LoraSettings, ObjectiveSettings, PretrainSection
+from finloom.recipe.prompts import (
+    CLASSIFIED_DIMENSIONS,
+    COMPUTED_DIMENSIONS,
+    TAG_DIMENSIONS,
+    NearDuplicateSettings,
+    PromptsSection,
+    Quota,
+    ResponseSettings,
+    SelectionSettings,
+    TaggingSettings,
+    TemplateSettings,
+)
 from finloom.recipe.report import ReportSection
 from finloom.recipe.schema import Recipe
 from finloom.recipe.sources import decontam_sources, stage_sources

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,10 +91,12 @@ class ChatSource(DataPath):
 
 class ChatDataSection(StageSection):
     datasets: list[ChatSource] = Field(default_factory=list)
+    datasets_required: ClassVar[bool] = True
+    """False where another stage can supply the data (the recipe checks it then: sft from prompts)."""
 
     @model_validator(mode="after")
     def _datasets_when_enabled(self) -> "ChatDataSection":
-        if self.enabled and not self.datasets:
+        if self.enabled and not self.datasets and self.datasets_required:
             raise ValueError("datasets: at least one source is required while the stage is enabled")
         return self
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -10,7 +10,10 @@ from finloom.recipe.base import ChatDataSection, Section, TrainArgs
 
 
 class SFTSection(ChatDataSection):
-    """Supervised fine-tuning on conversations; loss on assistant tokens only."""
+    """Supervised fine-tuning on conversations; loss on assistant tokens only. With the prompts stage enabled it
+    trains on the set that stage built, plus ``datasets`` if any."""
+
+    datasets_required: ClassVar[bool] = False
 
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=100, learning_rate=1e-5))
 

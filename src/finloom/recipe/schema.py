@@ -18,6 +18,7 @@ from finloom.recipe.data import DataSection
 from finloom.recipe.eval import EvalSection
 from finloom.recipe.model import ClientSection, ModelSection
 from finloom.recipe.pretrain import BaseSection, PretrainSection
+from finloom.recipe.prompts import PromptsSection
 from finloom.recipe.forgetting import ForgettingSection
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.report import ReportSection
@@ -45,6 +46,7 @@ class Recipe(Section):
     data: DataSection = _off(DataSection)
     base: BaseSection = _off(BaseSection)
     pretrain: PretrainSection = _off(PretrainSection)
+    prompts: PromptsSection = _off(PromptsSection)
     sft: SFTSection = _off(SFTSection)
     reward: RewardSection = _off(RewardSection)
     align: AlignSection = _off(AlignSection)
@@ -63,7 +65,8 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _stages_fit_together(self) -> "Recipe":
-        problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems()]
+        problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems(),
+                    *self._prompts_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -92,6 +95,21 @@ class Recipe(Section):
         if self.model.scratch is not None and not self.base.enabled and later:
             problems.append(f"base.enabled: a model.scratch recipe needs the base stage (it builds the model "
                             f"that {later[0]} starts from)")
+        return problems
+
+    def _prompts_problems(self) -> list[str]:
+        problems = []
+        if self.sft.enabled and not self.sft.datasets and not self.prompts.enabled:
+            problems.append("sft.datasets: at least one source is required (or enable the prompts stage, whose "
+                            "set sft then trains on)")
+        if self.prompts.enabled and self.prompts.uses_teacher() and self.teacher is None:
+            problems.append("teacher: the prompts stage, as configured, asks the teacher (tagging, quality, "
+                            "responses or back-translation); add a teacher section")
+        for model in self.prompts.responses.models if self.prompts.enabled else ():
+            stage = model.removeprefix("stage:")
+            if model.startswith("stage:") and (stage not in self.section_names() or not self.section(stage).enabled
+                                               or self.section_names().index(stage) > self.section_names().index("prompts")):
+                problems.append(f"prompts.responses.models: {model}: no enabled model stage before prompts")
         return problems
 
     def _tracker_problems(self) -> list[str]:

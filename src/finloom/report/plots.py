@@ -261,3 +261,24 @@ def scenario_radar(results: dict, benchmark: str) -> str | None:
     axis.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.25, -0.1))
     figure.tight_layout()
     return png(figure)
+
+
+def tag_distribution(distribution: dict[str, dict[str, int]]) -> str | None:
+    """One bar chart per tag dimension: how many kept prompts carry each value."""
+    dimensions = [d for d, counts in distribution.items() if counts]
+    if not dimensions:
+        return None
+    columns = 3
+    rows = math.ceil(len(dimensions) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(12, 3.2 * rows), squeeze=False)
+    for axis, dimension in zip(axes.flat, dimensions):
+        counts = sorted(distribution[dimension].items(), key=lambda item: item[1])[-12:]
+        axis.barh([value for value, _ in counts], [count for _, count in counts], color=FINANCE)
+        axis.set_title(dimension, fontsize=10)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3, axis="x")
+    for axis in list(axes.flat)[len(dimensions):]:
+        axis.axis("off")
+    figure.suptitle("Kept prompts by tag (at most 12 values per dimension)")
+    figure.tight_layout()
+    return png(figure)

@@ -16,6 +16,7 @@ from finloom.recipe import ReportSection
 from finloom.report import plots
 from finloom.report.model_card import write_model_card
 from finloom.report.page import Page, table
+from finloom.report.prompt_sections import prompts_sections
 from finloom.report.sections import (
     data_sections,
     eval_sections,
@@ -48,6 +49,7 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     page.add("Stages", table(["stage", "status", "wall time (s)", "peak RSS (MB)"], rows),
              plots.stage_timeline({s: m for s, m in manifests.items() if s != "report"}))
     page.extend(data_sections(manifests.get("data", {}).get("metrics", {})))
+    page.extend(prompts_sections(manifests.get("prompts", {}).get("metrics", {}), run_dir / "prompts" / "decisions.jsonl"))
     if results:
         page.extend(eval_sections(results))
     curves = plots.heldout_curves(run_dir)

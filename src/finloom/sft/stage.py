@@ -20,7 +20,7 @@ from finloom.llm.chat_template import (
     tokenize_with_assistant_mask,
 )
 from finloom.llm.loading import load_tokenizer, load_trainable
-from finloom.recipe import SFTSection
+from finloom.recipe import ChatSource, SFTSection
 from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs
 
@@ -30,8 +30,11 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     tokenizer = load_tokenizer(model_path, recipe.model)
     template = ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
+    datasets = list(section.datasets)
+    if recipe.prompts.enabled:  # the set the prompt system built
+        datasets.append(ChatSource(path=str(ctx.artifact("prompts", "sft")), format="messages"))
     rows = load_conversations(
-        section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "sft",
+        datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "sft",
         prepare=lambda row: tokenize_with_assistant_mask(tokenizer, row["messages"], section.train.seq_len))
     model = load_trainable(model_path, recipe.model)
     resize_for_template(model, tokenizer)

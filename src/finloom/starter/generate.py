@@ -1553,7 +1553,8 @@ def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], corpora: 
 # Checks and output
 # ---------------------------------------------------------------------------------------------
 
-TRAINING_FILES = ("general_corpus.jsonl", "finance_corpus.jsonl", "sft_finance.jsonl", "sft_general.jsonl", "preferences.jsonl")
+TRAINING_FILES = ("general_corpus.jsonl", "finance_corpus.jsonl", "sft_finance.jsonl", "sft_general.jsonl", "preferences.jsonl",
+                  "prompt_pool.jsonl", "prompt_tags.jsonl")
 
 
 def training_texts(files: dict[str, list[dict]]) -> list[str]:
@@ -1564,6 +1565,9 @@ def training_texts(files: dict[str, list[dict]]) -> list[str]:
             if "text" in record:
                 texts.append(record["text"])
             for key in ("messages", "prompt", "chosen", "rejected"):
+                if isinstance(record.get(key), str):
+                    texts.append(record[key])
+                    continue
                 texts += [message["content"] for message in record.get(key, [])]
     return texts
 
@@ -1590,6 +1594,8 @@ def check_heldout(files: dict[str, list[dict]]) -> None:
 
 def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
     """Every bundled file's records, keyed by file name; checked for held-out leaks."""
+    from finloom.starter.prompt_pool import build_prompt_pool, build_prompt_tags  # it builds on this module
+
     proper = proper_words(kb.finance + kb.general)
     taken: set[str] = set()
     files = {name: build_corpus(kb, corpus, seed, taken, proper)
@@ -1607,6 +1613,8 @@ def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
         "eval_scenarios.jsonl": build_scenarios(kb),
         "quality_labels.jsonl": build_quality_labels(kb, seed, taken, corpora, proper),
         "domain_labels.jsonl": build_domain_labels(kb, seed, taken, corpora, proper),
+        "prompt_pool.jsonl": build_prompt_pool(kb, seed, proper),
+        "prompt_tags.jsonl": build_prompt_tags(kb, seed, proper),
     }
     check_heldout(files)
     return files
