@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import finloom_cli, write_recipe
 
-from finloom.prompts.select import apply_quotas, lcs_length, near_duplicates, template_families, tokens
+from finloom.prompts.select import apply_quotas, lcs_length, near_duplicates, similar_pairs, template_families, tokens
 from finloom.prompts.tags import constraint_level, parse_tags
 from finloom.prompts.quality import parse_comparison
 from finloom.recipe import NearDuplicateSettings, Quota, STARTER_DATA_DIR, TemplateSettings, load_recipe
@@ -68,11 +68,22 @@ def test_near_duplicates_are_small_edits_not_another_slot():
              "Tell me two important facts about the cofee plant and its history.",  # a typo: near duplicate
              "Tell me two important facts about how gravity shapes the tides.",  # another request in the same frame
              "help", "help me"]  # too short to judge
-    embeddings = _unit([[1, 0.01, 0], [1, 0.02, 0], [1, 0.03, 0], [1, 0, 0.01], [1, 0, 0.02]])
-    found = near_duplicates(texts, embeddings, list(range(5)), NearDuplicateSettings())
-    assert found == {1: (0, pytest.approx(1.0, abs=1e-3))}
-    strict = near_duplicates(texts, embeddings, list(range(5)), NearDuplicateSettings(candidate_similarity=0.99999))
+    embeddings = _unit([[1, 0.1, 0], [1, 0.2, 0], [1, 0.3, 0], [1, 0, 0.1], [1, 0, 0.2]])
+    found = near_duplicates(texts, similar_pairs(embeddings, 0.6, 10), NearDuplicateSettings())
+    assert found == {1: (0, pytest.approx(0.9951, abs=1e-3))}
+    strict = near_duplicates(texts, similar_pairs(embeddings, 0.6, 10), NearDuplicateSettings(candidate_similarity=0.999))
     assert strict == {}  # the embedding proposes, the common subsequence confirms
+
+
+def test_neighbour_search_is_exact_and_earlier_only():
+    rng = np.random.default_rng(0)
+    embeddings = _unit(rng.normal(size=(1300, 8)).tolist())  # more rows than one search block
+    pairs = similar_pairs(embeddings, -1.0, 3)
+    similarity = embeddings @ embeddings.T
+    for later in (0, 1, 700, 1299):
+        expected = sorted(np.argsort(-similarity[later, :later])[:3].tolist()) if later else []
+        assert sorted(first for row, first, _ in pairs if row == later) == expected
+    assert all(first < later for later, first, _ in pairs)
 
 
 def test_template_families_need_a_long_shared_frame():
@@ -81,8 +92,7 @@ def test_template_families_need_a_long_shared_frame():
     slots = ["bonds", "a certificate of deposit", "the money multiplier", "deed tax", "vega", "an annuity"]
     texts = [frame.format(s) for s in slots] + ["What is a bond?", "What is deed tax?"]
     embeddings = _unit([[1, 0, 0]] * len(texts))
-    labels = np.zeros(len(texts), dtype=np.int64)
-    families = template_families(texts, embeddings, labels, list(range(len(texts))), TemplateSettings())
+    families = template_families(texts, similar_pairs(embeddings, 0.8, 10), list(range(len(texts))), TemplateSettings())
     assert families == [list(range(len(slots)))]
     assert len(tokens(texts[0])) >= TemplateSettings().min_frame_tokens
 

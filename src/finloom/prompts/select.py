@@ -2,11 +2,11 @@
 
 Each function takes prompts by index and returns which it drops and why, so the stage can keep one
 decision per prompt and the counts add up. Both near duplicates and template repeats are embedding
-neighbours confirmed by the longest common token subsequence (LCS). A near duplicate's LCS covers
-nearly all of the shorter prompt (a typo, an appended line); neighbours are searched exactly, block
-by block. A template repeat's LCS covers most of the longer prompt and is itself long: the shared
-frame of a "template + context" prompt, not the two words "What is" of two questions about different
-things; it is looked for inside k-means clusters, which also order the kept set for diversity.
+neighbours (each prompt's nearest earlier prompts, searched exactly) confirmed by the longest common
+token subsequence (LCS). A near duplicate's LCS covers nearly all of the shorter prompt (a typo, an
+appended line). A template repeat's LCS covers most of the longer prompt and is itself long: the
+shared frame of a "template + context" prompt, not the two words "What is" of two questions about
+different things. k-means clusters order the kept set for diversity.
 """
 
 from __future__ import annotations
@@ -84,41 +84,52 @@ def _members(labels: np.ndarray, candidates: list[int]) -> dict[int, list[int]]:
 SEARCH_BLOCK = 512
 
 
-def similar_pairs(embeddings: np.ndarray, candidates: list[int], threshold: float) -> list[tuple[int, int, float]]:
-    """Every (later, earlier, cosine) pair of ``candidates`` at or above ``threshold``, exactly: block by block
-    against all earlier rows, so memory stays at ``SEARCH_BLOCK`` x n similarities."""
-    matrix = embeddings[candidates]
+def similar_pairs(embeddings: np.ndarray, threshold: float, neighbours: int) -> list[tuple[int, int, float]]:
+    """(later, earlier, cosine) for each row's ``neighbours`` most similar earlier rows at or above
+    ``threshold``: an exact search, block by block, so memory stays at ``SEARCH_BLOCK`` x n similarities, and
+    the pairs grow as n x neighbours, not n squared, in a pool where most prompts share a frame."""
     pairs = []
-    for start in range(0, len(candidates), SEARCH_BLOCK):
-        block = matrix[start:start + SEARCH_BLOCK] @ matrix[:start + SEARCH_BLOCK].T
-        rows, cols = np.nonzero(block >= threshold)
-        for row, col in zip(rows.tolist(), cols.tolist()):
-            if col < start + row:
-                pairs.append((candidates[start + row], candidates[col], round(float(block[row, col]), 4)))
+    for start in range(0, len(embeddings), SEARCH_BLOCK):
+        end = min(start + SEARCH_BLOCK, len(embeddings))
+        block = embeddings[start:end] @ embeddings[:end].T
+        block[np.arange(end)[None, :] >= np.arange(start, end)[:, None]] = -np.inf  # earlier rows only
+        k = min(neighbours, end - 1)
+        if k <= 0:
+            continue
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        for row, cols in enumerate(top):
+            for col in cols.tolist():
+                if block[row, col] >= threshold:
+                    pairs.append((start + row, col, round(float(block[row, col]), 4)))
     return pairs
 
 
-def near_duplicates(texts: list[str], embeddings: np.ndarray, candidates: list[int],
+def near_duplicates(texts: list[str], pairs: list[tuple[int, int, float]],
                     settings: NearDuplicateSettings) -> dict[int, tuple[int, float]]:
-    """Index -> (the earlier kept prompt it nearly repeats, their cosine), in input order."""
-    token_lists = {index: tokens(texts[index]) for index in candidates}
+    """Index -> (the earlier kept prompt it nearly repeats, their cosine), in input order, from ``similar_pairs``."""
+    token_lists: dict[int, list[str]] = {}
     earlier: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for later, first, similarity in similar_pairs(embeddings, candidates, settings.candidate_similarity):
-        earlier[later].append((first, similarity))
+    for later, first, similarity in pairs:
+        if similarity >= settings.candidate_similarity:
+            earlier[later].append((first, similarity))
     found: dict[int, tuple[int, float]] = {}
     for index in sorted(earlier):
         for first, similarity in sorted(earlier[index], key=lambda pair: -pair[1]):
-            shorter = min(len(token_lists[index]), len(token_lists[first]))
-            if first not in found and shorter >= settings.min_tokens and \
-                    lcs_length(token_lists[index], token_lists[first]) >= settings.min_shared * shorter:
+            if first in found:
+                continue
+            a = token_lists.setdefault(index, tokens(texts[index]))
+            b = token_lists.setdefault(first, tokens(texts[first]))
+            shorter = min(len(a), len(b))
+            if shorter >= settings.min_tokens and lcs_length(a, b) >= settings.min_shared * shorter:
                 found[index] = (first, similarity)
                 break
     return found
 
 
-def template_families(texts: list[str], embeddings: np.ndarray, labels: np.ndarray, candidates: list[int],
+def template_families(texts: list[str], pairs: list[tuple[int, int, float]], candidates: list[int],
                       settings: TemplateSettings) -> list[list[int]]:
-    """Groups of two or more prompts sharing a long frame (connected by template pairs), within clusters."""
+    """Groups of two or more ``candidates`` sharing a long frame, joined through template pairs among
+    ``similar_pairs``."""
     parent = {index: index for index in candidates}
 
     def root(index: int) -> int:
@@ -127,20 +138,17 @@ def template_families(texts: list[str], embeddings: np.ndarray, labels: np.ndarr
             index = parent[index]
         return index
 
-    token_lists = {index: tokens(texts[index]) for index in candidates}
-    for members in _members(labels, candidates).values():
-        members = [m for m in members if len(token_lists[m]) >= settings.min_frame_tokens]
-        if len(members) < 2:
+    token_lists: dict[int, list[str]] = {}
+    for a, b, similarity in pairs:
+        if similarity < settings.candidate_similarity or a not in parent or b not in parent or root(a) == root(b):
             continue
-        similarity = embeddings[members] @ embeddings[members].T
-        rows, cols = np.nonzero(np.triu(similarity >= settings.candidate_similarity, k=1))
-        for row, col in zip(rows.tolist(), cols.tolist()):
-            a, b = members[row], members[col]
-            if root(a) == root(b):
-                continue
-            shared = lcs_length(token_lists[a], token_lists[b])
-            if shared >= settings.min_frame_tokens and shared >= settings.min_shared * max(len(token_lists[a]), len(token_lists[b])):
-                parent[root(b)] = root(a)
+        first = token_lists.setdefault(a, tokens(texts[a]))
+        second = token_lists.setdefault(b, tokens(texts[b]))
+        if min(len(first), len(second)) < settings.min_frame_tokens:
+            continue
+        shared = lcs_length(first, second)
+        if shared >= settings.min_frame_tokens and shared >= settings.min_shared * max(len(first), len(second)):
+            parent[root(b)] = root(a)
     families: dict[int, list[int]] = defaultdict(list)
     for index in candidates:
         families[root(index)].append(index)

@@ -31,6 +31,7 @@ from finloom.prompts.select import (
     diversity_order,
     exact_duplicates,
     near_duplicates,
+    similar_pairs,
     template_families,
 )
 from finloom.prompts.tags import classify, computed_tags, teacher_tags, train_taggers
@@ -91,7 +92,10 @@ def run(section: PromptsSection, ctx: RunContext) -> StageResult:
     for item in alive:
         build.note(item, cluster=int(labels[position[item]]))
     alive_texts = [build.prompts[i].text for i in alive]
-    found = near_duplicates(alive_texts, vectors, list(range(len(alive))), section.selection.near_duplicate)
+    selection = section.selection
+    pairs = similar_pairs(vectors, min(selection.near_duplicate.candidate_similarity, selection.template.candidate_similarity),
+                          selection.near_duplicate.neighbours)
+    found = near_duplicates(alive_texts, pairs, selection.near_duplicate)
     for index, (original, similarity) in found.items():
         build.drop(alive[index], "near_duplicate", dup_of=alive[original], similarity=similarity)
 
@@ -99,8 +103,7 @@ def run(section: PromptsSection, ctx: RunContext) -> StageResult:
     score, metrics["quality"] = _score(section, recipe, teacher, build, tags, cache)
 
     survivors = [position[i] for i in build.alive()]
-    families = template_families(alive_texts, vectors, labels, survivors,
-                                 section.selection.template) if section.selection.template.enabled else []
+    families = template_families(alive_texts, pairs, survivors, selection.template) if selection.template.enabled else []
     for family in families:
         ranked = sorted(family, key=lambda n: (-(score.get(alive[n]) or 0.0), n))
         for n in ranked[section.selection.template.keep:]:

@@ -72,6 +72,8 @@ class NearDuplicateSettings(Section):
     candidate_similarity: float = Field(0.6, ge=-1, le=1, description="Pairs at least this similar are compared.")
     min_shared: float = Field(0.9, gt=0, le=1, description="Common subsequence / shorter prompt's length.")
     min_tokens: int = Field(4, ge=1, description="Shorter prompts are never near duplicates ('help' is in many).")
+    neighbours: int = Field(10, ge=1, description="Each prompt is compared with its this many most similar earlier "
+                                                  "prompts (for near duplicates and templates alike).")
 
 
 class SelectionSettings(Section):
