@@ -41,9 +41,13 @@ def test_quickstart_small_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval", "report"):
+    stages = ("data", "base", "pretrain", "prompts", "sft", "reward", "align", "eval", "report")
+    for stage in stages:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["status"] == "done", stage
+    # sft trained on exactly the set the prompts stage built
+    kept = json.loads((run_dir / "prompts" / "manifest.json").read_text())["metrics"]["kept"]
+    assert json.loads((run_dir / "sft" / "manifest.json").read_text())["metrics"]["conversations"] == kept
 
     funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
     assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
@@ -66,11 +70,11 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert judged["rule_checked"] == 8 and judged["rule_pass_rate"] == round(sum(r["rule_passed"] for r in rows) / 8, 4)
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
-    assert "Data funnel by step" in page
+    assert "Data funnel by step" in page and "Prompt selection (SFT set)" in page
 
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stderr.count("up to date, skipped") == 8
+    assert second.stderr.count("up to date, skipped") == len(stages)
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(run_dir / "sft" / "model"),
