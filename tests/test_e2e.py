@@ -41,25 +41,33 @@ def test_quickstart_small_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    stages = ("data", "base", "pretrain", "prompts", "sft", "reward", "align", "eval", "report")
+    stages = ("data", "base", "pretrain", "prompts", "sft", "merge", "reward", "align", "eval", "report")
     for stage in stages:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["status"] == "done", stage
     # sft trained on exactly the set the prompts stage built
     kept = json.loads((run_dir / "prompts" / "manifest.json").read_text())["metrics"]["kept"]
-    assert json.loads((run_dir / "sft" / "manifest.json").read_text())["metrics"]["conversations"] == kept
+    sft = json.loads((run_dir / "sft" / "manifest.json").read_text())["metrics"]
+    assert sft["conversations"] == kept
+    # packed: fewer rows than conversations, and more of each batch is real tokens than unpacked batches would hold
+    assert sft["packing"] and sft["packed_rows"] < kept
+    assert sft["token_utilisation"]["packed"] > sft["token_utilisation"]["unpacked"]
+    merge = json.loads((run_dir / "merge" / "manifest.json").read_text())["metrics"]
+    assert [(i["label"], i["evaluated_as"]) for i in merge["inputs"]] == [("sft@checkpoint-40", None),
+                                                                         ("sft@checkpoint-60", "sft")]
+    assert merge["method"] == "model_stock" and merge["base"] == "pretrain"
 
     funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
     assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
     assert funnel["input_records"] == funnel["read"] + funnel["rejected"]
 
     results = json.loads((run_dir / "eval" / "results.json").read_text())
-    assert list(results) == ["base", "pretrain", "sft", "align"]
+    assert list(results) == ["base", "pretrain", "sft", "sft@checkpoint-40", "merge", "align"]
     # Continual pre-training on the finance mix must lower finance perplexity below the general base's.
     assert results["pretrain"]["finance_ppl"]["perplexity"] < results["base"]["finance_ppl"]["perplexity"]
     for model in results.values():
         assert model["finance_mcq"]["items"] == 60 and model["general_mcq"]["items"] == 60
-    for chat_model in ("sft", "align"):  # chat models also answer by generation, and do the generated benchmarks
+    for chat_model in ("sft", "sft@checkpoint-40", "merge", "align"):  # chat models also answer by generation, and do the generated benchmarks
         assert results[chat_model]["finance_mcq_gen"]["items"] == 60
         assert results[chat_model]["finance_calc"]["items"] == 8 and results[chat_model]["scenarios"]["items"] == 8
     assert "finance_calc" not in results["base"]
@@ -71,6 +79,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
     assert "Data funnel by step" in page and "Prompt selection (SFT set)" in page
+    assert "Model merging (model_stock)" in page and "input: sft@checkpoint-40" in page
 
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]

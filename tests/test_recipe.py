@@ -30,6 +30,12 @@ def test_defaults_are_filled_and_stages_ordered(tiny_data):
         ({"model.scratch.num_heads": 3}, "model.scratch: hidden_size must be a multiple of num_heads"),
         ({"align.method": "ppo"}, "align.method: Input should be 'dpo'"),
         ({"base.train.max_steps": 0}, "base.train.max_steps: Input should be greater than or equal to 1"),
+        ({"merge": {"models": ["stage:sft"]}}, "merge: models / checkpoints: a merge needs at least two"),
+        ({"merge": {"checkpoints": 2, "weights": [1.0]}}, "weights: 1 given for 2 merged models"),
+        ({"merge": {"models": ["stage:sft", "stage:align"]}}, "merge.models: stage:align: no enabled model stage before"),
+        ({"merge": {"checkpoints": 2}, "sft.lora": {"enabled": True}}, "merge.checkpoints: the SFT checkpoints hold LoRA"),
+        ({"sft.train.gradient_checkpointing": {"every_k_layers": 0}},
+         "sft.train.gradient_checkpointing.GradientCheckpointing.every_k_layers"),
     ],
 )
 def test_schema_errors_name_the_field(tiny_data, override, expected):

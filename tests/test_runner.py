@@ -102,15 +102,19 @@ def test_resume_skips_a_checkpoint_cut_off_while_being_written(tmp_path):
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
-@pytest.mark.parametrize("how", ["sigkill", "sigint"])
-def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
-    recipe = tiny_recipe(**{"pretrain.train": {"max_steps": 600, "batch_size": 4, "seq_len": 64, "save_steps": 20}})
-    recipe["eval"]["enabled"] = False
-    path = write_recipe(tiny_data, recipe, f"resume_{how}.yaml")
+@pytest.mark.parametrize("stage,how", [("pretrain", "sigkill"), ("pretrain", "sigint"), ("sft", "sigkill")])
+def test_interrupted_training_resumes_from_checkpoint(tiny_data, tmp_path, stage, how):
+    """pretrain on token shards; sft packed (its default), so the packed rows resume in the same order too."""
+    steps = 600 if stage == "pretrain" else 200
+    train = {"max_steps": steps, "batch_size": 4, "seq_len": 64 if stage == "pretrain" else 128, "save_steps": 20}
+    recipe = tiny_recipe(**{f"{stage}.train": train})
+    for later in ("eval", "reward", "align"):
+        recipe[later]["enabled"] = False
+    path = write_recipe(tiny_data, recipe, f"resume_{stage}_{how}.yaml")
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "finloom", "run", str(path), "--run-dir", str(run_dir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = run_dir / "pretrain" / "checkpoints" / "checkpoint-40"
+    checkpoint = run_dir / stage / "checkpoints" / "checkpoint-40"
     deadline = time.time() + 240
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -119,22 +123,22 @@ def test_interrupted_pretrain_resumes_from_checkpoint(tiny_data, tmp_path, how):
     process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
     code = process.wait(timeout=60)
     assert code == (-9 if how == "sigkill" else 130)
-    assert read_manifest(run_dir, "pretrain")["status"] == ("running" if how == "sigkill" else "interrupted")
-    states = Runner(load_recipe(path), run_dir).run(only="pretrain")
-    assert states == {"pretrain": "done"}
-    metrics = read_manifest(run_dir, "pretrain")["metrics"]
+    assert read_manifest(run_dir, stage)["status"] == ("running" if how == "sigkill" else "interrupted")
+    states = Runner(load_recipe(path), run_dir).run(only=stage)
+    assert states == {stage: "done"}
+    metrics = read_manifest(run_dir, stage)["metrics"]
     assert metrics["resumed_from_step"] >= 40
-    assert metrics["train_steps"] == 600
+    assert metrics["train_steps"] == steps
 
     # The same recipe without the interruption: the same weights, tensor by tensor (resume restores the data
     # position, not only the step), and the same loss over all steps.
     again = tmp_path / "again"
     shutil.copytree(run_dir, again)
-    assert Runner(load_recipe(path), again).run(only="pretrain", force=True) == {"pretrain": "done"}
-    resumed, straight = (load_file(d / "pretrain" / "model" / "model.safetensors") for d in (run_dir, again))
+    assert Runner(load_recipe(path), again).run(only=stage, force=True) == {stage: "done"}
+    resumed, straight = (load_file(d / stage / "model" / "model.safetensors") for d in (run_dir, again))
     assert resumed.keys() == straight.keys()
     assert all(torch.equal(resumed[name], straight[name]) for name in resumed)
-    uninterrupted = read_manifest(again, "pretrain")["metrics"]
+    uninterrupted = read_manifest(again, stage)["metrics"]
     assert uninterrupted["resumed_from_step"] is None
     assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=2e-4)  # logged at 4 decimals
 

@@ -24,7 +24,7 @@ def test_catalogue_matches_the_recipe_schema():
         assert issubclass(section_class, StageSection)
         assert set(stage.reads) <= set(STAGE_NAMES[:STAGE_NAMES.index(stage.name)]), stage.name
         assert not (stage.chat and not stage.model), stage.name
-    assert [s.name for s in CATALOGUE if s.model] == ["base", "pretrain", "sft", "align"]
+    assert [s.name for s in CATALOGUE if s.model] == ["base", "pretrain", "sft", "merge", "align"]
 
 
 def test_every_section_has_defaults_and_a_section_left_out_is_off(tmp_path):

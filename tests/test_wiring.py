@@ -10,6 +10,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from conftest import tiny_recipe, write_recipe
 from finloom.recipe import load_recipe
@@ -91,19 +92,30 @@ def test_dpo_settings_and_pair_order_reach_the_trainer(tiny_data, tiny_run, tmp_
     assert seen["ref_model"] is not seen["model"]
 
 
-def test_sft_trains_on_assistant_tokens_only(tiny_data, tiny_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("packing", [True, False])
+def test_sft_trains_on_assistant_tokens_only(tiny_data, tiny_run, tmp_path, monkeypatch, packing):
+    """sft.packing reaches the trainer: packed rows of whole conversations with finloom's collator, or the
+    conversations one per row with TRL's; either way the labels are the assistant turns, nothing else."""
     import finloom.sft.stage as stage
     from finloom.llm.loading import load_tokenizer
+    from finloom.sft.packing import PackedCollator
 
     seen = catch(monkeypatch, stage, "SFTTrainer")
-    _run(tiny_data, tiny_run, tmp_path, "sft")
+    _run(tiny_data, tiny_run, tmp_path, "sft", **{"sft.packing": packing})
     tokenizer = load_tokenizer(tiny_run / "sft" / "model")
     conversations = [json.loads(line)["messages"] for line in (tiny_data / "sft.jsonl").read_text().splitlines()]
+    answers = ["".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
+               for messages in conversations if messages[-1]["role"] == "assistant"]
     rows = list(seen["train_dataset"])
-    assert len(rows) == len(conversations) - 1  # the one without an answer is a reject
-    for row, messages in zip(rows, conversations):
-        trained = tokenizer.decode([t for t in row["labels"] if t != -100])
-        assert trained == "".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
+    samples = []
+    for row in rows:
+        lengths = row["seq_lengths"] if packing else [len(row["input_ids"])]
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        samples += [row["labels"][start:start + n] for start, n in zip(starts, lengths)]
+    assert (len(rows) < len(answers)) == packing and isinstance(seen["data_collator"], PackedCollator) == packing
+    assert len(samples) == len(answers) == len(conversations) - 1  # the one without an answer is a reject
+    trained = sorted(tokenizer.decode([t for t in labels if t != -100]) for labels in samples)
+    assert trained == sorted(answers)
 
 
 def test_curves_go_to_the_trackers_the_recipe_names_offline(tiny_data, tiny_run, tmp_path, monkeypatch):
@@ -139,3 +151,26 @@ def test_a_tracker_that_is_not_installed_is_named_at_validation(tiny_data):
     missing = next(name for name in ("wandb", "trackio") if importlib.util.find_spec(name) is None)
     with pytest.raises(BadInput, match=f"report_to: {missing} is not installed"):
         parse_recipe(tiny_recipe(**{"report_to": [missing]}), tiny_data)
+
+
+def test_sft_checkpointing_and_lora_settings_reach_training(tiny_data, tiny_run, tmp_path):
+    """train.gradient_checkpointing {every_k_layers} is what training used (the manifest reports the k applied),
+    and sft.lora trains adapters that are saved merged into a plain model that moved from its start."""
+    from safetensors.torch import load_file
+
+    from finloom.stages import read_manifest
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    train = {"max_steps": 3, "batch_size": 4, "seq_len": 128, "learning_rate": 1e-2,
+             "gradient_checkpointing": {"every_k_layers": 2}}
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"sft.train": train, "sft.lora": {"enabled": True, "r": 4}}),
+                                      "sft_lora.yaml"))
+    assert Runner(recipe, run_dir).run(only="sft", force=True) == {"sft": "done"}
+    assert read_manifest(run_dir, "sft")["metrics"]["checkpoint_every_k_layers"] == 2
+    model_dir = run_dir / "sft" / "model"
+    assert not (model_dir / "adapter_config.json").exists()
+    tuned, start = (load_file(d / "model.safetensors") for d in (model_dir, run_dir / "pretrain" / "model"))
+    assert tuned.keys() == start.keys()
+    moved = [name for name in tuned if "layers" in name and not torch.equal(tuned[name], start[name])]
+    assert moved and all("proj" in name for name in moved)  # LoRA touches the linear layers only

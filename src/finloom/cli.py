@@ -361,6 +361,29 @@ def report(
 
 
 @app.command()
+def merge(
+    models: Annotated[list[Path], typer.Argument(help="Two or more model directories (safetensors) to merge.",
+                                                 show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the merged model to.")],
+    method: Annotated[str, typer.Option(help="model_stock (needs --base), linear, or task_arithmetic (needs --base).")]
+    = "model_stock",
+    base: Annotated[Path | None, typer.Option(help="The model the inputs were fine-tuned from.")] = None,
+    weight: Annotated[list[float] | None, typer.Option(help="One weight per model, in order (repeat); "
+                                                             "default 1/N each.")] = None,
+) -> None:
+    """Merge fine-tuned models of one base into one model directory, tensor by tensor (mergekit)."""
+    from finloom.recipe import MERGE_METHODS
+    from finloom.sft.merge import merge_models
+
+    if method not in MERGE_METHODS:
+        raise BadInput(f"--method: {method!r} is not one of {', '.join(MERGE_METHODS)}")
+    if weight and len(weight) != len(models):
+        raise BadInput(f"--weight: {len(weight)} given for {len(models)} models")
+    merge_models(method, models, out, base, weight)
+    _console().print(f"merged model: {out}")
+
+
+@app.command()
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="A local HF model directory (any stage's model).")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

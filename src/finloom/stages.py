@@ -7,7 +7,7 @@ disk, so any stage can run alone once the stages it reads have completed.
 
 The catalogue says, per stage: its entry point; whether it trains (then every process of a
 distributed launch runs it); whether it writes a model of the lineage (base -> pretrain -> sft ->
-align, each starting from the newest enabled one before it, or from ``model.hf``) and whether that
+merge -> align, each starting from the newest enabled one before it, or from ``model.hf``) and whether that
 is a chat model; which stages it reads. A stage's recipe section adds what depends on its settings
 (``StageSection.stages_read`` and ``settings_read``), and all of it enters the stage's fingerprint,
 so re-running anything a stage reads re-runs the stage. The runner, the CLI, eval and the report
@@ -68,6 +68,8 @@ CATALOGUE = (
           "diversity and quality, build responses", key_metrics=("kept", "dropped"), resumes_after_failure=True),
     Stage("sft", "finloom.sft.stage:run", "supervised fine-tuning on conversations", trains=True, model=True,
           chat=True, reads=("prompts",), starts_from_model=True, key_metrics=("final_loss",)),
+    Stage("merge", "finloom.sft.merge:run", "merge fine-tuned models or checkpoints (Model Stock, linear, task "
+          "arithmetic)", model=True, chat=True, starts_from_model=True, key_metrics=("method",)),
     Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs", trains=True,
           starts_from_model=True, key_metrics=("final_loss", "eval_accuracy")),
     Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,

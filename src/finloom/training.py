@@ -23,7 +23,8 @@ from finloom.errors import BadInput
 from finloom.files import atomic_write_json
 from finloom.interrupts import raise_if_interrupted
 from finloom.progress import progress_bar
-from finloom.recipe import TrainArgs
+from finloom.llm.checkpointing import checkpoint_every_k_layers
+from finloom.recipe import LoraSettings, TrainArgs
 
 
 def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int, run_name: str | None = None) -> dict:
@@ -47,7 +48,7 @@ def trainer_kwargs(train: TrainArgs, output_dir: Path, seed: int, run_name: str 
         logging_steps=train.logging_steps,
         logging_nan_inf_filter=False,  # a NaN loss must show, and stop the stage (StopOnNonFiniteLoss)
         bf16=train.bf16,
-        activation_checkpointing=train.gradient_checkpointing,
+        activation_checkpointing=False,  # finloom's own, per k layers: see train_and_save
         seed=seed,
         data_seed=seed,
         report_to="none",
@@ -106,11 +107,21 @@ class RichProgress(TrainerCallback):
             self.progress.stop()
 
 
+def with_lora(model, lora: LoraSettings):
+    """``model`` with LoRA adapters (PEFT) when ``lora`` is enabled; ``train_and_save`` saves it merged."""
+    if not lora.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+
+
 def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
-                   trackers: tuple[str, ...] | list[str] = ("tensorboard",)) -> dict:
+                   trackers: tuple[str, ...] | list[str] = ("tensorboard",), train: TrainArgs | None = None) -> dict:
     """Train (resuming from the last checkpoint of an interrupted attempt) and save the model.
 
-    Writes ``STAGE/model`` (HF directory, safetensors) and ``STAGE/log_history.json`` (the curves
+    ``train`` (the stage's train settings) turns on gradient checkpointing per k layers as it says. Writes ``STAGE/model`` (HF directory, safetensors) and ``STAGE/log_history.json`` (the curves
     the report plots), sends the curves to ``trackers`` (the recipe's ``report_to``), and returns the
     final metrics, with where the curves went (``curves``).
     """
@@ -127,6 +138,9 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
 
         for callback in get_reporting_integration_callbacks(others):
             trainer.add_callback(callback)
+    group = train.checkpoint_group() if train is not None else None
+    if group is not None:
+        group = checkpoint_every_k_layers(trainer.model, group)
     checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -147,6 +161,7 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
         "train_seconds": round(train_seconds, 2),
         "curves": curve_destinations(trackers, stage_dir),
+        "checkpoint_every_k_layers": group,
     }
     return metrics
 

@@ -36,7 +36,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align", recipe.report_to)
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align", recipe.report_to, section.train)
     logged = [entry for entry in trainer.state.log_history if "rewards/accuracies" in entry]
     if logged:
         metrics["reward_accuracy"] = round(logged[-1]["rewards/accuracies"], 4)

@@ -26,12 +26,16 @@ def heldout_texts(ctx: RunContext) -> dict[str, list[str]]:
 
 
 def models_to_evaluate(ctx: RunContext) -> list[tuple[str, str, bool]]:
-    """(label, model directory, chat model?) for the start model (an existing one) and every lineage model."""
+    """(label, model directory, chat model?) for the start model (an existing one), every lineage model, and the
+    inputs of a merge."""
     enabled = enabled_stages(ctx.recipe)
     model = ctx.recipe.model
     models = [] if model is None or model.scratch else [("start", ctx.recipe.start_model(), False)]
-    models += [(stage, str(ctx.artifact(stage, "model")), STAGES[stage].chat) for stage in MODEL_STAGES
-               if stage in enabled]
+    for stage in [name for name in MODEL_STAGES if name in enabled]:
+        if stage == "merge":  # the merged model after each of its inputs that is not already a stage's model
+            models += [(entry["label"], str(ctx.run_dir / entry["path"]), True)
+                       for entry in ctx.manifest("merge")["metrics"]["inputs"] if not entry.get("evaluated_as")]
+        models.append((stage, str(ctx.artifact(stage, "model")), STAGES[stage].chat))
     return models
 
 

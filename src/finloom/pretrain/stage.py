@@ -28,7 +28,7 @@ from finloom.pretrain.reference import PrecomputedReference, precompute_referenc
 from finloom.pretrain.self_constraint import CPTTrainer, SelfConstraintConfig, SelfConstraintTrainer
 from finloom.recipe import BaseSection, ModelLoading, ObjectiveSettings, PretrainSection, TrainArgs
 from finloom.stages import RunContext, StageResult
-from finloom.training import train_and_save, trainer_kwargs
+from finloom.training import train_and_save, trainer_kwargs, with_lora
 
 
 @dataclass
@@ -90,16 +90,6 @@ def _arguments(config_class, train: TrainArgs, out_dir: Path, inputs: CPTInputs,
     return config_class(**kwargs, **extra)
 
 
-def _with_lora(model, section: PretrainSection):
-    if not section.lora.enabled:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    lora = section.lora
-    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                            target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-
-
 def _reference(inputs: CPTInputs, objective: ObjectiveSettings, finance_domain: int, batch_size: int,
                lora: bool) -> dict:
     """What supplies p_ref: a precomputed store, a frozen copy of the start model, or (LoRA) the adapters switched off."""
@@ -145,7 +135,7 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
     objective = getattr(section, "objective", None)
     self_constraint = objective is not None and objective.type == "self_constraint"
     lora = isinstance(section, PretrainSection) and section.lora.enabled
-    model = _with_lora(model, section) if isinstance(section, PretrainSection) else model
+    model = with_lora(model, section.lora) if lora else model
     common = dict(model=model, train_dataset=dataset, eval_dataset=heldout or None, processing_class=tokenizer,
                   data_collator=collate_blocks(tags=self_constraint))
     if self_constraint:
@@ -161,7 +151,7 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
     else:
         trainer = CPTTrainer(args=_arguments(TrainingArguments, train, out_dir, inputs, eval_every, bool(heldout)),
                              **common)
-    metrics = train_and_save(trainer, out_dir, resume, label, inputs.trackers)
+    metrics = train_and_save(trainer, out_dir, resume, label, inputs.trackers, train)
     metrics["step_time_s"] = round(metrics["train_seconds"] / max(1, metrics["train_steps"] - (metrics["resumed_from_step"] or 0)), 4)
     mix = dataset.index["mix"]["domains"]
     metrics["mix"] = {domain: {"token_share": values["share"], "epochs_in_shards": values["epochs"]}

@@ -17,6 +17,8 @@ from finloom.recipe.base import (
     ChatDataSection,
     ChatSource,
     DataPath,
+    GradientCheckpointing,
+    LoraSettings,
     Section,
     Source,
     StageSection,
@@ -57,10 +59,11 @@ from finloom.recipe.eval import (
     ScenarioSettings,
 )
 from finloom.recipe.forgetting import ForgettingSection, ForgettingVariant
+from finloom.recipe.merge import MERGE_METHODS, MergeSection
 from finloom.recipe.loader import load_recipe, model_dir_problems, parse_recipe, recipe_to_dict
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.model import ClientSection, ModelLoading, ModelSection, ScratchModel
-from finloom.recipe.pretrain import BaseSection, LoraSettings, ObjectiveSettings, PretrainSection
+from finloom.recipe.pretrain import BaseSection, ObjectiveSettings, PretrainSection
 from finloom.recipe.prompts import (
     CLASSIFIED_DIMENSIONS,
     COMPUTED_DIMENSIONS,

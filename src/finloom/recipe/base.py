@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STARTER_DATA_DIR = Path(__file__).parents[1] / "starter" / "data"
 STARTER_PREFIX = "starter:"
@@ -40,6 +40,31 @@ class Source(DataPath):
     lang: str | None = Field(None, description="Declared language, kept as metadata; language id still runs.")
 
 
+class GradientCheckpointing(Section):
+    """One checkpoint per k consecutive decoder layers: memory ~ h*L/k + k*h*n (L layers, n activations per
+    layer), least at k = sqrt(L / n) (Baichuan Alignment). ``auto`` computes that k from the model's shape."""
+
+    every_k_layers: int | Literal["auto"] = Field("auto", description="Layers per checkpoint (1: per layer, as "
+                                                                       "transformers does); auto: sqrt(L / n).")
+
+    @field_validator("every_k_layers")
+    @classmethod
+    def _positive(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("must be at least 1 (or auto)")
+        return value
+
+
+class LoraSettings(Section):
+    """Train LoRA adapters (PEFT) instead of every weight; the adapters are merged into the saved model."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
 class TrainArgs(Section):
     """Optimisation settings shared by every training stage (mapped onto HF TrainingArguments)."""
 
@@ -56,7 +81,14 @@ class TrainArgs(Section):
     save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (resume point).")
     logging_steps: int = Field(5, ge=1)
     bf16: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | GradientCheckpointing = Field(
+        False, description="true: one checkpoint per layer; {every_k_layers: k | auto}: one per k layers.")
+
+    def checkpoint_group(self) -> int | str | None:
+        """Layers per gradient checkpoint (``auto`` for the sqrt rule), or None when checkpointing is off."""
+        if isinstance(self.gradient_checkpointing, GradientCheckpointing):
+            return self.gradient_checkpointing.every_k_layers
+        return 1 if self.gradient_checkpointing else None
 
 
 class StageSection(Section):

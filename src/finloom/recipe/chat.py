@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from finloom.recipe.base import ChatDataSection, Section, TrainArgs
+from finloom.recipe.base import ChatDataSection, LoraSettings, Section, TrainArgs
 
 
 class SFTSection(ChatDataSection):
@@ -15,6 +15,10 @@ class SFTSection(ChatDataSection):
 
     datasets_required: ClassVar[bool] = False
 
+    packing: bool = Field(True, description="Pack conversations into train.seq_len rows (best-fit decreasing), "
+                                            "each attending only to itself: the same loss as unpacked, without the "
+                                            "padding.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=100, learning_rate=1e-5))
 
 

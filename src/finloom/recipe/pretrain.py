@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from finloom.recipe.base import Section, StageSection, TrainArgs
+from finloom.recipe.base import LoraSettings, Section, StageSection, TrainArgs
 
 
 class BaseSection(StageSection):
@@ -47,16 +47,6 @@ class ObjectiveSettings(Section):
         if self.type == "self_constraint" and self.reference == "precomputed" and self.kl_top_k is None:
             raise ValueError("reference: precomputed stores the reference's top-k log-probs; set kl_top_k")
         return self
-
-
-class LoraSettings(Section):
-    """LoRA continual pre-training (PEFT); the adapters are merged into the saved model."""
-
-    enabled: bool = False
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
 class PretrainSection(StageSection):

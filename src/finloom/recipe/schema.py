@@ -20,6 +20,7 @@ from finloom.recipe.model import ClientSection, ModelSection
 from finloom.recipe.pretrain import BaseSection, PretrainSection
 from finloom.recipe.prompts import PromptsSection
 from finloom.recipe.forgetting import ForgettingSection
+from finloom.recipe.merge import MergeSection
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.report import ReportSection
 
@@ -48,6 +49,7 @@ class Recipe(Section):
     pretrain: PretrainSection = _off(PretrainSection)
     prompts: PromptsSection = _off(PromptsSection)
     sft: SFTSection = _off(SFTSection)
+    merge: MergeSection = _off(MergeSection)
     reward: RewardSection = _off(RewardSection)
     align: AlignSection = _off(AlignSection)
     eval: EvalSection = _off(EvalSection)
@@ -66,7 +68,8 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _stages_fit_together(self) -> "Recipe":
         problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems(),
-                    *self._prompts_problems()]
+                    *self._prompts_problems(),
+                    *self._merge_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -110,6 +113,21 @@ class Recipe(Section):
             if model.startswith("stage:") and (stage not in self.section_names() or not self.section(stage).enabled
                                                or self.section_names().index(stage) > self.section_names().index("prompts")):
                 problems.append(f"prompts.responses.models: {model}: no enabled model stage before prompts")
+        return problems
+
+    def _merge_problems(self) -> list[str]:
+        if not self.merge.enabled:
+            return []
+        names = self.section_names()
+        problems = []
+        for field, model in [*(("models", m) for m in self.merge.models), ("base", self.merge.base or "")]:
+            stage = model.removeprefix("stage:")
+            if model.startswith("stage:") and (stage not in names or not self.section(stage).enabled
+                                               or names.index(stage) > names.index("merge")):
+                problems.append(f"merge.{field}: {model}: no enabled model stage before merge")
+        if self.merge.checkpoints and self.sft.enabled and self.sft.lora.enabled:
+            problems.append("merge.checkpoints: the SFT checkpoints hold LoRA adapters, not models; merge whole "
+                            "models (sft.lora.enabled: false) or list merged model directories in merge.models")
         return problems
 
     def _tracker_problems(self) -> list[str]:

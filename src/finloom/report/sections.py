@@ -236,3 +236,19 @@ def eval_sections(results: dict) -> Sections:
             sections.append((f"{name}: rule-checked pass rate by scenario family", table(["family", *results], rows),
                              None, "Scored by rules alone, so it means something even when the judge is a tiny model."))
     return sections
+
+
+def merge_sections(metrics: dict, results: dict) -> Sections:
+    """The merged model beside each of its inputs, on every benchmark eval ran."""
+    if not metrics:
+        return []
+    labels = [entry.get("evaluated_as") or entry["label"] for entry in metrics.get("inputs", [])]
+    models = [label for label in [*labels, "merge"] if label in results]
+    columns = eval_columns({m: results[m] for m in models})
+    rows = [[("merged" if model == "merge" else f"input: {model}")]
+            + [headline(results[model]).get(column) for column in columns] for model in models]
+    inputs = ", ".join(f"{entry['label']} (weight {w:g})" for entry, w in zip(metrics.get("inputs", []),
+                                                                              metrics.get("weights", [])))
+    base = f" over base {metrics['base']}" if metrics.get("base") else ""
+    return [(f"Model merging ({metrics.get('method')})", table(["model"] + columns, rows) if rows else None, None,
+             f"Merged {inputs}{base}; later stages start from the merged model.")]

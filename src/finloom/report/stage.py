@@ -21,6 +21,7 @@ from finloom.report.sections import (
     data_sections,
     eval_sections,
     forgetting_sections,
+    merge_sections,
     mix_search_sections,
     summary,
     summary_section,
@@ -52,6 +53,7 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     page.extend(prompts_sections(manifests.get("prompts", {}).get("metrics", {}), run_dir / "prompts" / "decisions.jsonl"))
     if results:
         page.extend(eval_sections(results))
+    page.extend(merge_sections(manifests.get("merge", {}).get("metrics", {}), results or {}))
     curves = plots.heldout_curves(run_dir)
     if curves:
         page.add("Held-out perplexity during continual pre-training", None, curves,
@@ -68,6 +70,8 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     for stage in trained:
         metrics = manifests[stage].get("metrics", {})
         extra = {k: v for k, v in metrics.items() if k in ("eval_accuracy", "reward_accuracy", "reward_margin")}
+        if metrics.get("token_utilisation"):  # SFT: real tokens per batch slot, packed and as unpacked batches would be
+            extra.update({f"token utilisation {k}": f"{v:.0%}" for k, v in metrics["token_utilisation"].items()})
         rows.append([stage, metrics.get("train_steps"), metrics.get("final_loss"),
                      ", ".join(f"{k}={v}" for k, v in extra.items())])
     if rows:

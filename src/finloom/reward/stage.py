@@ -49,7 +49,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
     )
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward", recipe.report_to)
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward", recipe.report_to, section.train)
     if eval_rows:
         evaluation = trainer.evaluate()
         metrics["eval_accuracy"] = round(evaluation.get("eval_accuracy", float("nan")), 4)

@@ -5,6 +5,10 @@ the assistant turns are found from the template itself, so Llama-3-, Qwen-, Mist
 templates all work, with or without ``{% generation %}`` markers, and a base model without a template
 gets the ``plain`` default. The template is saved with the model; its end-of-turn token joins the
 generation config's EOS ids.
+
+With ``packing`` (the default) the conversations are packed into ``seq_len`` rows in which each sample
+attends only to itself (``finloom.sft.packing``), so the loss is the unpacked loss without the padding;
+the manifest records the token utilisation of the packed batches beside what unpadded batches would give.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from finloom.llm.chat_template import (
 )
 from finloom.llm.loading import load_tokenizer, load_trainable
 from finloom.recipe import ChatSource, SFTSection
+from finloom.sft.packing import PackedCollator, pack_rows, token_utilisation, uses_varlen_attention
 from finloom.stages import RunContext, StageResult
-from finloom.training import train_and_save, trainer_kwargs
+from finloom.training import train_and_save, trainer_kwargs, with_lora
 
 
 def run(section: SFTSection, ctx: RunContext) -> StageResult:
@@ -39,14 +44,28 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     model = load_trainable(model_path, recipe.model)
     resize_for_template(model, tokenizer)
     stop_at_end_of_turn(model, tokenizer)
+    model.config.use_cache = False  # with a cache, transformers would not read packed position ids
+    train = section.train
     config = SFTConfig(
-        **trainer_kwargs(section.train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/sft"),
-        max_length=section.train.seq_len,
+        **trainer_kwargs(train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/sft"),
+        max_length=train.seq_len,
         dataset_num_proc=None,
+        packing=False,  # packed here, by TRL's packer, with a collator that keeps rows apart (see sft.packing)
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "sft", recipe.report_to)
+    lengths = [len(row["input_ids"]) for row in rows]
+    utilisation = {"unpacked": token_utilisation(lengths, train.batch_size)}
+    if section.packing:
+        dataset = pack_rows(rows, train.seq_len)
+        utilisation["packed"] = token_utilisation(lengths, train.batch_size, [sum(n) for n in dataset["seq_lengths"]],
+                                                  train.seq_len)
+        collator = PackedCollator(tokenizer.pad_token_id, flatten=uses_varlen_attention(model))
+    else:
+        dataset, collator = Dataset.from_list(rows), None
+    trainer = SFTTrainer(model=with_lora(model, section.lora), args=config, train_dataset=dataset,
+                         processing_class=tokenizer, data_collator=collator)
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "sft", recipe.report_to, train)
     labels = [label for row in rows for label in row["labels"]]
-    metrics.update(conversations=len(rows), chat_template=template,
+    metrics.update(conversations=len(rows), chat_template=template, packing=section.packing,
+                   packed_rows=len(dataset) if section.packing else None, token_utilisation=utilisation,
                    assistant_token_share=round(sum(label != -100 for label in labels) / max(1, len(labels)), 4))
     return StageResult(outputs={"model": "sft/model"}, metrics=metrics)

@@ -1,0 +1,95 @@
+"""Peak memory and step time of gradient checkpointing per k layers, against none and transformers' own.
+
+Variants, each in its own subprocess (its peak RSS is its own), interleaved over repeats, same model,
+batch and optimiser (AdamW, one full training step per iteration):
+
+- ``none``: no checkpointing;
+- ``hf_per_layer``: the library baseline, ``model.gradient_checkpointing_enable()`` (one per layer);
+- ``k1``, ``k2``, ``k4``: ``finloom.llm.checkpointing.checkpoint_every_k_layers`` (k1 is per layer too).
+
+Peak RSS counts weights, gradients and Adam states as well (the same in every variant), so the
+activation memory is the difference to the smallest. The model is a from-scratch Llama large enough for
+activations to matter on a CPU (default 12 layers, hidden 512, batch 4 x 512 tokens).
+
+    python benchmarks/sft_checkpointing.py [--layers 12] [--hidden 512] [--batch 4] [--seq-len 512] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = ("none", "hf_per_layer", "k1", "k2", "k4")
+
+
+def child(variant: str, options) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from finloom.llm.checkpointing import auto_group_size, checkpoint_every_k_layers
+    from finloom.runner import process_peak_rss_mb
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=4096, hidden_size=options.hidden, intermediate_size=int(options.hidden * 2.75),
+                         num_hidden_layers=options.layers, num_attention_heads=8, num_key_value_heads=4,
+                         max_position_embeddings=options.seq_len, use_cache=False)
+    model = LlamaForCausalLM(config).train()
+    if variant == "hf_per_layer":
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif variant != "none":
+        checkpoint_every_k_layers(model, int(variant[1:]))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(0, 4096, (options.batch, options.seq_len))
+    times = []
+    for _ in range(options.steps + 1):
+        began = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=False)
+        times.append(time.perf_counter() - began)
+    return {"variant": variant, "step_s": round(statistics.median(times[1:]), 3), "peak_rss_mb": process_peak_rss_mb(),
+            "auto_k": auto_group_size(config, options.layers)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        print(json.dumps(child(options.child, options)))
+        return 0
+    runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
+    forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(options).items() if k not in ("child", "repeats")]
+    for _ in range(options.repeats):
+        for variant in VARIANTS:
+            done = subprocess.run([sys.executable, __file__, "--child", variant, *forwarded], capture_output=True,
+                                  text=True)
+            if done.returncode:
+                sys.stderr.write(done.stderr[-3000:])
+                return 1
+            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    summary = {v: {"step_s": min(r["step_s"] for r in rs), "peak_rss_mb": min(r["peak_rss_mb"] for r in rs)}
+               for v, rs in runs.items()}
+    floor = min(s["peak_rss_mb"] for s in summary.values())
+    print(f"model: {options.layers} layers, hidden {options.hidden}; batch {options.batch} x {options.seq_len} tokens; "
+          f"auto k = {runs['k1'][0]['auto_k']}")
+    print("| variant | step time (s) | vs none | peak RSS (MB) | above the smallest (MB) |")
+    print("|---|---|---|---|---|")
+    for variant, values in summary.items():
+        print(f"| {variant} | {values['step_s']:.3f} | {values['step_s'] / summary['none']['step_s']:.2f}x "
+              f"| {values['peak_rss_mb']:,.0f} | {values['peak_rss_mb'] - floor:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
