@@ -92,7 +92,7 @@ def test_preference_forms_read_into_the_same_pairs(tmp_path):
                                                {"chosen": chosen, "rejected": rejected}])
     rows = load_preferences([ChatSource(path=str(path))], lambda p: tmp_path / p, tmp_path / "rejects.jsonl", "reward",
                             keep_scores=True)
-    assert rows == [explicit, explicit, explicit, scored]
+    assert rows == [dict(row, source=str(path)) for row in (explicit, explicit, explicit, scored)]
     reasons = [json.loads(line)["reason"] for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert reasons == ["score_chosen must be a number", "no prompt, and chosen and rejected share no first message"]
     assert load_preferences([ChatSource(path=str(path))], lambda p: tmp_path / p, tmp_path / "r2.jsonl",

@@ -56,6 +56,13 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert [(i["label"], i["evaluated_as"]) for i in merge["inputs"]] == [("sft@checkpoint-40", None),
                                                                          ("sft@checkpoint-60", "sft")]
     assert merge["method"] == "model_stock" and merge["base"] == "pretrain"
+    reward = json.loads((run_dir / "reward" / "manifest.json").read_text())["metrics"]
+    heldout = [json.loads(line) for line in (run_dir / "reward" / "heldout_rewards.jsonl").read_text().splitlines()]
+    assert len(heldout) == reward["eval_pairs"] and reward["eval_pairs"] + reward["eval_pairs_too_long"] == 30
+    assert reward["train_pairs"] + reward["train_pairs_too_long"] == 270 and reward["scored_pairs"] == 120
+    assert reward["eval_accuracy"] == round(sum(r["reward_chosen"] > r["reward_rejected"] for r in heldout) / len(heldout), 4)
+    assert reward["scored_answers"] == 2 * sum(r["score_chosen"] is not None for r in heldout) > 0
+    assert reward["score_spearman"] is not None and list(reward["by_source"]) == ["starter:preferences.jsonl"]
 
     funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
     assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
@@ -80,6 +87,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
     assert "Data funnel by step" in page and "Prompt selection (SFT set)" in page
     assert "Model merging (model_stock)" in page and "input: sft@checkpoint-40" in page
+    assert "Reward model: accuracy and calibration" in page
 
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]

@@ -92,6 +92,17 @@ def test_dpo_settings_and_pair_order_reach_the_trainer(tiny_data, tiny_run, tmp_
     assert seen["ref_model"] is not seen["model"]
 
 
+@pytest.mark.parametrize("alpha", [0.0, 2.5])
+def test_reward_score_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, alpha):
+    import finloom.reward.stage as stage
+
+    seen = catch(monkeypatch, stage, "ScoredRewardTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "reward", **{"reward.score_alpha": alpha, "reward.holdout": 0.25})
+    assert seen["args"].score_alpha == alpha
+    pairs = len((tiny_data / "prefs.jsonl").read_text().splitlines())
+    assert len(seen["eval_dataset"]) == int(pairs * 0.25) and len(seen["train_dataset"]) == pairs - int(pairs * 0.25)
+
+
 @pytest.mark.parametrize("packing", [True, False])
 def test_sft_trains_on_assistant_tokens_only(tiny_data, tiny_run, tmp_path, monkeypatch, packing):
     """sft.packing reaches the trainer: packed rows of whole conversations with finloom's collator, or the

@@ -70,8 +70,8 @@ CATALOGUE = (
           chat=True, reads=("prompts",), starts_from_model=True, key_metrics=("final_loss",)),
     Stage("merge", "finloom.sft.merge:run", "merge fine-tuned models or checkpoints (Model Stock, linear, task "
           "arithmetic)", model=True, chat=True, starts_from_model=True, key_metrics=("method",)),
-    Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs", trains=True,
-          starts_from_model=True, key_metrics=("final_loss", "eval_accuracy")),
+    Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs (Bradley-Terry + MSE to scores)",
+          trains=True, starts_from_model=True, key_metrics=("final_loss", "eval_accuracy", "score_spearman")),
     Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,
           starts_from_model=True, key_metrics=("final_loss", "reward_accuracy", "reward_margin")),
     Stage("eval", "finloom.eval.stage:run", "every model on the same benchmarks and held-out perplexity",

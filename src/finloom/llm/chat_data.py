@@ -194,7 +194,7 @@ def _pair(record: dict, source: ChatSource) -> dict:
     problem = _preference_problem(row)
     if problem:
         raise Unreadable(problem)
-    return row
+    return dict(row, source=source.path)
 
 
 def load_conversations(sources: list[ChatSource], resolve, rejects_path: Path, stage: str, prepare=None) -> list[dict]:
@@ -205,6 +205,6 @@ def load_conversations(sources: list[ChatSource], resolve, rejects_path: Path, s
 def load_preferences(sources: list[ChatSource], resolve, rejects_path: Path, stage: str,
                      keep_scores: bool = False) -> list[dict]:
     """Preference pairs as ``prompt`` / ``chosen`` / ``rejected`` message lists; with ``keep_scores``, the absolute
-    scores of the pairs that have them too."""
+    scores of the pairs that have them too, and each pair's ``source`` (its recipe path)."""
     rows = _load(sources, resolve, _pair, rejects_path, stage)
     return rows if keep_scores else [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finloom.recipe.base import ChatDataSection, LoraSettings, Section, TrainArgs
 
@@ -23,9 +23,23 @@ class SFTSection(ChatDataSection):
 
 
 class RewardSection(ChatDataSection):
-    """Scalar reward model on chosen/rejected pairs, initialised from the SFT model."""
+    """Scalar reward model on chosen/rejected pairs, initialised from the SFT model: Bradley-Terry plus
+    ``score_alpha`` times the squared error of both rewards to the pair's absolute scores, where it has them."""
 
+    score_alpha: float = Field(1.0, ge=0, description="Weight of the squared error to the absolute scores (0: "
+                                                      "Bradley-Terry alone). Pairs without scores get none.")
+    score_range: tuple[float, float] = Field((0.0, 1.0), description="The scale of score_chosen / score_rejected "
+                                                                     "in the data, mapped to [0, 1] (e.g. [1, 10] "
+                                                                     "for UltraFeedback).")
+    holdout: float = Field(0.1, ge=0, lt=1, description="Share of pairs held out for accuracy and calibration.")
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=50, learning_rate=1e-5))
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> "RewardSection":
+        low, high = self.score_range
+        if not low < high:
+            raise ValueError(f"score_range: [{low}, {high}] must go from low to high")
+        return self
 
 
 class DPOArgs(Section):

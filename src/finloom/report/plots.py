@@ -282,3 +282,27 @@ def tag_distribution(distribution: dict[str, dict[str, int]]) -> str | None:
     figure.suptitle("Kept prompts by tag (at most 12 values per dimension)")
     figure.tight_layout()
     return png(figure)
+
+
+def reward_calibration(rows: list[dict]) -> str | None:
+    """Held-out rewards against the pairs' absolute scores (chosen and rejected answers), and the reward margin
+    of every held-out pair: a calibrated reward model puts the points on a rising line and most margins above 0."""
+    if not rows:
+        return None
+    figure, (scatter, margins) = plt.subplots(1, 2, figsize=(8, 3))
+    for key, colour, label in (("chosen", FINANCE, "chosen"), ("rejected", GENERAL, "rejected")):
+        points = [(r[f"score_{key}"], r[f"reward_{key}"]) for r in rows if r[f"score_{key}"] is not None]
+        if points:
+            scatter.scatter([p[0] for p in points], [p[1] for p in points], s=12, color=colour, label=label, alpha=0.7)
+    scatter.set_xlabel("absolute score (normalised)")
+    scatter.set_ylabel("reward")
+    scatter.set_title("reward vs score (scored pairs)")
+    if scatter.collections:
+        scatter.legend(fontsize=8)
+    scatter.grid(alpha=0.3)
+    margins.hist([r["reward_chosen"] - r["reward_rejected"] for r in rows], bins=20, color="#6b7280")
+    margins.axvline(0, color="black", linewidth=1)
+    margins.set_xlabel("reward(chosen) - reward(rejected)")
+    margins.set_title("held-out pair margins")
+    figure.tight_layout()
+    return png(figure)

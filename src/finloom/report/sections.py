@@ -242,13 +242,36 @@ def merge_sections(metrics: dict, results: dict) -> Sections:
     """The merged model beside each of its inputs, on every benchmark eval ran."""
     if not metrics:
         return []
-    labels = [entry.get("evaluated_as") or entry["label"] for entry in metrics.get("inputs", [])]
-    models = [label for label in [*labels, "merge"] if label in results]
-    columns = eval_columns({m: results[m] for m in models})
-    rows = [[("merged" if model == "merge" else f"input: {model}")]
-            + [headline(results[model]).get(column) for column in columns] for model in models]
-    inputs = ", ".join(f"{entry['label']} (weight {w:g})" for entry, w in zip(metrics.get("inputs", []),
-                                                                              metrics.get("weights", [])))
+    shown = [(f"input: {e['label']}" + (f" (= {e['evaluated_as']})" if e.get("evaluated_as") not in (None, e["label"])
+                                          and not e["label"].startswith("stage:") else ""),
+              e.get("evaluated_as") or e["label"]) for e in metrics.get("inputs", [])]
+    shown = [(name, key) for name, key in [*shown, ("merged", "merge")] if key in results]
+    columns = eval_columns({key: results[key] for _, key in shown})
+    rows = [[name] + [headline(results[key]).get(column) for column in columns] for name, key in shown]
+    weights = metrics.get("weights")
+    inputs = ", ".join(e["label"] + (f" (weight {w:g})" if weights else "")
+                       for e, w in zip(metrics.get("inputs", []), weights or [None] * len(metrics.get("inputs", []))))
     base = f" over base {metrics['base']}" if metrics.get("base") else ""
     return [(f"Model merging ({metrics.get('method')})", table(["model"] + columns, rows) if rows else None, None,
              f"Merged {inputs}{base}; later stages start from the merged model.")]
+
+
+def reward_sections(metrics: dict, heldout: list[dict]) -> Sections:
+    """The reward model's held-out accuracy and calibration, overall and per data source."""
+    if not metrics or metrics.get("eval_accuracy") is None:
+        return []
+    rows = [["pairwise accuracy", metrics["eval_accuracy"]], ["scored answers", metrics.get("scored_answers")],
+            ["Pearson (reward, score)", metrics.get("score_pearson")],
+            ["Spearman (reward, score)", metrics.get("score_spearman")],
+            ["mean |reward - score|", metrics.get("score_mae")]]
+    sources = [[source, v["pairs"], v["accuracy"], v["reward_mean"], v["reward_std"], v["chosen_mean"], v["rejected_mean"]]
+               for source, v in metrics.get("by_source", {}).items()]
+    loss = ("Bradley-Terry alone" if not metrics.get("score_alpha")
+            else f"Bradley-Terry + {metrics['score_alpha']:g} x squared error to the scores")
+    too_long = (metrics.get("train_pairs_too_long") or 0) + (metrics.get("eval_pairs_too_long") or 0)
+    note = (f"On {metrics.get('eval_pairs')} held-out pairs; trained with {loss} on {metrics.get('train_pairs')} pairs "
+            f"({metrics.get('scored_pairs')} of all pairs with scores; {too_long} longer than train.seq_len left out). Accuracy checks the order of a pair's rewards; the correlations and the error check their level "
+            "against the absolute scores, which Bradley-Terry alone leaves free.")
+    return [("Reward model: accuracy and calibration", table(["", "value"], rows), plots.reward_calibration(heldout), note),
+            ("Reward by data source", table(["source", "pairs", "accuracy", "mean reward", "std", "mean chosen",
+                                             "mean rejected"], sources), None, "")]

@@ -23,6 +23,7 @@ from finloom.report.sections import (
     forgetting_sections,
     merge_sections,
     mix_search_sections,
+    reward_sections,
     summary,
     summary_section,
 )
@@ -54,6 +55,10 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     if results:
         page.extend(eval_sections(results))
     page.extend(merge_sections(manifests.get("merge", {}).get("metrics", {}), results or {}))
+    heldout = run_dir / "reward" / "heldout_rewards.jsonl"
+    page.extend(reward_sections(manifests.get("reward", {}).get("metrics", {}),
+                                [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines()]
+                                if heldout.exists() else []))
     curves = plots.heldout_curves(run_dir)
     if curves:
         page.add("Held-out perplexity during continual pre-training", None, curves,

@@ -114,6 +114,6 @@ def run(section: MergeSection, ctx: RunContext) -> StageResult:
         "method": section.method,
         "inputs": [{"label": label, "path": ctx.relative(path) if path.resolve().is_relative_to(ctx.run_dir.resolve())
                     else str(path), "evaluated_as": _stage_model(ctx, label)} for label, path in inputs],
-        "weights": section.weights or [round(1 / len(inputs), 6)] * len(inputs),
+        "weights": None if section.method == "model_stock" else section.weights or [round(1 / len(inputs), 6)] * len(inputs),
         "base": base_label if section.method in NEEDS_BASE else None,
     })
