@@ -173,6 +173,9 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=100_000, help="Generated prompts for the scale table (0: skip).")
     parser.add_argument("--serve", help="A chat model directory to serve for the throughput table.")
     args = parser.parse_args()
+    from finloom.logs import quiet_libraries
+
+    quiet_libraries()  # no per-request httpx lines
     quality_table()
     if args.scale:
         scale_table(args.scale)

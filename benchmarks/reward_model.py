@@ -77,14 +77,17 @@ def throughput(backbone: str, variant: str, steps: int, work: Path) -> dict:
 
 
 def quality(backbone: str, alpha: float, epochs: int, work: Path) -> dict:
+    from datasets import Dataset
+
     from finloom.reward.calibration import calibration
     from finloom.reward.stage import heldout_rewards, split_pairs
 
     train, held = split_pairs(rows(), 1234, 0.1)
     trainer = build(backbone, f"alpha{alpha}", alpha, train, work, num_train_epochs=epochs)
-    from datasets import Dataset
 
-    trainer.eval_dataset = trainer._prepare_dataset(Dataset.from_list(held), trainer.processing_class, trainer.args, "eval")
+    indexed = [dict(row, pair_index=i) for i, row in enumerate(held)]
+    trainer.eval_dataset = trainer._prepare_dataset(Dataset.from_list(indexed), trainer.processing_class, trainer.args,
+                                                    "eval")
     trainer.train()
     result = calibration(heldout_rewards(trainer, held))
     result.pop("by_source")
@@ -96,6 +99,7 @@ def main() -> int:
     parser.add_argument("--backbone", default="runs/quickstart/merge/model")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-speed", action="store_true", help="Only the BT vs BT + MSE comparison.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--alpha", type=float, default=1.0, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
@@ -121,11 +125,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         speed = {"trl": [], "finloom": []}
-        for _ in range(options.repeats):
+        for _ in range(0 if options.skip_speed else options.repeats):
             for variant in speed:
                 speed[variant].append(child("--child", variant))
-        best = {v: max(r, key=lambda x: x["pairs_per_s"]) for v, r in speed.items()}
-        print("| trainer | pairs/s | vs TRL | peak RSS (MB) |\n|---|---|---|---|")
+        best = {v: max(r, key=lambda x: x["pairs_per_s"]) for v, r in speed.items() if r}
+        if best:
+            print("| trainer | pairs/s | vs TRL | peak RSS (MB) |\n|---|---|---|---|")
         for variant, result in best.items():
             print(f"| {variant} | {result['pairs_per_s']:.1f} | {result['pairs_per_s'] / best['trl']['pairs_per_s']:.2f}x "
                   f"| {result['peak_rss_mb']:,.0f} |")
