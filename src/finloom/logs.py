@@ -6,6 +6,7 @@ stage's log files; the console gets one line per stage and a progress bar per lo
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
@@ -22,3 +23,4 @@ def quiet_libraries() -> None:
     datatrove_logger.remove()
     datatrove_logger.add(sys.stderr, level="ERROR")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per teacher request once anything logs at INFO
