@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the finloom CLI sets it; before torch loads OpenMP
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import contextlib
 import json
 import random
 import socket
@@ -148,17 +149,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def served_sft(tiny_run):
-    """A real `finloom serve` process on loopback serving the tiny run's SFT model."""
+@contextlib.contextmanager
+def serving(model_dir: Path):
+    """A real `finloom serve` process on loopback serving ``model_dir``; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "finloom", "serve", str(tiny_run / "sft" / "model"), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    process = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(model_dir), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
         try:
             if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
                 break
@@ -167,6 +166,15 @@ def served_sft(tiny_run):
     else:
         process.kill()
         raise RuntimeError(f"finloom serve did not start: {process.stderr.read().decode()[-2000:]}")
-    yield base_url
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def served_sft(tiny_run):
+    """A real `finloom serve` process on loopback serving the tiny run's SFT model."""
+    with serving(tiny_run / "sft" / "model") as base_url:
+        yield base_url

@@ -391,12 +391,15 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Name reported by /v1/models.")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code shipped with the checkpoint.")] = False,
 ) -> None:
-    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/completions, /v1/models)."""
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/completions, /v1/models);
+    a reward model (the reward stage's) scores conversations at /v1/rewards."""
     import socket
 
     import uvicorn
 
     from finloom.llm.serve import create_app
+    from finloom.reward.scorer import is_reward_model
+    from finloom.reward.serve import create_reward_app
 
     if not model_dir.is_dir():
         raise BadInput(f"serve: no model directory at {model_dir}")
@@ -406,7 +409,10 @@ def serve(
             probe.bind((host, port))
         except OSError as error:
             raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-    app_ = create_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
+    if is_reward_model(model_dir):  # a reward model scores conversations (POST /v1/rewards) instead of chatting
+        app_ = create_reward_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
+    else:
+        app_ = create_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -89,7 +89,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
 
 def heldout_rewards(trainer: ScoredRewardTrainer, rows: list[dict]) -> list[dict]:
     """The trained model's reward for both answers of every held-out pair the trainer kept (``pair_index`` into
-    ``rows``), beside the pair's scores and source."""
+    ``rows``), beside the pair itself, its scores and its source."""
     dataset = trainer.eval_dataset
     model = trainer.model.eval()
     collate = trainer.data_collator
@@ -104,5 +104,6 @@ def heldout_rewards(trainer: ScoredRewardTrainer, rows: list[dict]) -> list[dict
                 row = rows[dataset[start + offset]["pair_index"]]
                 out.append({"source": row["source"], "reward_chosen": round(r_w, 5), "reward_rejected": round(r_l, 5),
                             "score_chosen": row["score_chosen"] if row["scored"] else None,
-                            "score_rejected": row["score_rejected"] if row["scored"] else None})
+                            "score_rejected": row["score_rejected"] if row["scored"] else None,
+                            **{key: row[key] for key in ("prompt", "chosen", "rejected")}})
     return out
