@@ -171,7 +171,7 @@ def main() -> int:
                 runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
     best = {variant: max(results, key=lambda r: r["effective_tokens_per_s"]) for variant, results in runs.items()}
     baseline = best["trl_unpacked"]["effective_tokens_per_s"]
-    print(f"| variant | effective tokens/s | vs TRL unpacked | token utilisation | loss parity (max abs) | peak RSS (MB) |")
+    print("| variant | effective tokens/s | vs TRL unpacked | token utilisation | loss parity (max abs) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for variant, result in best.items():
         parity = result["loss_parity_max_abs"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from finloom.eval.answers import answer_value, extract_letters, numbers_match
+from finloom.grading.answers import answer_value, extract_letters, numbers_match
 from finloom.eval.layouts import convert
 from finloom.eval.mcq import normalize_answer, parse_question
-from finloom.eval.scenarios import checklist_metrics, final_score, is_usable, judge_prompt, parse_judgement
+from finloom.grading.rubric import checklist_metrics, final_score, is_usable, judge_prompt, parse_judgement
 
 
 def test_parse_question_handles_full_width_and_multiline():
@@ -87,6 +87,9 @@ def test_letters_are_extracted_from_replies(reply, valid, expected):
     ("The NPV is -810,976.15 yuan.", "yuan", -810976.15), ("答案：12.68万元", "10k_yuan", 12.68),
     ("IRR = 12.5%", "%", 12.5), ("so it is 3.2 million", "yuan", 3_200_000.0), ("答案是三百二十五", "units", 325.0),
     ("First 98.5, then after rounding 101.2", "yuan", 101.2), ("no number", "yuan", None),
+    # an amount stated in yuan where the answer is in 10k or 100m yuan is converted, not compared as is
+    ("应纳税额为126,800元", "10k_yuan", 12.68), ("Answer: 350,000,000 yuan", "100m_yuan", 3.5),
+    ("应纳税额为12.68", "10k_yuan", 12.68),
 ])
 def test_numbers_are_extracted_in_the_answer_unit(reply, unit, expected):
     assert answer_value(reply, unit) == (pytest.approx(expected) if expected is not None else None)

@@ -126,7 +126,7 @@ LAYERS = [
     {"errors", "files", "progress", "logs", "interrupts", "starter", "__init__"},
     {"recipe"},
     {"stages"},
-    {"llm", "training", "checks"},
+    {"llm", "training", "checks", "grading"},
     {"data"},
     {"pretrain", "prompts", "sft", "reward", "align", "eval"},
     {"experiments"},

@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finloom.eval.answers import answer_value, extract_letters
+from finloom.grading.answers import answer_value, extract_letters
 from finloom.eval.layouts import convert
 from finloom.files import atomic_write_jsonl, read_records
 

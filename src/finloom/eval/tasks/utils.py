@@ -1,9 +1,9 @@
 """Document functions of finloom's lm-eval task templates; they read the canonical records of
-``finloom.eval.layouts`` and score with ``finloom.eval.answers`` (lm-eval imports this file by path)."""
+``finloom.eval.layouts`` and score with ``finloom.grading.answers`` (lm-eval imports this file by path)."""
 
 import re
 
-from finloom.eval.answers import answer_value, extract_letters, numbers_match
+from finloom.grading.answers import answer_value, extract_letters, numbers_match
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 

@@ -60,10 +60,12 @@ def extract_letters(text: str, valid: str = "ABCD") -> str | None:
 
 _CHINESE_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _CHINESE_UNITS = {"十": 10, "百": 100, "千": 1000}
-_MULTIPLIERS = {"万": 1e4, "亿": 1e8, "thousand": 1e3, "million": 1e6, "billion": 1e9, "k": 1e3, "m": 1e6, "bn": 1e9}
+# A base currency word states the amount in units (multiplier 1): "126,800元" is 12.68 in 10k_yuan.
+_MULTIPLIERS = {"万": 1e4, "亿": 1e8, "thousand": 1e3, "million": 1e6, "billion": 1e9, "k": 1e3, "m": 1e6, "bn": 1e9,
+                "元": 1.0, "yuan": 1.0, "rmb": 1.0, "cny": 1.0}
 _NUMBER = re.compile(
     r"(?P<sign>[-−–])?\s*(?P<value>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s*"
-    r"(?P<unit>%|‰|万亿|亿|万|thousand|million|billion|bn|k\b|m\b)?", re.IGNORECASE)
+    r"(?P<unit>%|‰|万亿|亿|万|元|thousand|million|billion|bn|yuan\b|rmb\b|cny\b|k\b|m\b)?", re.IGNORECASE)
 _CHINESE_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千]+")
 
 

@@ -1,0 +1,108 @@
+"""Rewards for alignment: verifiable components on real reply shapes, the rubric through a real judge server,
+and their combination."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from finloom.grading.rewards import (
+    calculation_reward,
+    combine,
+    format_reward,
+    mcq_reward,
+    rubric_reward,
+    rubric_rewards,
+    verifiable_rewards,
+)
+from finloom.llm.client import LLMClient
+from finloom.recipe import ClientSection
+
+
+@pytest.mark.parametrize(("reply", "answer", "partial", "expected"), [
+    ("答案：AB", "AB", 0.0, 1.0),
+    ("The correct options are A and C.", "AC", 0.0, 1.0),
+    ("解析略。故选B", "AB", 0.0, 0.0),           # a subset earns nothing without partial credit
+    ("解析略。故选B", "AB", 0.5, 0.25),          # with it: 0.5 x 1/2
+    ("答案：ABD", "AB", 0.5, 0.0),               # a wrong letter earns nothing
+    ("I am not sure.", "A", 0.5, 0.0),
+])
+def test_mcq_reward(reply, answer, partial, expected):
+    assert mcq_reward(reply, answer, partial_credit=partial) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("reply", "expected", "unit", "reward"), [
+    ("应纳税额约为12.68万元。", 12.68, "10k_yuan", 1.0),
+    ("Answer: 126,800 yuan", 12.68, "10k_yuan", 1.0),
+    ("年化收益率为 5.2%", 5.2, "", 1.0),
+    ("年化收益率为 5.4%", 5.2, "", 0.0),
+    ("无法计算", 5.2, "", 0.0),
+])
+def test_calculation_reward(reply, expected, unit, reward):
+    assert calculation_reward(reply, expected, unit) == reward
+
+
+def test_verifiable_rewards_and_format():
+    checks = [{"type": "language", "value": "zh"}, {"type": "risk_disclaimer"}, {"type": "max_chars", "value": 10}]
+    found = verifiable_rewards("该基金近一年收益稳健，但投资有风险，请谨慎决策。", {"checks": checks})
+    assert found == {"format": 1.0, "constraints": pytest.approx(2 / 3)}  # too long for 10 characters
+    assert verifiable_rewards("答案：C", {"answer": "C"}) == {"format": 1.0, "mcq": 1.0}
+    assert verifiable_rewards("大约三百", {"expected": 325}) == {"format": 1.0, "calculation": 0.0}
+    assert format_reward("Buy now! " * 6, {}) == 0.0 and format_reward("", {}) == 0.0
+    assert format_reward("no letters here", {"answer": "A"}) == 0.0
+
+
+def test_rubric_reward_maps_scores_and_vetoes_non_compliance():
+    weights = {"accuracy": 3, "compliance": 1}
+    assert rubric_reward({"accuracy": 5, "compliance": 5}, weights) == 1.0
+    assert rubric_reward({"accuracy": 2, "compliance": 2}, weights) == pytest.approx(0.5)
+    assert rubric_reward({"accuracy": 5, "compliance": -1}, weights) == 0.0
+    assert rubric_reward({"accuracy": -1}, {"accuracy": 1}) == 0.0
+
+
+REPLIES = {"good": {"accuracy": 5, "compliance": 4}, "veto": {"accuracy": 5, "compliance": -1},
+           "broken": "It looks fine to me."}
+
+
+class ScriptedJudge(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        prompt = body["messages"][-1]["content"]
+        reply = next(r for key, r in REPLIES.items() if f"[{key}]" in prompt)
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply if isinstance(reply, str)
+                                                    else json.dumps(reply)}}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rubric_through_a_judge_server_counts_unparsed_replies():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rows = [{"scenario": {"task": "advice", "prompt": f"[{key}] advise me", "weights": {"accuracy": 3, "compliance": 1}},
+             "answer": "an answer"} for key in REPLIES]
+    try:
+        with LLMClient(ClientSection(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")) as client:
+            results = rubric_rewards(client, rows, retries=2, max_tokens=64)
+    finally:
+        server.shutdown()
+    assert results[0]["rubric"] == pytest.approx((4.75 + 1) / 6) and results[0]["scores"]["compliance"] == 4
+    assert results[1]["rubric"] == 0.0
+    assert results[2]["rubric"] is None and len(results[2]["replies"]) == 3  # asked again twice, then counted
+
+
+def test_combine_weights_the_components_present():
+    both = combine({"reward_model": 0.8, "rubric": 0.2, "mcq": None}, {"reward_model": 1.0, "rubric": 3.0, "mcq": 2.0})
+    assert both.total == pytest.approx((0.8 * 1 + 0.2 * 3) / 4)
+    assert both.weights_used == {"reward_model": 0.25, "rubric": 0.75}
+    assert both.components["mcq"] is None  # kept, so the sample's log shows it was missing
+    assert combine({"rubric": None}, {"rubric": 1.0}).total is None
+    assert combine({"mcq": 1.0, "rubric": 0.0}, {"mcq": 1.0, "rubric": 0.0}).total == 1.0  # a zero weight is off
