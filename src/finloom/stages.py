@@ -70,8 +70,11 @@ CATALOGUE = (
           chat=True, reads=("prompts",), starts_from_model=True, key_metrics=("final_loss",)),
     Stage("merge", "finloom.sft.merge:run", "merge fine-tuned models or checkpoints (Model Stock, linear, task "
           "arithmetic)", model=True, chat=True, starts_from_model=True, key_metrics=("method",)),
+    Stage("prefs", "finloom.reward.prefs:run", "preference pairs: the run's answers sampled, near duplicates "
+          "removed, scored by checks or the teacher", starts_from_model=True, key_metrics=("pairs", "dropped"),
+          resumes_after_failure=True),
     Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs (Bradley-Terry + MSE to scores)",
-          trains=True, starts_from_model=True, key_metrics=("final_loss", "eval_accuracy", "score_spearman")),
+          trains=True, reads=("prefs",), starts_from_model=True, key_metrics=("final_loss", "eval_accuracy", "score_spearman")),
     Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,
           starts_from_model=True, key_metrics=("final_loss", "reward_accuracy", "reward_margin")),
     Stage("eval", "finloom.eval.stage:run", "every model on the same benchmarks and held-out perplexity",

@@ -77,20 +77,6 @@ def parse_request(reply: str, max_chars: int = 2000) -> str | None:
     return text if text and len(text) <= max_chars else None
 
 
-def sample_candidates(clients: list, conversations: list[list[dict]], samples: int, temperature: float,
-                      top_p: float, max_tokens: int, seed: int) -> list[list[str]]:
-    """Per conversation, ``samples`` candidates from every client (a refused request gives none)."""
-    candidates: list[list[str]] = [[] for _ in conversations]
-    for client in clients:
-        for sample in range(samples):
-            replies = client.chat_many(conversations, keep_rejected=True, max_tokens=max_tokens,
-                                       temperature=temperature, top_p=top_p, seed=seed + sample)
-            for index, reply in enumerate(replies):
-                if isinstance(reply, str) and reply.strip():
-                    candidates[index].append(reply.strip())
-    return candidates
-
-
 def rate(client, prompts: list[str], responses: list[str], retries: int) -> list[float | None]:
     verdicts = ask_judge(client, [RATE_PROMPT.format(prompt=p, response=r) for p, r in zip(prompts, responses)],
                          lambda _, reply: parse_score(reply), retries, max_tokens=32)

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl, display_name, read_records
+from finloom.llm.batches import run_batches
 from finloom.llm.client import LLMClient
+from finloom.llm.sampling import sample_candidates
 from finloom.prompts import quality as quality_judge
 from finloom.prompts import responses as answers
-from finloom.prompts.batches import run_batches
 from finloom.prompts.embed import embed, embedder
 from finloom.prompts.records import Prompt, load_prompts
 from finloom.prompts.select import (
@@ -266,7 +267,7 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
         clients = _sampling_clients(section, ctx, teacher)
 
         def sample(batch: list[str]) -> list[dict]:
-            candidates = answers.sample_candidates(clients, [build.prompts[i].messages for i in batch], settings.samples,
+            candidates = sample_candidates(clients, [build.prompts[i].messages for i in batch], settings.samples,
                                                    settings.temperature, settings.top_p, settings.max_tokens, ctx.recipe.seed)
             results = []
             for item, options in zip(batch, candidates):

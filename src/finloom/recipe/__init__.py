@@ -60,6 +60,7 @@ from finloom.recipe.eval import (
 )
 from finloom.recipe.forgetting import ForgettingSection, ForgettingVariant
 from finloom.recipe.merge import MERGE_METHODS, MergeSection
+from finloom.recipe.prefs import PrefsSection
 from finloom.recipe.loader import load_recipe, model_dir_problems, parse_recipe, recipe_to_dict
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.model import ClientSection, ModelLoading, ModelSection, ScratchModel

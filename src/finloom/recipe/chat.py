@@ -24,7 +24,10 @@ class SFTSection(ChatDataSection):
 
 class RewardSection(ChatDataSection):
     """Scalar reward model on chosen/rejected pairs, initialised from the SFT model: Bradley-Terry plus
-    ``score_alpha`` times the squared error of both rewards to the pair's absolute scores, where it has them."""
+    ``score_alpha`` times the squared error of both rewards to the pair's absolute scores, where it has them. With
+    the prefs stage enabled it trains on that stage's pairs too (scores already in [0, 1])."""
+
+    datasets_required: ClassVar[bool] = False
 
     score_alpha: float = Field(1.0, ge=0, description="Weight of the squared error to the absolute scores (0: "
                                                       "Bradley-Terry alone). Pairs without scores get none.")

@@ -21,6 +21,7 @@ from finloom.recipe.pretrain import BaseSection, PretrainSection
 from finloom.recipe.prompts import PromptsSection
 from finloom.recipe.forgetting import ForgettingSection
 from finloom.recipe.merge import MergeSection
+from finloom.recipe.prefs import PrefsSection
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.report import ReportSection
 
@@ -50,6 +51,7 @@ class Recipe(Section):
     prompts: PromptsSection = _off(PromptsSection)
     sft: SFTSection = _off(SFTSection)
     merge: MergeSection = _off(MergeSection)
+    prefs: PrefsSection = _off(PrefsSection)
     reward: RewardSection = _off(RewardSection)
     align: AlignSection = _off(AlignSection)
     eval: EvalSection = _off(EvalSection)
@@ -69,7 +71,7 @@ class Recipe(Section):
     def _stages_fit_together(self) -> "Recipe":
         problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems(),
                     *self._prompts_problems(),
-                    *self._merge_problems()]
+                    *self._merge_problems(), *self._reward_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -113,6 +115,19 @@ class Recipe(Section):
             if model.startswith("stage:") and (stage not in self.section_names() or not self.section(stage).enabled
                                                or self.section_names().index(stage) > self.section_names().index("prompts")):
                 problems.append(f"prompts.responses.models: {model}: no enabled model stage before prompts")
+        return problems
+
+    def _reward_problems(self) -> list[str]:
+        problems = []
+        if self.reward.enabled and not self.reward.datasets and not self.prefs.enabled:
+            problems.append("reward.datasets: at least one source is required (or enable the prefs stage, whose "
+                            "pairs reward then trains on)")
+        for model in self.prefs.models if self.prefs.enabled else ():
+            stage = model.removeprefix("stage:")
+            names = self.section_names()
+            if model.startswith("stage:") and (stage not in names or not self.section(stage).enabled
+                                               or names.index(stage) > names.index("prefs")):
+                problems.append(f"prefs.models: {model}: no enabled model stage before prefs")
         return problems
 
     def _merge_problems(self) -> list[str]:

@@ -275,3 +275,18 @@ def reward_sections(metrics: dict, heldout: list[dict]) -> Sections:
     return [("Reward model: accuracy and calibration", table(["", "value"], rows), plots.reward_calibration(heldout), note),
             ("Reward by data source", table(["source", "pairs", "accuracy", "mean reward", "std", "mean chosen",
                                              "mean rejected"], sources), None, "")]
+
+
+def prefs_sections(metrics: dict) -> Sections:
+    """The preference builder's funnel: prompts read, dropped by reason, pairs kept; how answers were scored."""
+    if not metrics:
+        return []
+    rows = [["prompts read", metrics.get("read")], ["rejected (malformed)", metrics.get("rejected")]]
+    rows += [[f"dropped: {reason}", count] for reason, count in (metrics.get("dropped") or {}).items()]
+    rows.append(["pairs kept", metrics.get("pairs")])
+    modes = ", ".join(f"{mode} {count}" for mode, count in (metrics.get("modes") or {}).items())
+    note = (f"{metrics.get('answers')} answers sampled, {metrics.get('near_duplicates')} near duplicates removed "
+            f"(ROUGE-L); prompts scored by {modes}; {metrics.get('judge_failures')} judgements never parsed (counted, "
+            "not dropped silently). read = rejected + kept + dropped; every answer, score and judge reply is in "
+            "prefs/decisions.jsonl.")
+    return [("Preference pairs built", table(["", "prompts"], rows), None, note)]

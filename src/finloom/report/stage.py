@@ -23,6 +23,7 @@ from finloom.report.sections import (
     forgetting_sections,
     merge_sections,
     mix_search_sections,
+    prefs_sections,
     reward_sections,
     summary,
     summary_section,
@@ -55,6 +56,7 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     if results:
         page.extend(eval_sections(results))
     page.extend(merge_sections(manifests.get("merge", {}).get("metrics", {}), results or {}))
+    page.extend(prefs_sections(manifests.get("prefs", {}).get("metrics", {})))
     heldout = run_dir / "reward" / "heldout_rewards.jsonl"
     page.extend(reward_sections(manifests.get("reward", {}).get("metrics", {}),
                                 [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines()]

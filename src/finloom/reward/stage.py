@@ -21,7 +21,7 @@ from finloom.files import atomic_write_jsonl
 from finloom.llm.chat_data import load_preferences
 from finloom.llm.chat_template import ensure_chat_template, resize_for_template
 from finloom.llm.loading import load_tokenizer, load_trainable
-from finloom.recipe import RewardSection
+from finloom.recipe import ChatSource, RewardSection
 from finloom.reward.calibration import calibration
 from finloom.reward.trainer import ScoredRewardConfig, ScoredRewardTrainer
 from finloom.stages import RunContext, StageResult
@@ -56,7 +56,14 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     recipe = ctx.recipe
     _, model_path = ctx.input_model()
     rows = with_scores(load_preferences(section.datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "reward",
-                                        keep_scores=True), section.score_range)
+                                        keep_scores=True), section.score_range) if section.datasets else []
+    built = ctx.artifact("prefs", "pairs") if recipe.prefs.enabled else None
+    if built is not None and built.stat().st_size:  # the preference builder's pairs, scored in [0, 1]
+        pairs = load_preferences([ChatSource(path=str(built))], recipe.resolve, ctx.stage_dir / "rejects_prefs.jsonl",
+                                 "reward", keep_scores=True)
+        rows += with_scores([dict(pair, source="stage:prefs") for pair in pairs], (0.0, 1.0))
+    if not rows:
+        raise BadInput("reward: no preference pairs (the datasets are empty and the prefs stage kept none)")
     train_rows, eval_rows = split_pairs(rows, recipe.seed, section.holdout)
     tokenizer = load_tokenizer(model_path, recipe.model)
     ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
@@ -79,6 +86,7 @@ def run(section: RewardSection, ctx: RunContext) -> StageResult:
     metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "reward", recipe.report_to, section.train)
     used = len(trainer.train_dataset)
     metrics.update(train_pairs=used, train_pairs_too_long=len(train_rows) - used,
+                   built_pairs=sum(row["source"] == "stage:prefs" for row in rows),
                    scored_pairs=sum(row["scored"] for row in rows), score_alpha=section.score_alpha)
     if eval_rows:
         rewards = heldout_rewards(trainer, eval_rows)

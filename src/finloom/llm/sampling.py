@@ -1,0 +1,18 @@
+"""Several sampled answers per conversation from several models (teacher, run models, directories, endpoints),
+through the one client: what the prompt system and the preference builder both sample with."""
+
+from __future__ import annotations
+
+
+def sample_candidates(clients: list, conversations: list[list[dict]], samples: int, temperature: float,
+                      top_p: float, max_tokens: int, seed: int) -> list[list[str]]:
+    """Per conversation, ``samples`` candidates from every client (a refused request gives none)."""
+    candidates: list[list[str]] = [[] for _ in conversations]
+    for client in clients:
+        for sample in range(samples):
+            replies = client.chat_many(conversations, keep_rejected=True, max_tokens=max_tokens,
+                                       temperature=temperature, top_p=top_p, seed=seed + sample)
+            for index, reply in enumerate(replies):
+                if isinstance(reply, str) and reply.strip():
+                    candidates[index].append(reply.strip())
+    return candidates

@@ -1,0 +1,190 @@
+"""The ``prefs`` stage: preference pairs built from the run's own answers (Baichuan Alignment's preference data).
+
+For every prompt: ``samples`` answers from each model (T 1.0, top-p 0.99 by default), answers too close to an
+earlier one of the same prompt dropped (ROUGE-L F1 with a tokenizer that splits Chinese into characters, as
+``rouge_score``'s own drops every non-ASCII character), each remaining answer scored (``reward.judging``:
+verifiable checks, or the teacher in absolute, pairwise or golden-answer mode), and the best and the worst
+answer kept as a pair with their scores, unless all answers score alike. Every prompt read is kept or dropped
+with its reason (``prefs/decisions.jsonl``, with every answer, score and raw judge reply); read = kept + dropped.
+Sampling and judging run in batches cached under ``prefs/cache/``, so a resumed stage asks nothing twice.
+The reward stage trains on ``prefs/pairs.jsonl`` beside its own datasets.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rouge_score import rouge_scorer
+
+from finloom.errors import BadInput
+from finloom.files import atomic_write_json, atomic_write_jsonl
+from finloom.llm.batches import run_batches
+from finloom.llm.chat_data import message_problem, read_source, to_messages
+from finloom.llm.client import LLMClient
+from finloom.llm.sampling import sample_candidates
+from finloom.recipe import ClientSection, PrefsSection
+from finloom.reward.judging import judged_scores, mode_for, verified_scores
+from finloom.stages import STAGE_MODEL_PREFIX, RunContext, StageResult
+
+GOLDEN_FIELDS = ("answer", "expected", "unit", "tolerance", "checks", "golden", "kind")
+_TOKEN = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
+
+
+class MixedTokenizer:
+    """Chinese characters one by one, Latin words and numbers whole, lower-cased: for ROUGE on zh and en."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [token.lower() for token in _TOKEN.findall(text)]
+
+
+def near_duplicates(answers: list[str], threshold: float) -> list[int]:
+    """Indices of answers whose ROUGE-L F1 with an earlier kept answer reaches ``threshold``."""
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=MixedTokenizer())
+    kept, dropped = [], []
+    for index, answer in enumerate(answers):
+        if any(scorer.score(answers[k], answer)["rougeL"].fmeasure >= threshold for k in kept):
+            dropped.append(index)
+        else:
+            kept.append(index)
+    return dropped
+
+
+def read_prompts(section: PrefsSection, ctx: RunContext) -> tuple[list[dict], list[dict]]:
+    """Prompts as ``{id, messages, ...golden fields}``; a record ending with an assistant turn gives that turn as
+    its golden answer (unless it has one). Malformed records are rejects with their reason."""
+    prompts, rejects = [], []
+    for source in section.sources:
+        for where, record in read_source(source, ctx.recipe.resolve, rejects):
+            try:
+                messages = to_messages(record, source.format)
+            except ValueError as error:
+                rejects.append({"file": where, "id": record.get("id"), "reason": str(error)})
+                continue
+            problem = message_problem(messages, must_end_with_assistant=False)
+            if problem:
+                rejects.append({"file": where, "id": record.get("id"), "reason": problem})
+                continue
+            golden = {key: record[key] for key in GOLDEN_FIELDS if record.get(key) is not None}
+            if messages[-1]["role"] == "assistant":
+                golden.setdefault("golden", messages[-1]["content"])
+                messages = messages[:-1]
+            if not messages or messages[-1]["role"] != "user":
+                rejects.append({"file": where, "id": record.get("id"), "reason": "no user turn to answer"})
+                continue
+            prompts.append({"id": str(record.get("id") or where), "messages": messages, **golden})
+    return prompts, rejects
+
+
+def _clients(section: PrefsSection, ctx: RunContext) -> list[LLMClient]:
+    names = section.models or [None]
+    clients = []
+    for name in names:
+        if name == "teacher":
+            teacher = ctx.teacher()
+            if teacher is None:
+                raise BadInput("prefs.models: teacher named, but the recipe has no teacher section")
+            clients.append(LLMClient(teacher, "prefs.models teacher"))
+            continue
+        if name is None:
+            path = ctx.input_model()[1]
+        elif name.startswith(STAGE_MODEL_PREFIX):
+            path = ctx.artifact(name.removeprefix(STAGE_MODEL_PREFIX), "model")
+        else:
+            path = ctx.recipe.resolve(name)
+        clients.append(LLMClient(ClientSection(local_model=str(path)), f"prefs.models {name or 'default'}"))
+    return clients
+
+
+def run(section: PrefsSection, ctx: RunContext) -> StageResult:
+    prompts, rejects = read_prompts(section, ctx)
+    atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", rejects)
+    if not prompts:
+        raise BadInput(f"prefs.sources: no usable prompts ({len(rejects)} rejected, see {ctx.stage_dir / 'rejects.jsonl'})")
+    if len({p["id"] for p in prompts}) != len(prompts):
+        raise BadInput("prefs.sources: prompt ids repeat; give each record a unique id")
+    by_id = {p["id"]: p for p in prompts}
+    modes = {p["id"]: mode_for(p, section.judge) for p in prompts}
+    needing_judge = [i for i, mode in modes.items() if mode != "verified"]
+    teacher = ctx.teacher()
+    if needing_judge and teacher is None:
+        raise BadInput(f"teacher: {len(needing_judge)} prefs prompts need a judge (no answer, expected or checks to "
+                       "verify); add a teacher section")
+    cache = ctx.stage_dir / "cache"
+    clients = _clients(section, ctx)
+
+    def sample(batch: list[str]) -> list[list[str]]:
+        return sample_candidates(clients, [by_id[i]["messages"] for i in batch], section.samples, section.temperature,
+                                 section.top_p, section.max_tokens, ctx.recipe.seed)
+
+    answers, sampled_now = run_batches("prefs: sampling", list(by_id), sample, cache / "samples.jsonl",
+                                       section.batch_size)
+    distinct = {}
+    for prompt_id, candidates in answers.items():
+        dropped = set(near_duplicates(candidates, section.near_duplicate_rouge))
+        distinct[prompt_id] = [a for k, a in enumerate(candidates) if k not in dropped]
+    judge = LLMClient(teacher, "prefs judge") if needing_judge else None
+
+    def score(batch: list[str]) -> list[dict]:
+        results = []
+        for prompt_id in batch:
+            prompt, mode, candidates = by_id[prompt_id], modes[prompt_id], distinct[prompt_id]
+            if len(candidates) < 2:
+                results.append({"scores": [], "replies": []})
+            elif mode == "verified":
+                results.append({"scores": verified_scores(prompt, candidates), "replies": []})
+            else:
+                scores, replies = judged_scores(judge, mode, prompt["messages"][-1]["content"], candidates,
+                                                prompt.get("golden"), section.retries)
+                results.append({"scores": scores, "replies": replies})
+        return results
+
+    try:
+        scored, _ = run_batches("prefs: judging", list(by_id), score, cache / "scores.jsonl", section.batch_size)
+    finally:
+        if judge is not None:
+            judge.close()
+        for client in clients:
+            client.close()
+    pairs, decisions = _decide(prompts, answers, distinct, scored, modes, section.min_spread)
+    atomic_write_jsonl(ctx.stage_dir / "pairs.jsonl", pairs)
+    atomic_write_jsonl(ctx.stage_dir / "decisions.jsonl", decisions)
+    dropped: dict[str, int] = {}
+    for decision in decisions:
+        if not decision["kept"]:
+            dropped[decision["reason"]] = dropped.get(decision["reason"], 0) + 1
+    metrics = {"read": len(prompts) + len(rejects), "rejected": len(rejects), "prompts": len(prompts),
+               "pairs": len(pairs), "dropped": dropped, "sampled_now": sampled_now,
+               "answers": sum(len(a) for a in answers.values()),
+               "near_duplicates": sum(len(answers[i]) - len(distinct[i]) for i in answers),
+               "judge_failures": sum(s is None for r in scored.values() for s in r["scores"]),
+               "modes": {mode: sum(1 for m in modes.values() if m == mode) for mode in sorted(set(modes.values()))}}
+    atomic_write_json(ctx.stage_dir / "funnel.json", metrics)
+    return StageResult(outputs={"pairs": "prefs/pairs.jsonl", "decisions": "prefs/decisions.jsonl"}, metrics=metrics)
+
+
+def _decide(prompts, answers, distinct, scored, modes, min_spread) -> tuple[list[dict], list[dict]]:
+    pairs, decisions = [], []
+    for prompt in prompts:
+        prompt_id = prompt["id"]
+        candidates, result = distinct[prompt_id], scored[prompt_id]
+        decision = {"id": prompt_id, "mode": modes[prompt_id], "answers": candidates, "scores": result["scores"],
+                    "judge_replies": result["replies"], "sampled": len(answers[prompt_id])}
+        usable = [(s, k) for k, s in enumerate(result["scores"]) if s is not None]
+        if len(answers[prompt_id]) < 2:
+            reason = "fewer than two answers sampled"
+        elif len(candidates) < 2:
+            reason = "near-duplicate answers"
+        elif len(usable) < 2:
+            reason = "judge failed"
+        elif max(usable)[0] - min(usable)[0] < min_spread:
+            reason = "answers score alike"
+        else:
+            reason = None
+        decisions.append(dict(decision, kept=reason is None, reason=reason))
+        if reason is None:
+            (best, b), (worst, w) = max(usable), min(usable)
+            pairs.append({"id": prompt_id, "prompt": prompt["messages"],
+                          "chosen": [{"role": "assistant", "content": candidates[b]}],
+                          "rejected": [{"role": "assistant", "content": candidates[w]}],
+                          "score_chosen": round(best, 6), "score_rejected": round(worst, 6), "judge": modes[prompt_id]})
+    return pairs, decisions
