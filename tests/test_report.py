@@ -12,8 +12,9 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
     assert "<table>" in page and "Evaluation by stage" in page and "Data funnel" in page
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     # timeline, funnel, finance vs general, perplexity + MCQ, certification bars (finance_mcq and its generated
-    # answers), held-out curves during CPT, loss curves
-    assert len(images) == 8
+    # answers), held-out curves during CPT, the reward model's calibration, loss curves
+    assert len(images) == 9
+    assert "Reward model: accuracy and calibration" in page and "Reward by data source" in page
     assert "Data funnel by step" in page and "Data by source" in page and "Token mixes" in page
     assert not re.search(r"(src|href)=['\"]https?://", page)
     markdown = (tiny_run / "report.md").read_text(encoding="utf-8")
