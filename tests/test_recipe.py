@@ -53,8 +53,10 @@ def test_disabled_stage_needs_no_datasets_but_enabled_one_does(tiny_data):
     assert "sft" not in enabled_stages(parse_recipe(recipe, tiny_data))
     with pytest.raises(BadInput, match=r"sft.datasets: at least one source is required \(or enable the prompts stage"):
         parse_recipe(tiny_recipe(**{"sft": {"train": {"max_steps": 2}}}), tiny_data)
-    with pytest.raises(BadInput, match="reward: datasets: at least one source is required"):
+    with pytest.raises(BadInput, match=r"reward.datasets: at least one source is required \(or enable the prefs stage"):
         parse_recipe(tiny_recipe(**{"reward": {"train": {"max_steps": 2}}}), tiny_data)
+    with pytest.raises(BadInput, match="align: datasets: at least one source is required"):
+        parse_recipe(tiny_recipe(**{"align": {"train": {"max_steps": 2}}}), tiny_data)
 
 
 def test_hf_and_scratch_are_exclusive(tiny_data):

@@ -21,7 +21,7 @@ from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl, display_name, read_records
 from finloom.llm.batches import run_batches
 from finloom.llm.client import LLMClient
-from finloom.llm.sampling import sample_candidates
+from finloom.llm.sampling import answering_clients, sample_candidates
 from finloom.prompts import quality as quality_judge
 from finloom.prompts import responses as answers
 from finloom.prompts.embed import embed, embedder
@@ -36,8 +36,8 @@ from finloom.prompts.select import (
     template_families,
 )
 from finloom.prompts.tags import classify, computed_tags, teacher_tags, train_taggers
-from finloom.recipe import CLASSIFIED_DIMENSIONS, TAG_DIMENSIONS, ClientSection, PromptsSection
-from finloom.stages import STAGE_MODEL_PREFIX, RunContext, StageResult
+from finloom.recipe import CLASSIFIED_DIMENSIONS, TAG_DIMENSIONS, PromptsSection
+from finloom.stages import RunContext, StageResult
 
 TEXT_PREVIEW = 500
 
@@ -238,19 +238,6 @@ def _score(section: PromptsSection, recipe, teacher: _Teacher, build: Build, tag
     return score, metrics
 
 
-def _sampling_clients(section: PromptsSection, ctx: RunContext, teacher: _Teacher) -> list[LLMClient]:
-    clients = []
-    for model in section.responses.models:
-        if model == "teacher":
-            clients.append(teacher.client)
-        elif model.startswith(STAGE_MODEL_PREFIX):
-            path = ctx.artifact(model.removeprefix(STAGE_MODEL_PREFIX), "model")
-            clients.append(LLMClient(ClientSection(local_model=str(path)), f"prompts.responses.models {model}"))
-        else:
-            clients.append(LLMClient(ClientSection(local_model=str(ctx.recipe.resolve(model))), f"prompts.responses.models {model}"))
-    return clients
-
-
 def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build: Build, cache: Path) -> tuple[dict, dict]:
     settings = section.responses
     alive = build.alive()
@@ -264,7 +251,7 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
             else:
                 chosen[item] = build.prompts[item].response
     else:
-        clients = _sampling_clients(section, ctx, teacher)
+        clients = answering_clients(section.responses.models, ctx, "prompts.responses.models", lambda: teacher.client)
 
         def sample(batch: list[str]) -> list[dict]:
             candidates = sample_candidates(clients, [build.prompts[i].messages for i in batch], settings.samples,

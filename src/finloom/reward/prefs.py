@@ -21,10 +21,10 @@ from finloom.files import atomic_write_json, atomic_write_jsonl
 from finloom.llm.batches import run_batches
 from finloom.llm.chat_data import message_problem, read_source, to_messages
 from finloom.llm.client import LLMClient
-from finloom.llm.sampling import sample_candidates
+from finloom.llm.sampling import answering_clients, sample_candidates
 from finloom.recipe import ClientSection, PrefsSection
 from finloom.reward.judging import judged_scores, mode_for, verified_scores
-from finloom.stages import STAGE_MODEL_PREFIX, RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 
 GOLDEN_FIELDS = ("answer", "expected", "unit", "tolerance", "checks", "golden", "kind")
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
@@ -75,24 +75,11 @@ def read_prompts(section: PrefsSection, ctx: RunContext) -> tuple[list[dict], li
     return prompts, rejects
 
 
-def _clients(section: PrefsSection, ctx: RunContext) -> list[LLMClient]:
-    names = section.models or [None]
-    clients = []
-    for name in names:
-        if name == "teacher":
-            teacher = ctx.teacher()
-            if teacher is None:
-                raise BadInput("prefs.models: teacher named, but the recipe has no teacher section")
-            clients.append(LLMClient(teacher, "prefs.models teacher"))
-            continue
-        if name is None:
-            path = ctx.input_model()[1]
-        elif name.startswith(STAGE_MODEL_PREFIX):
-            path = ctx.artifact(name.removeprefix(STAGE_MODEL_PREFIX), "model")
-        else:
-            path = ctx.recipe.resolve(name)
-        clients.append(LLMClient(ClientSection(local_model=str(path)), f"prefs.models {name or 'default'}"))
-    return clients
+def _teacher_client(ctx: RunContext) -> LLMClient:
+    teacher = ctx.teacher()
+    if teacher is None:
+        raise BadInput("prefs.models: teacher named, but the recipe has no teacher section")
+    return LLMClient(teacher, "prefs.models teacher")
 
 
 def run(section: PrefsSection, ctx: RunContext) -> StageResult:
@@ -110,7 +97,8 @@ def run(section: PrefsSection, ctx: RunContext) -> StageResult:
         raise BadInput(f"teacher: {len(needing_judge)} prefs prompts need a judge (no answer, expected or checks to "
                        "verify); add a teacher section")
     cache = ctx.stage_dir / "cache"
-    clients = _clients(section, ctx)
+    clients = (answering_clients(section.models, ctx, "prefs.models", lambda: _teacher_client(ctx)) if section.models
+               else [LLMClient(ClientSection(local_model=str(ctx.input_model()[1])), "prefs: the model it follows")])
 
     def sample(batch: list[str]) -> list[list[str]]:
         return sample_candidates(clients, [by_id[i]["messages"] for i in batch], section.samples, section.temperature,

@@ -15,7 +15,6 @@ Definitions, per tensor, with base w0 and inputs w_1..w_N, weights a_i (default 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from transformers import GenerationConfig
@@ -60,9 +59,6 @@ def merge_models(method: str, models: list[Path], out: Path, base: Path | None =
         load_tokenizer(first).save_pretrained(tmp)
         if (first / "generation_config.json").exists():
             GenerationConfig.from_pretrained(str(first)).save_pretrained(tmp)
-        for name in ("chat_template.jinja",):
-            if (first / name).exists():
-                shutil.copy(first / name, Path(tmp) / name)
     return out
 
 
