@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
+from common import StepClock
 
 VARIANTS = ("hf_trainer_ce", "finloom_ce", "self_constraint_online_full", "self_constraint_online_top500",
             "self_constraint_precomputed_top500")
@@ -59,26 +60,6 @@ def prepare(work: Path, seq_len: int) -> dict:
     return {"start": str(work / "start"), "shards": str(work / "run" / "data" / "shards" / "pretrain")}
 
 
-class StepClock:
-    """Timestamps at the end of every optimiser step."""
-
-    def __init__(self):
-        from transformers import TrainerCallback
-
-        clock = self
-
-        class Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                clock.stamps.append(time.perf_counter())
-
-        self.stamps: list[float] = []
-        self.callback = Callback()
-
-    def step_time(self) -> float:
-        gaps = [b - a for a, b in zip(self.stamps[WARMUP:], self.stamps[WARMUP + 1:])]
-        return statistics.median(gaps)
-
-
 def child(variant: str, paths: dict, steps: int, batch: int, work: Path) -> dict:
     import torch
     from datasets import Dataset
@@ -100,7 +81,7 @@ def child(variant: str, paths: dict, steps: int, batch: int, work: Path) -> dict
     common = dict(output_dir=str(work / variant), max_steps=steps, per_device_train_batch_size=batch,
                   learning_rate=1e-3, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
                   dataloader_pin_memory=False, logging_steps=10)
-    clock = StepClock()
+    clock = StepClock(WARMUP)
     result = {"variant": variant}
     if variant == "hf_trainer_ce":
         rows = [{"input_ids": item["input_ids"].tolist()} for item in dataset]

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import StepClock, run_child
 
 
 def rows() -> list[dict]:
@@ -58,22 +57,14 @@ def build(backbone: str, variant: str, alpha: float, data: list[dict], work: Pat
 
 
 def throughput(backbone: str, variant: str, steps: int, work: Path) -> dict:
-    from transformers import TrainerCallback
-
     from finloom.runner import process_peak_rss_mb
 
     trainer = build(backbone, variant, 1.0, rows(), work, max_steps=steps)
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    trainer.add_callback(Clock())
+    clock = StepClock(warmup=3)
+    trainer.add_callback(clock.callback)
     trainer.train()
-    warm = 3
-    return {"pairs_per_s": round(16 * (len(stamps) - 1 - warm) / (stamps[-1] - stamps[warm]), 2),
-            "peak_rss_mb": process_peak_rss_mb()}
+    timed, seconds = clock.timed_steps()
+    return {"pairs_per_s": round(16 * timed / seconds, 2), "peak_rss_mb": process_peak_rss_mb()}
 
 
 def quality(backbone: str, alpha: float, epochs: int, work: Path) -> dict:
@@ -116,12 +107,7 @@ def main() -> int:
         return 0
 
     def child(*args: str) -> dict:
-        done = subprocess.run([sys.executable, __file__, "--backbone", options.backbone, "--steps", str(options.steps),
-                               "--work", tmp, *args], capture_output=True, text=True)
-        if done.returncode:
-            sys.stderr.write(done.stderr[-3000:])
-            raise SystemExit(1)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return run_child(__file__, "--backbone", options.backbone, "--steps", str(options.steps), "--work", tmp, *args)
 
     with tempfile.TemporaryDirectory() as tmp:
         speed = {"trl": [], "finloom": []}

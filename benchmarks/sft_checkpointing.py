@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
+
+from common import run_child
 
 VARIANTS = ("none", "hf_per_layer", "k1", "k2", "k4")
 
@@ -72,12 +72,7 @@ def main() -> int:
     forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(options).items() if k not in ("child", "repeats")]
     for _ in range(options.repeats):
         for variant in VARIANTS:
-            done = subprocess.run([sys.executable, __file__, "--child", variant, *forwarded], capture_output=True,
-                                  text=True)
-            if done.returncode:
-                sys.stderr.write(done.stderr[-3000:])
-                return 1
-            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs[variant].append(run_child(__file__, "--child", variant, *forwarded))
     summary = {v: {"step_s": min(r["step_s"] for r in rs), "peak_rss_mb": min(r["peak_rss_mb"] for r in rs)}
                for v, rs in runs.items()}
     floor = min(s["peak_rss_mb"] for s in summary.values())

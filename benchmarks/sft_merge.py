@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import run_child
 
 
 def write_models(folder: Path, hidden: int, count: int) -> list[Path]:
@@ -111,12 +111,7 @@ def main() -> int:
                 cells = []
                 for way in ("finloom", "plain"):
                     args = json.dumps([str(paths[0]), [str(p) for p in paths[1:count + 1]], f"{tmp}/out-{way}-{hidden}-{count}"])
-                    done = subprocess.run([sys.executable, __file__, "--child", way, "--method", options.method, args],
-                                          capture_output=True, text=True)
-                    if done.returncode:
-                        sys.stderr.write(done.stderr[-3000:])
-                        return 1
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    result = run_child(__file__, "--child", way, "--method", options.method, args)
                     cells += [f"{result['seconds']:.1f}", f"{result['peak_rss_mb']:,.0f} / {result['peak_anon_mb']:,.0f}"]
                 print(f"| 12 layers, hidden {hidden} | {size:,.0f} | {count} | " + " | ".join(cells) + " |", flush=True)
     return 0

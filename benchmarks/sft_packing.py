@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import StepClock, run_child
 
 VARIANTS = ("trl_unpacked", "trl_packed", "finloom_packed")
 WARMUP = 3
@@ -54,7 +53,6 @@ def prepare(work: Path, seq_len: int) -> dict:
 def child(variant: str, paths: dict, steps: int, batch: int, seq_len: int, work: Path) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from finloom.llm.loading import load_tokenizer, load_trainable
@@ -89,17 +87,12 @@ def child(variant: str, paths: dict, steps: int, batch: int, seq_len: int, work:
         return batch_out
 
     trainer.data_collator = counting
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
-
-    trainer.add_callback(Clock())
+    clock = StepClock(WARMUP)
+    trainer.add_callback(clock.callback)
     trainer.train()
     # dataloader batches and steps pair up one to one (grad_accum 1); the first WARMUP steps are left out
-    real = sum(tokens for tokens, _ in seen[WARMUP + 1:len(stamps)])
-    seconds = stamps[-1] - stamps[WARMUP]
+    steps, seconds = clock.timed_steps()
+    real = sum(tokens for tokens, _ in seen[WARMUP + 1:WARMUP + 1 + steps])
     return {"variant": variant, "effective_tokens_per_s": round(real / seconds, 1),
             "utilisation": round(sum(t for t, _ in seen) / sum(s for _, s in seen), 4),
             "loss_parity_max_abs": loss_parity(variant, model.eval(), rows, tokenizer.pad_token_id, seq_len),
@@ -161,14 +154,9 @@ def main() -> int:
         runs: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
         for repeat in range(options.repeats):
             for variant in VARIANTS:
-                done = subprocess.run([sys.executable, __file__, "--child", variant, "--paths", json.dumps(paths),
-                                       "--work", str(work / f"r{repeat}"), "--steps", str(options.steps),
-                                       "--batch", str(options.batch), "--seq-len", str(options.seq_len)],
-                                      capture_output=True, text=True)
-                if done.returncode:
-                    sys.stderr.write(done.stderr[-3000:])
-                    return 1
-                runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                runs[variant].append(run_child(__file__, "--child", variant, "--paths", json.dumps(paths), "--work",
+                                               str(work / f"r{repeat}"), "--steps", str(options.steps), "--batch",
+                                               str(options.batch), "--seq-len", str(options.seq_len)))
     best = {variant: max(results, key=lambda r: r["effective_tokens_per_s"]) for variant, results in runs.items()}
     baseline = best["trl_unpacked"]["effective_tokens_per_s"]
     print("| variant | effective tokens/s | vs TRL unpacked | token utilisation | loss parity (max abs) | peak RSS (MB) |")

@@ -17,7 +17,9 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -178,3 +180,42 @@ def served_sft(tiny_run):
     """A real `finloom serve` process on loopback serving the tiny run's SFT model."""
     with serving(tiny_run / "sft" / "model") as base_url:
         yield base_url
+
+
+class ScriptedChat(BaseHTTPRequestHandler):
+    """A real OpenAI-compatible chat endpoint whose reply to each request is ``server.reply(prompt, body)`` (the
+    last message's content and the whole request). It counts requests; ``server.fail_after`` makes every request
+    after that many fail with HTTP 500, an outage."""
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        with self.server.lock:
+            self.server.requests += 1
+            outage = self.server.fail_after is not None and self.server.requests > self.server.fail_after
+        if outage:
+            self.send_response(500)
+            self.end_headers()
+            return
+        reply = self.server.reply(body["messages"][-1]["content"], body)
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def scripted_chat(reply, fail_after: int | None = None):
+    """A ``ScriptedChat`` server on loopback; yields the server (``server.url`` is its /v1 base URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedChat)
+    server.lock, server.requests, server.fail_after, server.reply = threading.Lock(), 0, fail_after, reply
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()

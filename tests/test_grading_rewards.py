@@ -4,11 +4,9 @@ and their combination."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
+from conftest import scripted_chat
 from finloom.grading.rewards import (
     calculation_reward,
     combine,
@@ -67,33 +65,16 @@ REPLIES = {"good": {"accuracy": 5, "compliance": 4}, "veto": {"accuracy": 5, "co
            "broken": "It looks fine to me."}
 
 
-class ScriptedJudge(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        prompt = body["messages"][-1]["content"]
-        reply = next(r for key, r in REPLIES.items() if f"[{key}]" in prompt)
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply if isinstance(reply, str)
-                                                    else json.dumps(reply)}}]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def scripted_rubric(prompt: str, body: dict) -> str:
+    reply = next(r for key, r in REPLIES.items() if f"[{key}]" in prompt)
+    return reply if isinstance(reply, str) else json.dumps(reply)
 
 
 def test_rubric_through_a_judge_server_counts_unparsed_replies():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     rows = [{"scenario": {"task": "advice", "prompt": f"[{key}] advise me", "weights": {"accuracy": 3, "compliance": 1}},
              "answer": "an answer"} for key in REPLIES]
-    try:
-        with LLMClient(ClientSection(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")) as client:
-            results = rubric_rewards(client, rows, retries=2, max_tokens=64)
-    finally:
-        server.shutdown()
+    with scripted_chat(scripted_rubric) as server, LLMClient(ClientSection(base_url=server.url)) as client:
+        results = rubric_rewards(client, rows, retries=2, max_tokens=64)
     assert results[0]["rubric"] == pytest.approx((4.75 + 1) / 6) and results[0]["scores"]["compliance"] == 4
     assert results[1]["rubric"] == 0.0
     assert results[2]["rubric"] is None and len(results[2]["replies"]) == 3  # asked again twice, then counted

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import tiny_recipe, write_recipe
+from conftest import scripted_chat, tiny_recipe, write_recipe
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection, load_recipe
 from finloom.reward.judging import judged_scores
@@ -28,47 +26,27 @@ def test_near_duplicates_by_rouge_l_in_chinese_and_english():
     assert near_duplicates(answers, 0.99) == []
 
 
-class ScriptedJudge(BaseHTTPRequestHandler):
+def scripted_judge(prompt: str, body: dict) -> str:
     """Absolute / golden: 9 for an answer containing 'good', 2 for 'bad', no JSON for 'broken'; pairwise: the
     answer containing 'good' wins; otherwise (a tiny model's random answers) a score from the answer's length."""
-
-    requests = 0
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        type(self).requests += 1
-        prompt = json.loads(self.rfile.read(int(self.headers["content-length"])))["messages"][-1]["content"]
-        if "Answer A:" in prompt:
-            a, b = re.search(r"Answer A:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1), re.search(
-                r"Answer B:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
-            reply = json.dumps({"same_result": False, "better": "A" if "good" in a else "B" if "good" in b else "tie"})
-        else:
-            answer = re.search(r"Answer:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
-            if "broken" in answer:
-                reply = "I like it."
-            else:
-                reply = json.dumps({"score": 9 if "good" in answer else 2 if "bad" in answer else 1 + len(answer) % 10})
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+    if "Answer A:" in prompt:
+        a, b = (re.search(rf"Answer {side}:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1) for side in "AB")
+        return json.dumps({"same_result": False, "better": "A" if "good" in a else "B" if "good" in b else "tie"})
+    answer = re.search(r"Answer:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
+    if "broken" in answer:
+        return "I like it."
+    return json.dumps({"score": 9 if "good" in answer else 2 if "bad" in answer else 1 + len(answer) % 10})
 
 
 @pytest.fixture(scope="module")
-def judge_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+def judge():
+    with scripted_chat(scripted_judge) as server:
+        yield server
 
 
-def test_judge_modes(judge_url):
+def test_judge_modes(judge):
     answers = ["a good answer", "a bad answer", "a broken answer"]
-    with LLMClient(ClientSection(base_url=judge_url)) as client:
+    with LLMClient(ClientSection(base_url=judge.url)) as client:
         scores, replies = judged_scores(client, "absolute", "Explain bonds.", answers, None, retries=1)
         assert scores == [pytest.approx(8 / 9), pytest.approx(1 / 9), None] and len(replies[2]) == 2
         golden, _ = judged_scores(client, "golden", "Explain bonds.", answers[:2], "A bond is a loan.", retries=0)
@@ -77,7 +55,7 @@ def test_judge_modes(judge_url):
         assert pairwise == [1.0, 0.25, 0.25] and len(replies) == 6  # both orders of 3 pairs; ties are half a win
 
 
-def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny_data, tiny_run, tmp_path, judge_url):
+def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny_data, tiny_run, tmp_path, judge):
     prompts = [{"id": f"open-{i}", "messages": [{"role": "user", "content": f"Explain {w} to a client."}]}
                for i, w in enumerate(["bond", "loan", "equity", "margin", "audit", "premium"])]
     prompts += [{"id": "mcq-1", "messages": [{"role": "user", "content": "Which is a debt security? A. bond B. stock"}],
@@ -88,7 +66,7 @@ def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny
     (tiny_data / "pref_prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts), encoding="utf-8")
     recipe = tiny_recipe(**{"prefs": {"sources": [{"path": "pref_prompts.jsonl"}], "samples": 3, "max_tokens": 12,
                                       "min_spread": 0.1, "batch_size": 3},
-                            "teacher": {"base_url": judge_url, "concurrency": 2}})
+                            "teacher": {"base_url": judge.url, "concurrency": 2}})
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     loaded = load_recipe(write_recipe(tiny_data, recipe, "prefs.yaml"))
@@ -108,11 +86,11 @@ def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny
         assert pair["chosen"][0]["content"] in decision["answers"] and decision["judge_replies"]
 
     # Run the stage again on its caches: nothing sampled or judged twice, the same pairs.
-    asked = ScriptedJudge.requests
+    asked = judge.requests
     from finloom.reward.prefs import run as run_prefs
 
     again = run_prefs(loaded.prefs, RunContext(run_dir, loaded, "prefs", resume=True))
-    assert again.metrics["sampled_now"] == 0 and ScriptedJudge.requests == asked
+    assert again.metrics["sampled_now"] == 0 and judge.requests == asked
     assert (run_dir / "prefs" / "pairs.jsonl").read_text().splitlines() == [json.dumps(p, ensure_ascii=False) for p in pairs]
 
     assert Runner(loaded, run_dir).run(only="reward") == {"reward": "done"}

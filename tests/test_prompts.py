@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import finloom_cli, write_recipe
+from conftest import finloom_cli, scripted_chat, write_recipe
 
 from finloom.prompts.select import apply_quotas, lcs_length, near_duplicates, similar_pairs, template_families, tokens
 from finloom.prompts.tags import constraint_level, parse_tags
@@ -182,32 +180,6 @@ def test_report_shows_the_selection(bundled_run):
 # ---------------------------------------------------------------------------------------------
 
 
-class ScriptedTeacher(BaseHTTPRequestHandler):
-    """Replies like a capable teacher, in the shapes real models use (fenced JSON, a sentence before it).
-    ``server.fail_after`` makes every request after that many fail with HTTP 500 (an outage)."""
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        prompt = body["messages"][-1]["content"]
-        with self.server.lock:
-            self.server.requests += 1
-            outage = self.server.fail_after is not None and self.server.requests > self.server.fail_after
-        if outage:
-            self.send_response(500)
-            self.end_headers()
-            return
-        reply = self.server.reply(prompt, body)
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 def teacher_reply(prompt: str, body: dict) -> str:
     if prompt.startswith("You label prompts"):
         asked = prompt.split("<<<")[-1]
@@ -232,11 +204,8 @@ def teacher_reply(prompt: str, body: dict) -> str:
 
 @pytest.fixture
 def teacher_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedTeacher)
-    server.lock, server.requests, server.fail_after, server.reply = threading.Lock(), 0, None, teacher_reply
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+    with scripted_chat(teacher_reply) as server:
+        yield server
 
 
 def _pool(folder: Path) -> Path:
@@ -262,7 +231,7 @@ def _teacher_recipe(folder: Path, server, **prompts) -> Path:
                "back_translation": {"sources": [{"path": str(folder / "texts.jsonl")}]}, "batch_size": 4}
     section.update(prompts)
     return write_recipe(folder, {"name": "taught", "seed": 3, "prompts": section,
-                                 "teacher": {"base_url": f"http://127.0.0.1:{server.server_address[1]}/v1",
+                                 "teacher": {"base_url": server.url,
                                              "max_retries": 0, "concurrency": 4}})
 
 

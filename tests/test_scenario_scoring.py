@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import scripted_chat
 from finloom.eval.scenarios import judge_answers, summarize_scenarios
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection
@@ -46,36 +45,18 @@ SCENARIOS = {
 }
 
 
-class ScriptedJudge(BaseHTTPRequestHandler):
-    """Answers each judge prompt with the reply scripted for the scenario the prompt names."""
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        prompt = body["messages"][-1]["content"]
-        scenario = next(s for key, s in SCENARIOS.items() if f"[{key}]" in prompt)
-        reply = scenario["reply"] if isinstance(scenario["reply"], str) else json.dumps(scenario["reply"])
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def scripted_judge(prompt: str, body: dict) -> str:
+    """The reply scripted for the scenario the judge prompt names."""
+    scenario = next(s for key, s in SCENARIOS.items() if f"[{key}]" in prompt)
+    return scenario["reply"] if isinstance(scenario["reply"], str) else json.dumps(scenario["reply"])
 
 
 @pytest.fixture(scope="module")
 def judged():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     scenarios = {key: {**s, "id": key, "task": "t", "prompt": f"[{key}] do the task"} for key, s in SCENARIOS.items()}
     rows = [{"id": key, "prediction": "an answer", "correct": True} for key in SCENARIOS]
-    try:
-        with LLMClient(ClientSection(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1")) as client:
-            return judge_answers(client, rows, scenarios, retries=1, max_tokens=64, basic=3.0, strict=4.0)
-    finally:
-        server.shutdown()
+    with scripted_chat(scripted_judge) as server, LLMClient(ClientSection(base_url=server.url)) as client:
+        return judge_answers(client, rows, scenarios, retries=1, max_tokens=64, basic=3.0, strict=4.0)
 
 
 def test_usable_at_the_thresholds_and_the_veto(judged):
