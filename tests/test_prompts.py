@@ -286,6 +286,34 @@ def test_a_tiny_model_as_teacher_mostly_fails_to_parse_and_is_counted(tmp_path, 
         assert "every prompt was dropped" in result.stderr and "tagging_failed" in result.stderr
 
 
+def test_responses_filtered_by_a_reward_model(tmp_path, tiny_run):
+    """filter: reward_model reaches the stage: the run's reward model scores every sampled candidate and the best
+    is kept, with its reward recorded (recomputed here by the same scorer)."""
+    from finloom.llm.reward_scorer import LocalRewardScorer
+
+    pool = tmp_path / "pool.jsonl"
+    topics = ["bond", "loan", "deposit", "dividend", "margin"]
+    pool.write_text("".join(json.dumps({"id": t, "prompt": f"Explain what a {t} is to a new client."}) + "\n"
+                            for t in topics), encoding="utf-8")
+    recipe = write_recipe(tmp_path, {"name": "rm-filter", "seed": 5, "prompts": {
+        "sources": [{"path": str(pool)}], "selection": {"embedding": "hashed"}, "quality": {"method": "none"},
+        "responses": {"method": "sample", "models": [str(tiny_run / "sft" / "model")], "samples": 3, "max_tokens": 8,
+                      "filter": "reward_model", "reward_model": str(tiny_run / "reward" / "model")}}})
+    result = finloom_cli("run", str(recipe), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    cache = {json.loads(line)["id"]: json.loads(line)["result"]
+             for line in (tmp_path / "run" / "prompts" / "cache" / "responses.jsonl").read_text().splitlines()}
+    kept = [json.loads(line) for line in (tmp_path / "run" / "prompts" / "sft.jsonl").read_text().splitlines()]
+    decisions = {d["id"]: d for d in _decisions(tmp_path / "run")}
+    scorer = LocalRewardScorer(tiny_run / "reward" / "model")
+    assert kept
+    for row in kept:
+        result = cache[row["id"]]
+        assert len(result["scores"]) == result["candidates"] == 3 and result["score"] == max(result["scores"])
+        assert decisions[row["id"]]["response_score"] == result["score"]
+        assert scorer.score([row["messages"]])[0] == pytest.approx(result["score"], abs=1e-4)
+
+
 def test_recipe_checks_name_the_field(tmp_path):
     cases = [
         ({"name": "x", "model": {"scratch": {}}, "base": {}, "sft": {}}, "sft.datasets"),
@@ -295,6 +323,9 @@ def test_recipe_checks_name_the_field(tmp_path):
                                    "selection": {"quotas": {"abilty": {}}}}}, "abilty"),
         ({"name": "x", "prompts": {"sources": [{"path": "starter:prompt_pool.jsonl"}],
                                    "responses": {"method": "sample"}}}, "responses.models"),
+        ({"name": "x", "prompts": {"sources": [{"path": "starter:prompt_pool.jsonl"}],
+                                   "responses": {"method": "sample", "models": ["teacher"], "filter": "reward_model"}},
+          "teacher": {"base_url": "http://127.0.0.1:9/v1"}}, "responses.reward_model"),
     ]
     for recipe, field in cases:
         path = write_recipe(tmp_path, recipe)

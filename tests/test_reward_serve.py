@@ -9,7 +9,7 @@ import pytest
 
 from conftest import serving
 from finloom.errors import BadInput
-from finloom.reward.scorer import LocalRewardScorer, RemoteRewardScorer, is_reward_model
+from finloom.llm.reward_scorer import LocalRewardScorer, RemoteRewardScorer, is_reward_model
 
 
 def test_served_reward_model_scores_as_training_did(tiny_run):

@@ -398,7 +398,7 @@ def serve(
     import uvicorn
 
     from finloom.llm.serve import create_app
-    from finloom.reward.scorer import is_reward_model
+    from finloom.llm.reward_scorer import is_reward_model
     from finloom.reward.serve import create_reward_app
 
     if not model_dir.is_dir():

@@ -21,6 +21,7 @@ from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl, display_name, read_records
 from finloom.llm.batches import run_batches
 from finloom.llm.client import LLMClient
+from finloom.llm.reward_scorer import reward_scorer
 from finloom.llm.sampling import answering_clients, sample_candidates
 from finloom.prompts import quality as quality_judge
 from finloom.prompts import responses as answers
@@ -252,6 +253,14 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
                 chosen[item] = build.prompts[item].response
     else:
         clients = answering_clients(section.responses.models, ctx, "prompts.responses.models", lambda: teacher.client)
+        scorer = (reward_scorer(settings.reward_model, ctx.recipe.resolve) if settings.filter == "reward_model"
+                  else None)
+
+        def rate(item: str, options: list[str]) -> list[float | None]:
+            if scorer is not None:
+                messages = build.prompts[item].messages
+                return scorer.score([messages + [{"role": "assistant", "content": o}] for o in options])
+            return answers.rate(teacher.client, [build.prompts[item].text] * len(options), options, settings.retries)
 
         def sample(batch: list[str]) -> list[dict]:
             candidates = sample_candidates(clients, [build.prompts[i].messages for i in batch], settings.samples,
@@ -262,11 +271,11 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
                     results.append({"response": options[0] if options else None, "score": None, "candidates": len(options),
                                     "rated": 0})
                     continue
-                ratings = answers.rate(teacher.client, [build.prompts[item].text] * len(options), options, settings.retries)
+                ratings = rate(item, options)
                 rated = [(r, n) for n, r in enumerate(ratings) if r is not None]
                 best = max(rated, key=lambda pair: (pair[0], -pair[1])) if rated else None
                 results.append({"response": options[best[1]] if best else None, "score": best[0] if best else None,
-                                "candidates": len(options), "rated": len(rated)})
+                                "candidates": len(options), "rated": len(rated), "scores": ratings})
             return results
 
         given = [i for i in alive if build.decisions[i]["origin"] == "back_translation"]  # the text is the answer
@@ -274,14 +283,16 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
         alive = [i for i in alive if i not in chosen]
         results, _ = run_batches("responses", alive, sample, cache / "responses.jsonl", section.batch_size)
         metrics.update(candidates=sum(r["candidates"] for r in results.values()),
-                       ratings_failed=sum(r["candidates"] - r["rated"] for r in results.values()) if settings.filter == "judge" else 0)
+                       ratings_failed=sum(r["candidates"] - r["rated"] for r in results.values())
+                       if settings.filter != "none" else 0)
+        threshold = settings.min_score if settings.filter == "judge" else settings.min_reward
         for item in alive:
             result = results[item]
             if result["candidates"] == 0:
                 build.drop(item, "no_candidates")
             elif result["response"] is None:
                 build.drop(item, "rating_failed")
-            elif result["score"] is not None and result["score"] < settings.min_score:
+            elif result["score"] is not None and threshold is not None and result["score"] < threshold:
                 build.drop(item, "low_response_score", response_score=result["score"])
             else:
                 chosen[item] = result["response"]

@@ -126,9 +126,15 @@ class ResponseSettings(Section):
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(256, ge=1)
-    filter: Literal["judge", "none"] = Field("judge", description="judge: the teacher scores each candidate 1-10 "
-                                                                   "and the best is kept; none: the first.")
-    min_score: float = Field(6, ge=1, le=10, description="A prompt whose best candidate scores below this is dropped.")
+    filter: Literal["judge", "reward_model", "none"] = Field(
+        "judge", description="judge: the teacher scores each candidate 1-10 and the best is kept; reward_model: "
+                             "the reward model below scores them; none: the first.")
+    min_score: float = Field(6, ge=1, le=10, description="judge: a prompt whose best candidate scores below this is "
+                                                         "dropped.")
+    reward_model: str | None = Field(None, description="filter reward_model: a reward model directory (the reward "
+                                                       "stage's, e.g. of an earlier run) or a finloom serve URL.")
+    min_reward: float | None = Field(None, description="reward_model: a prompt whose best candidate's reward is below "
+                                                       "this is dropped (default: none is).")
     critique_rewrite: bool = Field(False, description="The teacher critiques the chosen response and rewrites it.")
     refusal_cap: float = Field(0.1, ge=0, le=1, description="At most this share of kept responses may be refusals.")
     retries: int = Field(2, ge=0)
@@ -137,6 +143,8 @@ class ResponseSettings(Section):
     def _models_to_sample(self) -> "ResponseSettings":
         if self.method == "sample" and not self.models:
             raise ValueError("responses.models: method sample needs at least one model")
+        if self.method == "sample" and self.filter == "reward_model" and not self.reward_model:
+            raise ValueError("responses.reward_model: filter reward_model needs a reward model (directory or URL)")
         return self
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from finloom.llm.serve import ChatMessage, _error
 from finloom.recipe import ModelLoading
-from finloom.reward.scorer import LocalRewardScorer
+from finloom.llm.reward_scorer import LocalRewardScorer
 
 MAX_CONVERSATIONS = 256
 

@@ -78,3 +78,10 @@ class RemoteRewardScorer:
         if len(data) != len(conversations):
             raise BadInput(f"reward model at {self.url}: {len(data)} rewards for {len(conversations)} conversations")
         return [item["reward"] for item in data]
+
+
+def reward_scorer(where: str, resolve=Path):
+    """A scorer for a recipe's reward model: an ``http(s)://.../v1`` URL of ``finloom serve``, else a directory."""
+    if where.startswith(("http://", "https://")):
+        return RemoteRewardScorer(where)
+    return LocalRewardScorer(resolve(where))
