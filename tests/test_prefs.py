@@ -32,7 +32,7 @@ def scripted_judge(prompt: str, body: dict) -> str:
     if "Answer A:" in prompt:
         a, b = (re.search(rf"Answer {side}:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1) for side in "AB")
         return json.dumps({"same_result": False, "better": "A" if "good" in a else "B" if "good" in b else "tie"})
-    answer = re.search(r"Answer:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
+    answer = re.search(r"Response:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
     if "broken" in answer:
         return "I like it."
     return json.dumps({"score": 9 if "good" in answer else 2 if "bad" in answer else 1 + len(answer) % 10})

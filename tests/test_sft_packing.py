@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from finloom.sft.packing import PackedCollator, pack_rows, token_utilisation
+from finloom.sft.packing import PackedCollator, pack_rows, packed_utilisation, padded_utilisation
 
 SEQ_LEN = 48
 
@@ -126,7 +126,7 @@ def test_collator_restarts_positions_and_drops_cross_sample_labels():
 
 
 def test_utilisation_counts_padding_slots():
-    assert token_utilisation([4, 2, 3, 1], batch_size=2) == round(10 / (8 + 6), 4)
-    assert token_utilisation([4, 2, 3, 1], batch_size=2, packed_rows=[6, 4], seq_len=8) == round(10 / 16, 4)
+    assert padded_utilisation([4, 2, 3, 1], batch_size=2) == round(10 / (8 + 6), 4)
+    assert packed_utilisation([6, 4], seq_len=8) == round(10 / 16, 4)
     with pytest.raises(ValueError, match="longer than seq_len"):
         pack_rows([{"input_ids": [1] * 9, "labels": [1] * 9}], 8)

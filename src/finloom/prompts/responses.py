@@ -16,19 +16,6 @@ from finloom.llm.judge import ask_judge, reply_json
 
 REFUSAL = re.compile(r"^\s*(?:I'm sorry|I am sorry|Sorry|I can(?:no|')t|I cannot|I won't|As an AI)|"
                      r"^\s*(?:抱歉|对不起|很遗憾)|我(?:无法|不能)(?:提供|回答|帮助)", re.IGNORECASE)
-RATE_PROMPT = """Rate the assistant's response to the user's request from 1 (useless or wrong) to 10 (accurate, complete, clear, in the user's language, following every instruction).
-
-Request:
-<<<
-{prompt}
->>>
-
-Response:
-<<<
-{response}
->>>
-
-Reply with only a JSON object: {{"score": 7}}"""
 REWRITE_PROMPT = """Critique the assistant's response to the request below (accuracy, completeness, clarity, following the instructions), then write an improved response in the request's language.
 
 Request:
@@ -56,14 +43,6 @@ def is_refusal(response: str) -> bool:
     return bool(REFUSAL.search(response[:200]))
 
 
-def parse_score(reply: str) -> float | None:
-    payload = reply_json(reply)
-    value = payload.get("score") if payload else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
-        return None
-    return float(value)
-
-
 def parse_rewrite(reply: str) -> str | None:
     payload = reply_json(reply)
     rewrite = payload.get("rewrite") if payload else None
@@ -75,12 +54,6 @@ def parse_request(reply: str, max_chars: int = 2000) -> str | None:
     text = re.sub(r"^\s*(?:request|user request|请求|用户请求)\s*[:：]\s*", "", reply.strip(), flags=re.IGNORECASE)
     text = text.strip().strip('"“”「」').strip()
     return text if text and len(text) <= max_chars else None
-
-
-def rate(client, prompts: list[str], responses: list[str], retries: int) -> list[float | None]:
-    verdicts = ask_judge(client, [RATE_PROMPT.format(prompt=p, response=r) for p, r in zip(prompts, responses)],
-                         lambda _, reply: parse_score(reply), retries, max_tokens=32)
-    return [verdict.parsed for verdict in verdicts]
 
 
 def rewrite(client, prompts: list[str], responses: list[str], retries: int) -> list[str | None]:

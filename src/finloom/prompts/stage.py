@@ -19,6 +19,7 @@ from pathlib import Path
 
 from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl, display_name, read_records
+from finloom.grading.rating import rate
 from finloom.llm.batches import run_batches
 from finloom.llm.client import LLMClient
 from finloom.llm.reward_scorer import reward_scorer
@@ -256,11 +257,11 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
         scorer = (reward_scorer(settings.reward_model, ctx.recipe.resolve) if settings.filter == "reward_model"
                   else None)
 
-        def rate(item: str, options: list[str]) -> list[float | None]:
+        def score_candidates(item: str, options: list[str]) -> list[float | None]:
             if scorer is not None:
                 messages = build.prompts[item].messages
                 return scorer.score([messages + [{"role": "assistant", "content": o}] for o in options])
-            return answers.rate(teacher.client, [build.prompts[item].text] * len(options), options, settings.retries)
+            return rate(teacher.client, [build.prompts[item].text] * len(options), options, settings.retries)[0]
 
         def sample(batch: list[str]) -> list[dict]:
             candidates = sample_candidates(clients, [build.prompts[i].messages for i in batch], settings.samples,
@@ -271,7 +272,7 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
                     results.append({"response": options[0] if options else None, "score": None, "candidates": len(options),
                                     "rated": 0})
                     continue
-                ratings = rate(item, options)
+                ratings = score_candidates(item, options)
                 rated = [(r, n) for n, r in enumerate(ratings) if r is not None]
                 best = max(rated, key=lambda pair: (pair[0], -pair[1])) if rated else None
                 results.append({"response": options[best[1]] if best else None, "score": best[0] if best else None,

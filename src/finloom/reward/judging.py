@@ -1,6 +1,7 @@
 """Scoring a prompt's sampled answers for the preference builder, in Baichuan Alignment's three judge modes.
 
-- ``absolute`` (open tasks): the teacher rates each answer 1-10 on its own;
+- ``absolute`` (open tasks): the teacher rates each answer 1-10 on its own (``grading.rating``, as the prompt
+  system's response filter does);
 - ``pairwise`` (maths, reasoning): the teacher compares every two answers (same reasoning and result? which is
   better?), both orders against position bias; an answer's score is its share of wins, a tie half a win;
 - ``golden`` (the prompt has a reference answer): the teacher rates each answer 1-10 against the reference;
@@ -14,40 +15,10 @@ from __future__ import annotations
 
 from itertools import permutations
 
+from finloom.grading.rating import rate
 from finloom.grading.rewards import combine, verifiable_rewards
 from finloom.llm.judge import ask_judge, reply_json
 
-ABSOLUTE = """Rate the assistant's answer to the user's request from 1 (useless or wrong) to 10 (accurate, complete, clear, compliant, in the user's language, following every instruction).
-
-Request:
-<<<
-{prompt}
->>>
-
-Answer:
-<<<
-{answer}
->>>
-
-Reply with only a JSON object: {{"score": 7}}"""
-GOLDEN = """Rate the assistant's answer to the user's request from 1 to 10 against the reference answer: 10 if it reaches the same result with sound reasoning, 1 if its result is wrong; judge the prose only when the results agree.
-
-Request:
-<<<
-{prompt}
->>>
-
-Reference answer:
-<<<
-{golden}
->>>
-
-Answer:
-<<<
-{answer}
->>>
-
-Reply with only a JSON object: {{"score": 7}}"""
 PAIRWISE = """Two answers to the same request follow. Do they reach the same result by the same reasoning? Which is better (correct result first, then sound reasoning, then clarity)?
 
 Request:
@@ -78,14 +49,6 @@ def mode_for(prompt: dict, configured: str) -> str:
     return "pairwise" if prompt.get("kind") == "reasoning" else "absolute"
 
 
-def _score_1_10(reply: str) -> float | None:
-    payload = reply_json(reply)
-    value = payload.get("score") if payload else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 10:
-        return None
-    return (float(value) - 1) / 9
-
-
 def _better(reply: str) -> str | None:
     payload = reply_json(reply)
     value = payload.get("better") if payload else None
@@ -104,11 +67,10 @@ def verified_scores(prompt: dict, answers: list[str]) -> list[float]:
 def judged_scores(client, mode: str, prompt_text: str, answers: list[str], golden: str | None, retries: int
                   ) -> tuple[list[float | None], list[list[str]]]:
     """Scores in [0, 1] (None: never parsed) and the judge's raw replies, per answer (pairwise: per comparison)."""
-    if mode in ("absolute", "golden"):
-        template = GOLDEN if mode == "golden" else ABSOLUTE
-        prompts = [template.format(prompt=prompt_text, answer=a, golden=golden or "") for a in answers]
-        verdicts = ask_judge(client, prompts, lambda _, reply: _score_1_10(reply), retries, max_tokens=32)
-        return [v.parsed for v in verdicts], [v.replies for v in verdicts]
+    if mode in ("absolute", "golden"):  # the shared 1-10 rating, against the reference in golden mode
+        scores, replies = rate(client, [prompt_text] * len(answers), answers, retries,
+                               golden if mode == "golden" else None)
+        return [None if s is None else (s - 1) / 9 for s in scores], replies
     order = list(permutations(range(len(answers)), 2))  # both orders of every pair
     prompts = [PAIRWISE.format(prompt=prompt_text, a=answers[i], b=answers[j]) for i, j in order]
     verdicts = ask_judge(client, prompts, lambda _, reply: _better(reply), retries, max_tokens=48)

@@ -80,14 +80,13 @@ def _pad(rows: list[torch.Tensor], width: int, value: int) -> torch.Tensor:
     return torch.stack([torch.cat([row, torch.full((width - len(row),), value, dtype=row.dtype)]) for row in rows])
 
 
-def token_utilisation(lengths: list[int], batch_size: int, packed_rows: list[int] | None = None,
-                      seq_len: int | None = None) -> float:
-    """Share of the token slots in training batches that hold a real token.
-
-    Unpacked (``packed_rows`` None): each batch of ``batch_size`` samples is padded to its longest sample, in
-    dataset order. Packed: every row is a ``seq_len`` slot (what the memory is sized for), filled by the lengths
-    in ``packed_rows`` (total tokens of each packed row)."""
-    if packed_rows is not None:
-        return round(sum(packed_rows) / max(1, len(packed_rows) * seq_len), 4)
+def padded_utilisation(lengths: list[int], batch_size: int) -> float:
+    """Share of real tokens in unpacked batches of ``batch_size`` samples, each padded to its longest sample
+    (in dataset order)."""
     slots = sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size]) for i in range(0, len(lengths), batch_size))
     return round(sum(lengths) / max(1, slots), 4)
+
+
+def packed_utilisation(row_tokens: list[int], seq_len: int) -> float:
+    """Share of real tokens in packed rows, each counted as a full ``seq_len`` slot (what memory is sized for)."""
+    return round(sum(row_tokens) / max(1, len(row_tokens) * seq_len), 4)

@@ -25,7 +25,13 @@ from finloom.llm.chat_template import (
 )
 from finloom.llm.loading import load_tokenizer, load_trainable
 from finloom.recipe import ChatSource, SFTSection
-from finloom.sft.packing import PackedCollator, pack_rows, token_utilisation, uses_varlen_attention
+from finloom.sft.packing import (
+    PackedCollator,
+    pack_rows,
+    packed_utilisation,
+    padded_utilisation,
+    uses_varlen_attention,
+)
 from finloom.stages import RunContext, StageResult
 from finloom.training import train_and_save, trainer_kwargs, with_lora
 
@@ -53,11 +59,10 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
         packing=False,  # packed here, by TRL's packer, with a collator that keeps rows apart (see sft.packing)
     )
     lengths = [len(row["input_ids"]) for row in rows]
-    utilisation = {"unpacked": token_utilisation(lengths, train.batch_size)}
+    utilisation = {"unpacked": padded_utilisation(lengths, train.batch_size)}
     if section.packing:
         dataset = pack_rows(rows, train.seq_len)
-        utilisation["packed"] = token_utilisation(lengths, train.batch_size, [sum(n) for n in dataset["seq_lengths"]],
-                                                  train.seq_len)
+        utilisation["packed"] = packed_utilisation([sum(n) for n in dataset["seq_lengths"]], train.seq_len)
         collator = PackedCollator(tokenizer.pad_token_id, flatten=uses_varlen_attention(model))
     else:
         dataset, collator = Dataset.from_list(rows), None
