@@ -76,6 +76,14 @@ def write_tiny_data(folder: Path) -> None:
     mcq.append({"task_name": "CPA", "second_level": "Audit", "question": "Which are true?\nA．one\nB．two\nC．three\nD．four",
                 "answer": "ABD"})
     _write_jsonl(folder / "fin_mcq.jsonl", mcq)
+    rl = [{"id": f"rl-mcq-{i}", "category": "mcq", "answer": "AB"[i % 2],
+           "prompt": [{"role": "user", "content": f"Which is {w}? A. {w} B. {GENERAL_WORDS[i]} Reply with the letter."}]}
+          for i, w in enumerate(FINANCE_WORDS)]
+    rl += [{"id": f"rl-short-{i}", "category": "constraints", "checks": [{"type": "max_words", "value": 4}],
+            "prompt": [{"role": "user", "content": f"Define {w} in at most four words."}]}
+           for i, w in enumerate(FINANCE_WORDS[:8])]
+    rl.append({"id": "rl-broken", "prompt": []})
+    _write_jsonl(folder / "rl.jsonl", rl)
     _write_jsonl(folder / "gen_mcq.jsonl", [
         {"task_name": "science", "second_level": "General",
          "question": f"Which describes {w}?\nA.{_sentence(rng, GENERAL_WORDS, 5)}\nB.{_sentence(rng, FINANCE_WORDS, 5)}",
@@ -101,7 +109,10 @@ def tiny_recipe(**overrides) -> dict:
                      "train": {"max_steps": 8, "batch_size": 4, "seq_len": 64, "save_steps": 4}},
         "sft": {"datasets": [{"path": "sft.jsonl"}], "train": {"max_steps": 4, "batch_size": 4, "seq_len": 128}},
         "reward": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 4, "seq_len": 96}},
-        "align": {"datasets": [{"path": "prefs.jsonl"}], "train": {"max_steps": 3, "batch_size": 2, "seq_len": 96}},
+        "align": {"datasets": [{"path": "rl.jsonl"}],
+                  "grpo": {"group_size": 2, "max_completion_tokens": 8, "top_k": 50,
+                           "reweighting": {"eval_every": 2, "max_prompts": 3, "holdout": 0.2}},
+                  "train": {"max_steps": 3, "batch_size": 4, "seq_len": 96, "save_steps": 2}},
         "eval": {"benchmarks": [{"name": "finance_mcq", "files": [{"path": "fin_mcq.jsonl"}]},
                                 {"name": "general_mcq", "domain": "general", "files": [{"path": "gen_mcq.jsonl"}]}],
                  "perplexity_max_tokens": 256, "max_gen_tokens": 16},

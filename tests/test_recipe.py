@@ -16,7 +16,7 @@ from finloom.stages import enabled_stages
 
 def test_defaults_are_filled_and_stages_ordered(tiny_data):
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(), "defaults.yaml"))
-    assert recipe.align.dpo.beta == 0.1
+    assert recipe.align.method == "grpo" and recipe.align.grpo.gamma == 0.1 and recipe.align.dpo.beta == 0.1
     assert enabled_stages(recipe) == ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
     assert recipe.resolve("general.jsonl") == tiny_data / "general.jsonl"
     assert recipe.resolve("starter:finance_corpus.jsonl").name == "finance_corpus.jsonl"
@@ -28,7 +28,16 @@ def test_defaults_are_filled_and_stages_ordered(tiny_data):
         ({"align.dpo.beta": "high"}, "align.dpo.beta: Input should be a valid number"),
         ({"data.colour": "red"}, "data.colour: unknown key"),
         ({"model.scratch.num_heads": 3}, "model.scratch: hidden_size must be a multiple of num_heads"),
-        ({"align.method": "ppo"}, "align.method: Input should be 'dpo'"),
+        ({"align.method": "sac"}, "align.method: Input should be 'grpo', 'dpo' or 'kto'"),
+        ({"align.grpo": {"group_size": 3}}, "align: train.batch_size x train.grad_accum (4) must be a multiple of grpo.group_size (3)"),
+        ({"align.grpo.rewards": {"rm": 1.0}, "reward": {"enabled": False}},
+         "align.grpo.reward_model: rewards.rm > 0 reads stage:reward, but the reward stage is not enabled"),
+        ({"align.grpo.gamma": 0.1, "sft": {"enabled": False}},
+         "align.grpo.sft_datasets: gamma > 0 needs SFT conversations"),
+        ({"align.grpo.rewards": {"rubric": 1.0}}, "align.grpo.rewards.rubric: the rubric is judged by the teacher"),
+        ({"align.grpo.rewards": {"format": 0, "mcq": 0, "calculation": 0, "constraints": 0}},
+         "align.grpo.rewards: at least one component needs a weight above 0"),
+        ({"align.grpo.reweighting": {"target": {"mcq": 1.5}}}, "mcq: 1.5 is not a reward in [0, 1]"),
         ({"base.train.max_steps": 0}, "base.train.max_steps: Input should be greater than or equal to 1"),
         ({"merge": {"models": ["stage:sft"]}}, "merge: models / checkpoints: a merge needs at least two"),
         ({"merge": {"checkpoints": 2, "weights": [1.0]}}, "weights: 1 given for 2 merged models"),
@@ -49,7 +58,7 @@ def test_schema_errors_name_the_field(tiny_data, override, expected):
 
 
 def test_disabled_stage_needs_no_datasets_but_enabled_one_does(tiny_data):
-    recipe = tiny_recipe(**{"sft": {"enabled": False}})
+    recipe = tiny_recipe(**{"sft": {"enabled": False}, "align.grpo.gamma": 0})  # gamma > 0 reads the SFT data
     assert "sft" not in enabled_stages(parse_recipe(recipe, tiny_data))
     with pytest.raises(BadInput, match=r"sft.datasets: at least one source is required \(or enable the prompts stage"):
         parse_recipe(tiny_recipe(**{"sft": {"train": {"max_steps": 2}}}), tiny_data)

@@ -30,6 +30,7 @@ from finloom.starter.generate import (
     question_stem,
 )
 from finloom.starter.kb_schema import CERTIFICATIONS, FINANCE_DOMAINS, GENERAL_CATEGORIES
+from finloom.starter.rl_prompts import MCQ_MAX_LENGTH, text_length
 
 FIXTURE_KB = Path(__file__).parent / "fixtures" / "kb"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +42,10 @@ MINIMUM_RECORDS = {
     "general_corpus.jsonl": 300, "finance_corpus.jsonl": 300, "sft_finance.jsonl": 300, "sft_general.jsonl": 100,
     "preferences.jsonl": 200, "eval_finance_mcq.jsonl": 300, "eval_general_mcq.jsonl": 150, "eval_finance_calc.jsonl": 200,
     "eval_scenarios.jsonl": 100, "general_heldout.jsonl": 150, "finance_heldout.jsonl": 150, "quality_labels.jsonl": 200,
-    "domain_labels.jsonl": 300,
+    "domain_labels.jsonl": 300, "rl_prompts.jsonl": 450,
 }
+# Minimum RL prompts per category in each language (the committed files).
+MINIMUM_RL_PER_LANGUAGE = {"mcq": 80, "calculation": 40, "constraints": 80}
 MINIMUM_CORPUS_CHARS = 400_000
 
 
@@ -388,3 +391,88 @@ def test_classifier_labels_are_balanced_and_disjoint_from_corpora(dataset):
         assert (record["subdomain"] in FINANCE_DOMAINS) if record["label"] == "finance" else record["subdomain"] is None
     texts = [r["text"] for r in quality + domain] + [d["text"] for name in HELDOUT for d in files[name]]
     assert len(set(texts)) == len(texts) and not [t for t in texts if t in corpus]
+
+
+# ---------------------------------------------------------------------------------------------
+# RL prompts with verifiable answers
+# ---------------------------------------------------------------------------------------------
+
+RL_CATEGORIES = {"mcq": ("answer", "valid"), "calculation": ("expected", "unit", "tolerance"), "constraints": ("checks",)}
+# A reply in the other language than the answer's, without a list or a risk warning.
+WRONG_LANGUAGE_REPLY = {"en": "抱歉，这个问题我无法回答。", "zh": "Sorry, I cannot help with that."}
+
+
+def rl_prompt(record: dict) -> str:
+    assert [m["role"] for m in record["prompt"]] == ["user"]
+    return record["prompt"][0]["content"]
+
+
+def test_rl_prompts_layout_and_topics(dataset):
+    files, kb = dataset
+    records = files["rl_prompts.jsonl"]
+    assert {(r["category"], r["lang"]) for r in records} == {(c, lang) for c in RL_CATEGORIES for lang in ("en", "zh")}
+    assert len({r["id"] for r in records}) == len(records) and len({rl_prompt(r) for r in records}) == len(records)
+    training = {t.id for corpus in ("finance", "general") for t in kb.training_topics(corpus)}
+    finance_training = {t.id for t in kb.training_topics("finance")}
+    for record in records:
+        assert re.fullmatch(rf"rl-{record['category']}-\d{{4}}", record["id"]) and record["reference"]
+        assert all(key in record for key in RL_CATEGORIES[record["category"]])
+        if record["category"] == "mcq":
+            assert record["topic"] in training and record["valid"] == "ABCD"
+            assert record["answer"] == "".join(sorted(set(record["answer"]))) and 1 <= len(record["answer"]) <= 3
+            lines = rl_prompt(record).split("\n")
+            assert [line[:3] for line in lines[1:5]] == ["A. ", "B. ", "C. ", "D. "] and len(lines) == 6
+            assert "letter" in lines[-1] or "字母" in lines[-1]  # the letters-only instruction comes last
+            assert text_length(rl_prompt(record), record["lang"]) <= MCQ_MAX_LENGTH[record["lang"]]
+        elif record["category"] == "constraints":
+            assert record["topic"] in finance_training and 1 <= len(record["checks"]) <= 3
+            assert {c["type"] for c in record["checks"]} <= {"max_words", "max_chars", "language", "has_list", "risk_disclaimer"}
+        else:
+            assert isinstance(record["expected"], float) and record["unit"] in ("yuan", "10k_yuan", "%", "ratio", "units")
+
+
+def test_rl_references_earn_full_reward_and_wrong_replies_less(dataset):
+    from finloom.grading.rewards import verifiable_rewards
+
+    files, _ = dataset
+    components = {"mcq": {"format", "mcq"}, "calculation": {"format", "calculation"}, "constraints": {"format", "constraints"}}
+    for record in files["rl_prompts.jsonl"]:
+        rewards = verifiable_rewards(record["reference"], record)
+        assert set(rewards) == components[record["category"]] and set(rewards.values()) == {1.0}, (record["id"], rewards)
+        category = record["category"]
+        if category == "mcq":
+            wrong = [next(letter for letter in "ABCD" if letter not in record["answer"])]
+        elif category == "calculation":
+            wrong = [f"Answer: {record['expected'] * 1.1:.4f}"]
+        else:
+            answer_lang = next((c["value"] for c in record["checks"] if c["type"] == "language"), record["lang"])
+            wrong = [WRONG_LANGUAGE_REPLY[answer_lang]] if {c["type"] for c in record["checks"]} - {"max_words", "max_chars"} else []
+            if {c["type"] for c in record["checks"]} & {"max_words", "max_chars"}:
+                wrong.append("\n".join([record["reference"]] * 4))  # over-long
+        for reply in wrong:
+            assert verifiable_rewards(reply, record)[category] < 1.0, (record["id"], reply)
+
+
+def test_rl_prompts_hold_no_eval_prompt(dataset):
+    files, _ = dataset
+    rl = "\x00".join(rl_prompt(r) for r in files["rl_prompts.jsonl"])
+    stems = [question_stem(item["question"]) for name in MCQ for item in files[name]]
+    questions = [r["question"] for r in files["eval_finance_calc.jsonl"]]
+    assert [s for s in stems + questions + [r["prompt"] for r in files["eval_scenarios.jsonl"]] if s in rl] == []
+    leaky = dict(files, **{"rl_prompts.jsonl": files["rl_prompts.jsonl"] + [{"prompt": [{"role": "user", "content": questions[0]}]}]})
+    with pytest.raises(ValueError, match="evaluation prompt"):
+        check_heldout(leaky)
+
+
+def test_committed_rl_prompts_meet_minimum_counts():
+    files = read_dir(DATA_DIR)
+    if not files:
+        pytest.skip("no committed starter data yet")
+    records = files["rl_prompts.jsonl"]
+    for category, minimum in MINIMUM_RL_PER_LANGUAGE.items():
+        for lang in ("en", "zh"):
+            assert sum(r["category"] == category and r["lang"] == lang for r in records) >= minimum, (category, lang)
+    short = sum(text_length(rl_prompt(r), r["lang"]) <= {"en": 120, "zh": 250}[r["lang"]] for r in records)
+    assert short >= 0.9 * len(records)
+    multi = [r for r in records if r["category"] == "mcq" and len(r["answer"]) > 1]
+    assert 0.15 <= len(multi) / sum(r["category"] == "mcq" for r in records) <= 0.45

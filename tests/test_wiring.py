@@ -83,13 +83,65 @@ def test_dpo_settings_and_pair_order_reach_the_trainer(tiny_data, tiny_run, tmp_
     import finloom.align.stage as stage
 
     seen = catch(monkeypatch, stage, "DPOTrainer")
-    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.dpo": {"beta": beta, "loss_type": loss_type}})
+    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.method": "dpo", "align.datasets": [{"path": "prefs.jsonl"}],
+                                                    "align.dpo": {"beta": beta, "loss_type": loss_type}})
     assert seen["args"].beta == beta and seen["args"].loss_type == [loss_type]  # TRL keeps loss types as a list
     pairs = [json.loads(line) for line in (tiny_data / "prefs.jsonl").read_text().splitlines()]
     rows = list(seen["train_dataset"])
     assert [r["chosen"] for r in rows] == [p["chosen"] for p in pairs]  # chosen stays chosen
     assert [r["rejected"] for r in rows] == [p["rejected"] for p in pairs]
     assert seen["ref_model"] is not seen["model"]
+
+
+def test_kto_settings_and_labels_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.align.stage as stage
+
+    seen = catch(monkeypatch, stage, "KTOTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.method": "kto", "align.datasets": [{"path": "prefs.jsonl"}],
+                                                    "align.kto": {"beta": 0.2, "undesirable_weight": 1.5}})
+    assert seen["args"].beta == 0.2 and seen["args"].undesirable_weight == 1.5 and seen["args"].desirable_weight == 1
+    pairs = [json.loads(line) for line in (tiny_data / "prefs.jsonl").read_text().splitlines()]
+    rows = list(seen["train_dataset"])
+    assert [r["completion"] for r in rows if r["label"]] == [p["chosen"] for p in pairs]  # chosen is the good one
+    assert [r["completion"] for r in rows if not r["label"]] == [p["rejected"] for p in pairs]
+    assert seen["ref_model"] is not seen["model"]
+
+
+@pytest.mark.parametrize("grpo", [
+    {"group_size": 2, "beta": 0.3, "top_k": 17, "gamma": 0.4, "temperature": 0.7, "max_completion_tokens": 5},
+    {"group_size": 4, "beta": 0.0, "top_k": 500, "gamma": 0.0, "reweighting": {"enabled": False}},
+])
+def test_grpo_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, grpo):
+    import finloom.align.stage as stage
+
+    seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.grpo": grpo | {"rewards": {"mcq": 2.0, "format": 0.5}}})
+    args = seen["args"]
+    assert (args.num_generations, args.kl_beta, args.kl_top_k, args.sft_kl_gamma) == (
+        grpo["group_size"], grpo["beta"], grpo["top_k"], grpo["gamma"])
+    assert args.beta == 0  # TRL's own approximate KL stays off
+    assert args.temperature == grpo.get("temperature", 1.0)
+    assert args.max_completion_length == grpo.get("max_completion_tokens", 64)
+    reward = seen["reward_funcs"][0]
+    assert reward.weights["mcq"] == 2.0 and reward.weights["format"] == 0.5 and reward.weights["rm"] == 0
+    records = [json.loads(line) for line in (tiny_data / "rl.jsonl").read_text().splitlines()][:-1]  # last: broken
+    rows = list(seen["train_dataset"])
+    by_id = {r["id"]: r for r in records}
+    assert len(rows) == len(records) - 2 - 1  # 10% of each category (16 mcq, 8 constraints), at least one, held out
+    for row in rows:
+        task = json.loads(row["reward_task"])
+        assert row["prompt"] == by_id[row["id"]]["prompt"] and task.get("answer") == by_id[row["id"]].get("answer")
+        assert task.get("checks") == by_id[row["id"]].get("checks")
+    if grpo["gamma"]:  # the regulariser's data: the sft stage's conversations, assistant tokens labelled
+        sft = [json.loads(line) for line in (tiny_data / "sft.jsonl").read_text().splitlines()]
+        assert len(seen["sft_rows"]) == len(sft) - 1  # one has no answer
+        assert all(any(label != -100 for label in row["labels"]) for row in seen["sft_rows"])
+    else:
+        assert seen["sft_rows"] is None
+    categories = seen["prompt_categories"]
+    assert (categories is None) == (grpo.get("reweighting") == {"enabled": False})
+    if categories is not None:
+        assert categories == [row["category"] for row in rows]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 2.5])

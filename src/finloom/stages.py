@@ -134,7 +134,7 @@ def upstream_stages(recipe: Recipe, stage: str) -> list[str]:
         reads = {name for name in spec.reads if name in enabled}
         if spec.starts_from_model and (start := model_stage_before(recipe, stage)):
             reads.add(start)
-    reads.update(section.stages_read())
+    reads.update(name for name in section.stages_read() if name in enabled)  # the recipe checks the needed ones
     if "teacher" in section.settings_read() and (judge := teacher_stage(recipe)):
         reads.add(judge)
     return [name for name in STAGE_NAMES if name in reads]

@@ -208,3 +208,55 @@ def load_preferences(sources: list[ChatSource], resolve, rejects_path: Path, sta
     scores of the pairs that have them too, and each pair's ``source`` (its recipe path)."""
     rows = _load(sources, resolve, _pair, rejects_path, stage)
     return rows if keep_scores else [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
+
+
+def read_prompts(sources: list[ChatSource], resolve, fields: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+    """Prompts as ``{id, messages, ...fields}`` (the record's task fields it has), from TRL's prompt-only layout
+    or any conversation layout; a record ending with an assistant turn gives that turn as its ``golden`` answer
+    (unless it has one). Malformed records are rejects with their reason."""
+    prompts, rejects = [], []
+    for source in sources:
+        for where, record in read_source(source, resolve, rejects):
+            try:  # TRL's prompt-only layout (``prompt``: messages or a string), or any conversation layout
+                messages = (_as_messages(record["prompt"], "user") if "prompt" in record and source.format == "auto"
+                            else to_messages(record, source.format))
+            except ValueError as error:
+                rejects.append({"file": where, "id": record.get("id"), "reason": str(error)})
+                continue
+            problem = message_problem(messages, must_end_with_assistant=False)
+            if problem:
+                rejects.append({"file": where, "id": record.get("id"), "reason": problem})
+                continue
+            golden = {key: record[key] for key in fields if record.get(key) is not None}
+            if messages[-1]["role"] == "assistant":
+                golden.setdefault("golden", messages[-1]["content"])
+                messages = messages[:-1]
+            if not messages or messages[-1]["role"] != "user":
+                rejects.append({"file": where, "id": record.get("id"), "reason": "no user turn to answer"})
+                continue
+            prompts.append({"id": str(record.get("id") or where), "messages": messages, **golden})
+    return prompts, rejects
+
+
+def _labelled(record: dict, source: ChatSource) -> dict:
+    """KTO's unpaired answers: a record with ``completion`` and a boolean ``label``, or a preference pair read as
+    a good (chosen) and a bad (rejected) answer to the same prompt."""
+    if "completion" not in record:
+        pair = _pair(record, source)
+        return {"answers": [{"prompt": pair["prompt"], "completion": pair["chosen"], "label": True},
+                            {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False}]}
+    if not isinstance(record.get("label"), bool):
+        raise Unreadable("label must be true (a good answer) or false (a bad one)")
+    row = {"prompt": _as_messages(record.get("prompt"), "user"),
+           "completion": _as_messages(record["completion"], "assistant"), "label": record["label"]}
+    for field, must_end in (("prompt", False), ("completion", True)):
+        problem = message_problem(row[field], must_end)
+        if problem:
+            raise Unreadable(f"{field}: {problem}")
+    return {"answers": [row]}
+
+
+def load_labelled_answers(sources: list[ChatSource], resolve, rejects_path: Path, stage: str) -> list[dict]:
+    """Answers labelled good or bad as ``prompt`` / ``completion`` message lists and ``label`` (TRL's unpaired
+    preference layout), from unpaired records or from preference pairs."""
+    return [answer for row in _load(sources, resolve, _labelled, rejects_path, stage) for answer in row["answers"]]

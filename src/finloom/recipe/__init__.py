@@ -5,7 +5,7 @@ reason, so a typo never silently falls back to a default. ``finloom recipe show`
 fully resolved recipe. Data paths are relative to the recipe file; ``starter:NAME`` names a
 file bundled with finloom (``src/finloom/starter/data``).
 
-One module per stage's settings (``data``, ``pretrain``, ``prompts``, ``chat``, ``eval``, ``forgetting``,
+One module per stage's settings (``data``, ``pretrain``, ``prompts``, ``chat``, ``align``, ``eval``, ``forgetting``,
 ``report``), the shared pieces in ``base`` and ``model``, the whole recipe in ``schema``, reading it
 in ``loader``. Everything is importable from ``finloom.recipe``.
 """
@@ -24,7 +24,16 @@ from finloom.recipe.base import (
     StageSection,
     TrainArgs,
 )
-from finloom.recipe.chat import AlignSection, DPOArgs, RewardSection, SFTSection
+from finloom.recipe.align import (
+    REWARD_COMPONENTS,
+    AlignSection,
+    DPOArgs,
+    GRPOArgs,
+    KTOArgs,
+    RewardWeights,
+    Reweighting,
+)
+from finloom.recipe.chat import RewardSection, SFTSection
 from finloom.recipe.data import (
     JUDGE_DIMENSIONS,
     PII_TYPE_NAMES,

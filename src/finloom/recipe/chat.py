@@ -1,12 +1,12 @@
-"""The chat stages' settings: ``sft``, ``reward`` and ``align``."""
+"""The chat stages' settings: ``sft`` and ``reward`` (``align`` has its own module)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from finloom.recipe.base import ChatDataSection, LoraSettings, Section, TrainArgs
+from finloom.recipe.base import ChatDataSection, LoraSettings, TrainArgs
 
 
 class SFTSection(ChatDataSection):
@@ -43,18 +43,3 @@ class RewardSection(ChatDataSection):
         if not low < high:
             raise ValueError(f"score_range: [{low}, {high}] must go from low to high")
         return self
-
-
-class DPOArgs(Section):
-    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference (SFT) model.")
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-
-
-class AlignSection(ChatDataSection):
-    """Preference alignment of the SFT model."""
-
-    method: Literal["dpo"] = "dpo"
-    dpo: DPOArgs = Field(default_factory=DPOArgs)
-    train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=50, learning_rate=5e-6))
-
-

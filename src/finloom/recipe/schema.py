@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from finloom.recipe.base import STARTER_DATA_DIR, STARTER_PREFIX, Section, StageSection
-from finloom.recipe.chat import AlignSection, RewardSection, SFTSection
+from finloom.recipe.align import AlignSection
+from finloom.recipe.chat import RewardSection, SFTSection
 from finloom.recipe.data import DataSection
 from finloom.recipe.eval import EvalSection
 from finloom.recipe.model import ClientSection, ModelSection
@@ -71,7 +72,7 @@ class Recipe(Section):
     def _stages_fit_together(self) -> "Recipe":
         problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems(),
                     *self._prompts_problems(),
-                    *self._merge_problems(), *self._reward_problems()]
+                    *self._merge_problems(), *self._reward_problems(), *self._align_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -128,6 +129,25 @@ class Recipe(Section):
             if model.startswith("stage:") and (stage not in names or not self.section(stage).enabled
                                                or names.index(stage) > names.index("prefs")):
                 problems.append(f"prefs.models: {model}: no enabled model stage before prefs")
+        return problems
+
+    def _align_problems(self) -> list[str]:
+        if not self.align.enabled or self.align.method != "grpo":
+            return []
+        grpo, problems = self.align.grpo, []
+        if grpo.reward_model_source() == "stage:reward" and not self.reward.enabled:
+            problems.append("align.grpo.reward_model: rewards.rm > 0 reads stage:reward, but the reward stage is not "
+                            "enabled (enable it, name a reward-model directory or URL, or set rewards.rm: 0)")
+        sft_has_data = self.sft.enabled and (self.sft.datasets or self.prompts.enabled)
+        if grpo.gamma > 0 and not grpo.sft_datasets and not sft_has_data:
+            problems.append("align.grpo.sft_datasets: gamma > 0 needs SFT conversations; list them, enable the sft "
+                            "stage, or set gamma: 0")
+        if grpo.rewards.rubric:
+            local = (self.teacher.local_model or "") if self.teacher else ""
+            if self.teacher is None:
+                problems.append("align.grpo.rewards.rubric: the rubric is judged by the teacher; add a teacher section")
+            elif local.startswith("stage:") and local.removeprefix("stage:") in ("align", "eval", "report"):
+                problems.append(f"teacher.local_model: {local} does not exist yet when align judges its rubric")
         return problems
 
     def _merge_problems(self) -> list[str]:

@@ -306,3 +306,37 @@ def reward_calibration(rows: list[dict]) -> str | None:
     margins.set_title("held-out pair margins")
     figure.tight_layout()
     return png(figure)
+
+
+def rl_curves(history: list[dict], categories: list[dict]) -> str | None:
+    """Online RL at a glance: the reward and each of its components per logged step, the KL terms, and the
+    held-out reward and sampling weight of every prompt category at each evaluation."""
+    steps = [entry for entry in history if "reward" in entry]
+    if not steps and not categories:
+        return None
+    figure, (rewards, kls, heldout, weights) = plt.subplots(1, 4, figsize=(16, 3.2))
+    names = sorted({key for entry in steps for key in entry if key.startswith("rewards/") and key.count("/") == 1})
+    rewards.plot([e["step"] for e in steps], [e["reward"] for e in steps], color="black", linewidth=2, label="reward")
+    for name in names:
+        points = [(e["step"], e[name]) for e in steps if name in e]
+        rewards.plot([p[0] for p in points], [p[1] for p in points], label=name.removeprefix("rewards/"), alpha=0.8)
+    rewards.set_title("training reward (sampled answers)")
+    for key, label in (("kl", "KL (top-k, per token)"), ("kl_penalty", "KL penalty (per answer)"),
+                       ("sft_kl", "KL on SFT data")):
+        points = [(e["step"], e[key]) for e in history if key in e]
+        if points:
+            kls.plot([p[0] for p in points], [p[1] for p in points], label=label)
+    kls.set_title("KL to the pre-RL model")
+    for axis, field, title in ((heldout, "scores", "held-out reward by category"),
+                               (weights, "weights", "prompt sampling weight by category")):
+        for name in sorted({n for row in categories for n in row[field]}):
+            points = [(row["step"], row[field][name]) for row in categories if name in row[field]]
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        axis.set_title(title)
+    for axis in (rewards, kls, heldout, weights):
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    return png(figure)

@@ -290,3 +290,23 @@ def prefs_sections(metrics: dict) -> Sections:
             "not dropped silently). read = rejected + kept + dropped; every answer, score and judge reply is in "
             "prefs/decisions.jsonl.")
     return [("Preference pairs built", table(["", "prompts"], rows), None, note)]
+
+
+def align_sections(metrics: dict, categories: list[dict], history: list[dict]) -> Sections:
+    """GRPO: held-out reward per category before and after RL, and the curves of reward, KL and category weights."""
+    if metrics.get("method") != "grpo" or not categories:
+        return []
+    before, after = categories[0]["scores"], categories[-1]["scores"]
+    rows = [[name, before.get(name), after.get(name),
+             None if before.get(name) is None or after.get(name) is None else round(after[name] - before[name], 4),
+             categories[-2]["weights"].get(name) if len(categories) > 1 else None]
+            for name in sorted(set(before) | set(after))]
+    note = (f"Held-out prompts of each category ({metrics.get('heldout_prompts')} in all, never trained on) answered "
+            f"greedily by the SFT model (step {categories[0]['step']}) and by the policy after RL (step "
+            f"{categories[-1]['step']}), scored by the same reward combination as training. "
+            f"{metrics.get('prompts')} training prompts; answers sampled by {metrics.get('generation')}. The KL to "
+            "the SFT model is exact over its top-k tokens and sits in the per-token reward; the SFT-data KL replaces "
+            "the pre-training loss. The last weight is the prompt sampler's share for the category when training ended.")
+    return [("Online RL (GRPO): held-out reward by category",
+             table(["category", "before (SFT)", "after RL", "change", "last sampling weight"], rows),
+             plots.rl_curves(history, categories), note)]

@@ -18,6 +18,7 @@ from finloom.report.model_card import write_model_card
 from finloom.report.page import Page, table
 from finloom.report.prompt_sections import prompts_sections
 from finloom.report.sections import (
+    align_sections,
     data_sections,
     eval_sections,
     forgetting_sections,
@@ -29,6 +30,7 @@ from finloom.report.sections import (
     summary_section,
 )
 from finloom.stages import STAGE_NAMES, TRAINING_STAGES, RunContext, StageResult, read_manifest
+from finloom.training import load_log_history
 
 
 def _manifests(run_dir: Path) -> dict[str, dict]:
@@ -61,6 +63,10 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     page.extend(reward_sections(manifests.get("reward", {}).get("metrics", {}),
                                 [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines()]
                                 if heldout.exists() else []))
+    categories = run_dir / "align" / "categories.jsonl"
+    page.extend(align_sections(manifests.get("align", {}).get("metrics", {}),
+                               [json.loads(line) for line in categories.read_text(encoding="utf-8").splitlines()]
+                               if categories.exists() else [], load_log_history(run_dir / "align" / "log_history.json")))
     curves = plots.heldout_curves(run_dir)
     if curves:
         page.add("Held-out perplexity during continual pre-training", None, curves,

@@ -19,14 +19,14 @@ from rouge_score import rouge_scorer
 from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl
 from finloom.llm.batches import run_batches
-from finloom.llm.chat_data import message_problem, read_source, to_messages
+from finloom.llm.chat_data import read_prompts
 from finloom.llm.client import LLMClient
 from finloom.llm.sampling import answering_clients, sample_candidates
 from finloom.recipe import ClientSection, PrefsSection
 from finloom.reward.judging import judged_scores, mode_for, verified_scores
 from finloom.stages import RunContext, StageResult
 
-GOLDEN_FIELDS = ("answer", "expected", "unit", "tolerance", "checks", "golden", "kind")
+GOLDEN_FIELDS = ("answer", "valid", "expected", "unit", "tolerance", "checks", "golden", "kind")
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
 
 
@@ -49,32 +49,6 @@ def near_duplicates(answers: list[str], threshold: float) -> list[int]:
     return dropped
 
 
-def read_prompts(section: PrefsSection, ctx: RunContext) -> tuple[list[dict], list[dict]]:
-    """Prompts as ``{id, messages, ...golden fields}``; a record ending with an assistant turn gives that turn as
-    its golden answer (unless it has one). Malformed records are rejects with their reason."""
-    prompts, rejects = [], []
-    for source in section.sources:
-        for where, record in read_source(source, ctx.recipe.resolve, rejects):
-            try:
-                messages = to_messages(record, source.format)
-            except ValueError as error:
-                rejects.append({"file": where, "id": record.get("id"), "reason": str(error)})
-                continue
-            problem = message_problem(messages, must_end_with_assistant=False)
-            if problem:
-                rejects.append({"file": where, "id": record.get("id"), "reason": problem})
-                continue
-            golden = {key: record[key] for key in GOLDEN_FIELDS if record.get(key) is not None}
-            if messages[-1]["role"] == "assistant":
-                golden.setdefault("golden", messages[-1]["content"])
-                messages = messages[:-1]
-            if not messages or messages[-1]["role"] != "user":
-                rejects.append({"file": where, "id": record.get("id"), "reason": "no user turn to answer"})
-                continue
-            prompts.append({"id": str(record.get("id") or where), "messages": messages, **golden})
-    return prompts, rejects
-
-
 def _teacher_client(ctx: RunContext) -> LLMClient:
     teacher = ctx.teacher()
     if teacher is None:
@@ -83,7 +57,7 @@ def _teacher_client(ctx: RunContext) -> LLMClient:
 
 
 def run(section: PrefsSection, ctx: RunContext) -> StageResult:
-    prompts, rejects = read_prompts(section, ctx)
+    prompts, rejects = read_prompts(section.sources, ctx.recipe.resolve, GOLDEN_FIELDS)
     atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", rejects)
     if not prompts:
         raise BadInput(f"prefs.sources: no usable prompts ({len(rejects)} rejected, see {ctx.stage_dir / 'rejects.jsonl'})")

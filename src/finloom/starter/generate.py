@@ -1554,17 +1554,17 @@ def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], corpora: 
 # ---------------------------------------------------------------------------------------------
 
 TRAINING_FILES = ("general_corpus.jsonl", "finance_corpus.jsonl", "sft_finance.jsonl", "sft_general.jsonl", "preferences.jsonl",
-                  "prompt_pool.jsonl", "prompt_tags.jsonl")
+                  "prompt_pool.jsonl", "prompt_tags.jsonl", "rl_prompts.jsonl")
 
 
 def training_texts(files: dict[str, list[dict]]) -> list[str]:
-    """Every string a model is trained on: corpus texts and all chat message contents."""
+    """Every string a model is trained on: corpus texts, all chat message contents and RL reference replies."""
     texts = []
     for name in TRAINING_FILES:
         for record in files[name]:
             if "text" in record:
                 texts.append(record["text"])
-            for key in ("messages", "prompt", "chosen", "rejected"):
+            for key in ("messages", "prompt", "chosen", "rejected", "reference"):
                 if isinstance(record.get(key), str):
                     texts.append(record[key])
                     continue
@@ -1594,7 +1594,8 @@ def check_heldout(files: dict[str, list[dict]]) -> None:
 
 def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
     """Every bundled file's records, keyed by file name; checked for held-out leaks."""
-    from finloom.starter.prompt_pool import build_prompt_pool, build_prompt_tags  # it builds on this module
+    from finloom.starter.prompt_pool import build_prompt_pool, build_prompt_tags  # they build on this module
+    from finloom.starter.rl_prompts import build_rl_prompts
 
     proper = proper_words(kb.finance + kb.general)
     taken: set[str] = set()
@@ -1615,6 +1616,7 @@ def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
         "domain_labels.jsonl": build_domain_labels(kb, seed, taken, corpora, proper),
         "prompt_pool.jsonl": build_prompt_pool(kb, seed, proper),
         "prompt_tags.jsonl": build_prompt_tags(kb, seed, proper),
+        "rl_prompts.jsonl": build_rl_prompts(kb, seed, proper),
     }
     check_heldout(files)
     return files

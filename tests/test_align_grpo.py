@@ -1,0 +1,205 @@
+"""GRPO as Baichuan Alignment runs it: the exact top-k KL in the per-token reward, the KL to the pre-RL model on
+SFT data, the reward combination, and the category sampler with its re-weighting."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from conftest import scripted_chat
+from finloom.align.categories import CategorySampler, reweighted, shares
+from finloom.align.grpo import FinloomGRPOConfig, FinloomGRPOTrainer, completion_logits, kl_shaped_advantages
+from finloom.align.rewards import RewardCombination
+from finloom.llm.chat_template import tokenize_with_assistant_mask
+from finloom.llm.client import LLMClient
+from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.reward_scorer import LocalRewardScorer
+from finloom.recipe import ClientSection, GRPOArgs, Reweighting
+
+PROMPTS = [{"prompt": [{"role": "user", "content": f"Which is the bond? A. bond B. tree {i}"}],
+            "reward_task": json.dumps({"answer": "A", "category": "mcq"}), "category": "mcq"} for i in range(4)]
+SFT = [[{"role": "user", "content": "What is a bond?"}, {"role": "assistant", "content": "A loan that pays interest."}],
+       [{"role": "user", "content": "What is equity?"}, {"role": "assistant", "content": "Ownership of a company."}]]
+
+
+def _full_kl(policy_logits, reference_logits):
+    p, q = F.log_softmax(policy_logits.float(), -1), F.log_softmax(reference_logits.float(), -1)
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def _topk_kl(policy_logits, reference_logits, k):
+    """By hand: the reference's k best tokens, both distributions renormalised over them, the exact KL there."""
+    indices = reference_logits.topk(k, -1).indices
+    p = F.log_softmax(policy_logits.gather(-1, indices).float(), -1)
+    q = F.log_softmax(reference_logits.gather(-1, indices).float(), -1)
+    return (p.exp() * (p - q)).sum(-1)
+
+
+@pytest.fixture(scope="module")
+def sft_model(tiny_run):
+    return tiny_run / "sft" / "model"
+
+
+def make_trainer(sft_model, tmp_path, **config):
+    tokenizer = load_tokenizer(sft_model)
+    policy, reference = load_causal_lm(sft_model), load_causal_lm(sft_model)
+    with torch.no_grad():  # a policy that has moved away from the reference
+        for parameter in policy.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                    max_completion_length=6, report_to="none", use_cpu=True, kl_beta=0.1, kl_top_k=8,
+                    sft_kl_gamma=0.5, seed=3)
+    sft_rows = [tokenize_with_assistant_mask(tokenizer, messages, 64) for messages in SFT]
+    trainer = FinloomGRPOTrainer(model=policy, reward_funcs=[RewardCombination(GRPOArgs())],
+                                 args=FinloomGRPOConfig(**(settings | config)), train_dataset=Dataset.from_list(PROMPTS),
+                                 processing_class=tokenizer, ref_model=reference, sft_rows=sft_rows)
+    return trainer, policy, reference
+
+
+def rollout(trainer):
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 12, 13, 14, 0]])
+    return {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(2, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
+            "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]), "advantages": torch.tensor([0.7, -0.7])}
+
+
+def test_the_rollout_kl_is_exact_over_the_references_top_k_and_the_full_kl_at_k_vocabulary(sft_model, tmp_path):
+    trainer, policy, reference = make_trainer(sft_model, tmp_path)
+    batch = rollout(trainer)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        p_logits, q_logits = completion_logits(policy, ids, mask, 4), completion_logits(reference, ids, mask, 4)
+        assert torch.allclose(p_logits, policy(input_ids=ids, attention_mask=mask).logits[:, 2:-1], atol=1e-5)
+    assert torch.allclose(trainer.rollout_kl(batch), _topk_kl(p_logits, q_logits, 8), atol=1e-6)
+    trainer.args.kl_top_k = policy.config.vocab_size
+    full = trainer.rollout_kl(batch)
+    assert torch.allclose(full, _full_kl(p_logits, q_logits), atol=1e-6) and (full > 0).all()
+    assert not torch.allclose(full, _topk_kl(p_logits, q_logits, 8), atol=1e-4)  # k = 8 is an approximation
+
+
+def test_kl_shaped_advantages_by_hand():
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.0, 0.0]])
+    shaped = kl_shaped_advantages(torch.tensor([1.0, -1.0]), kl, beta=0.5)
+    expected = torch.tensor([[1 - 0.5 * 0.6, 1 - 0.5 * 0.5, 1 - 0.5 * 0.3], [-1 - 0.5 * 0.4, -1.0, -1.0]])
+    assert torch.allclose(shaped, expected)
+
+
+def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch):
+    trainer, policy, _ = make_trainer(sft_model, tmp_path)
+    policy.train()
+    batch = rollout(trainer)
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
+    kl = trainer.rollout_kl(batch) * batch["completion_mask"]
+    shaped = trainer._generate_and_score_completions([])["advantages"]
+    assert shaped.shape == (2, 4)
+    assert torch.allclose(shaped, kl_shaped_advantages(batch["advantages"], kl, 0.1))
+    assert (shaped[0] < 0.7).all() and shaped[1, 3] == -0.7  # a penalty on every token; none past the end
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(float(kl.sum() / 7), rel=1e-5)
+
+
+def test_the_sft_kl_is_over_assistant_tokens_with_gradient_and_gamma_scales_it_into_the_loss(sft_model, tmp_path,
+                                                                                           monkeypatch):
+    trainer, policy, reference = make_trainer(sft_model, tmp_path)
+    batch = trainer.sft_batches[0]
+    value = trainer.sft_kl(policy, batch)
+    value_now = float(value.detach())
+    with torch.no_grad():
+        p = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        q = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    scored = batch["labels"][:, 1:] != -100
+    assert 0 < scored.sum() < batch["attention_mask"].sum() - 2  # prompts and padding are not scored
+    assert value_now == pytest.approx(float(_topk_kl(p, q, 8)[scored].mean()), rel=1e-5)
+    value.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+    assert all(p.grad is None for p in reference.parameters())
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", lambda self, model, inputs: torch.tensor(0.25))
+    policy.train()
+    trainer.current_gradient_accumulation_steps = 2  # as the training loop sets it: the term is per micro-batch
+    loss = trainer._compute_loss(policy, {})
+    assert float(loss.detach()) == pytest.approx(0.25 + 0.5 * value_now / 2, rel=1e-5)
+
+
+def test_sft_batches_are_fixed_per_index_and_cycle(sft_model, tmp_path):
+    trainer, _, _ = make_trainer(sft_model, tmp_path)
+    first, again = trainer.sft_batches[0], trainer.sft_batches[0]
+    assert torch.equal(first["input_ids"], again["input_ids"]) and first["input_ids"].size(0) == 4
+    rows = {tuple(r[r != trainer.processing_class.pad_token_id].tolist()) for r in first["input_ids"]}
+    assert len(rows) == 2  # four rows from two conversations: each twice
+
+
+def test_the_trainer_keeps_trls_own_kl_off():
+    with pytest.raises(ValueError, match="set kl_beta"):
+        FinloomGRPOConfig(output_dir="x", beta=0.1, use_cpu=True, report_to="none")
+
+
+def test_reward_combination_scores_and_logs_every_component(tiny_run, tmp_path):
+    scorer = LocalRewardScorer(tiny_run / "reward" / "model")
+    settings = GRPOArgs(rewards={"format": 0.2, "mcq": 1.0, "rm": 0.5, "constraints": 1.0})
+    logged = {}
+    reward = RewardCombination(settings, scorer=scorer, log_path=tmp_path / "rewards.jsonl")
+    prompts = [[{"role": "user", "content": "Pick one. A. x B. y"}], [{"role": "user", "content": "Be brief."}]]
+    completions = [[{"role": "assistant", "content": "A"}], [{"role": "assistant", "content": "one two three four five"}]]
+    tasks = [json.dumps({"answer": "A", "category": "mcq"}),
+             json.dumps({"checks": [{"type": "max_words", "value": 3}], "category": "constraints"})]
+
+    class State:
+        global_step = 4
+
+    totals = reward(prompts=prompts, completions=completions, reward_task=tasks, trainer_state=State(),
+                    log_metric=lambda name, value: logged.setdefault(name, value))
+    rm = [1 / (1 + torch.exp(-torch.tensor(s)).item()) for s in
+          scorer.score([prompts[i] + completions[i] for i in range(2)])]
+    assert totals[0] == pytest.approx((0.2 * 1 + 1.0 * 1 + 0.5 * rm[0]) / 1.7)
+    assert totals[1] == pytest.approx((0.2 * 1 + 1.0 * 0 + 0.5 * rm[1]) / 1.7)
+    assert logged["rewards/mcq"] == 1.0 and logged["rewards/constraints"] == 0.0
+    assert logged["rewards/rm"] == pytest.approx(sum(rm) / 2)
+    rows = [json.loads(line) for line in (tmp_path / "rewards.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 4] and rows[1]["category"] == "constraints"
+    assert rows[1]["components"]["constraints"] == 0.0 and rows[0]["reward"] == pytest.approx(totals[0])
+
+
+def test_the_rubric_reward_comes_from_the_teacher_and_failures_are_counted():
+    replies = iter(['{"accuracy": 5, "compliance": 3}', "no json", "still none"])
+    with scripted_chat(lambda prompt, body: next(replies)) as server:
+        judge = LLMClient(ClientSection(base_url=server.url, model="judge"), "test judge")
+        reward = RewardCombination(GRPOArgs(rewards={"rubric": 1.0, "format": 0.0, "mcq": 0, "calculation": 0,
+                                                     "constraints": 0}), judge=judge, judge_retries=0)
+        task = {"weights": {"accuracy": 2, "compliance": 1}, "task": "explain"}
+        totals = reward(prompts=[[{"role": "user", "content": "Explain a bond."}]] * 2,
+                        completions=["A loan.", "A tree."], reward_task=[json.dumps(task)] * 2)
+    assert totals[0] == pytest.approx(((2 * 5 + 3) / 3 + 1) / 6)
+    assert totals[1] is None and reward.rubric_failures == 1  # a judge that never parsed is no score, not a zero
+
+
+def test_the_category_sampler_keeps_groups_and_follows_its_weights():
+    categories = ["a"] * 6 + ["b"] * 6
+    sampler = CategorySampler(categories, {"a": 1.0, "b": 0.0}, mini_repeat_count=3, batch_size=2, repeat_count=2,
+                              seed=0)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 6 * 2 * 3 * 2
+    for chunk in range(0, len(drawn), 12):  # 2 prompts x 3 samples, the whole chunk twice
+        block = drawn[chunk:chunk + 12]
+        assert block[:6] == block[6:] and all(block[i] == block[i - i % 3] for i in range(6))
+    assert {categories[i] for i in drawn} == {"a"}
+    assert Counter(drawn[::3]).most_common(1)[0][1] <= 4  # a's six prompts cycle rather than repeat one
+    sampler.set_weights({"a": 0.0, "b": 1.0})
+    assert {categories[i] for i in list(sampler)} == {"b"}
+
+
+def test_reweighting_moves_share_toward_the_categories_below_target():
+    base = shares(["mcq"] * 6 + ["calc"] * 2 + ["rules"] * 2)
+    settings = Reweighting(target=0.8, strength=2.0, min_share=0.05)
+    weights = reweighted(base, {"mcq": 0.9, "calc": 0.2, "rules": 0.8}, settings)
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+    assert weights["calc"] > base["calc"] and weights["mcq"] < base["mcq"]
+    assert weights["calc"] / weights["rules"] == pytest.approx(2.718281828 ** (2 * 0.6), rel=1e-3)
+    assert reweighted(base, {"mcq": 1.0, "calc": 1.0, "rules": 1.0}, settings) == pytest.approx(base)
+    starved = reweighted({"x": 0.999, "y": 0.001}, {"x": 0.0, "y": 1.0}, Reweighting(min_share=0.1, target=0.5))
+    assert starved["y"] >= 0.1 - 1e-6
