@@ -27,7 +27,8 @@ def small_quickstart(folder: Path) -> Path:
                                   "num_heads": 4, "num_kv_heads": 2, "max_position_embeddings": 512,
                                   "tokenizer_max_chars": 300_000}
     for stage, steps in (("base", 150), ("pretrain", 80), ("sft", 60), ("reward", 10), ("align", 10)):
-        recipe[stage]["train"].update(max_steps=steps, batch_size=8, save_steps=20)
+        recipe[stage]["train"].update(max_steps=steps, batch_size=6 if stage == "align" else 8, save_steps=20)
+    recipe["prefs"]["max_prompts"] = 20
     recipe["eval"].update(perplexity_max_tokens=4096)
     for benchmark in recipe["eval"]["benchmarks"]:
         benchmark["max_items"] = 60 if benchmark.get("kind", "mcq") == "mcq" else 8
@@ -41,7 +42,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    stages = ("data", "base", "pretrain", "prompts", "sft", "merge", "reward", "align", "eval", "report")
+    stages = ("data", "base", "pretrain", "prompts", "sft", "merge", "prefs", "reward", "align", "eval", "report")
     for stage in stages:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["status"] == "done", stage
@@ -56,13 +57,27 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert [(i["label"], i["evaluated_as"]) for i in merge["inputs"]] == [("sft@checkpoint-40", None),
                                                                          ("sft@checkpoint-60", "sft")]
     assert merge["method"] == "model_stock" and merge["base"] == "pretrain"
+    # prefs: pairs from the merged model's own answers to 20 of the RL prompts, scored by their checks alone
+    prefs = json.loads((run_dir / "prefs" / "manifest.json").read_text())["metrics"]
+    assert prefs["prompts"] == 20 and prefs["modes"] == {"verified": 20} and prefs["rejected"] == 0
+    assert prefs["pairs"] + sum(prefs["dropped"].values()) == 20 and prefs["pairs"] > 0
     reward = json.loads((run_dir / "reward" / "manifest.json").read_text())["metrics"]
     heldout = [json.loads(line) for line in (run_dir / "reward" / "heldout_rewards.jsonl").read_text().splitlines()]
-    assert len(heldout) == reward["eval_pairs"] and reward["eval_pairs"] + reward["eval_pairs_too_long"] == 30
-    assert reward["train_pairs"] + reward["train_pairs_too_long"] == 270 and reward["scored_pairs"] == 120
+    total = 300 + prefs["pairs"]  # the bundled pairs and the built ones
+    assert reward["built_pairs"] == prefs["pairs"] and reward["scored_pairs"] == 120 + prefs["pairs"]
+    assert len(heldout) == reward["eval_pairs"]
+    assert (reward["eval_pairs"] + reward["eval_pairs_too_long"] + reward["train_pairs"] + reward["train_pairs_too_long"]
+            == total)
     assert reward["eval_accuracy"] == round(sum(r["reward_chosen"] > r["reward_rejected"] for r in heldout) / len(heldout), 4)
     assert reward["scored_answers"] == 2 * sum(r["score_chosen"] is not None for r in heldout) > 0
-    assert reward["score_spearman"] is not None and list(reward["by_source"]) == ["starter:preferences.jsonl"]
+    assert reward["score_spearman"] is not None
+    assert set(reward["by_source"]) <= {"starter:preferences.jsonl", "stage:prefs"}
+    # align: GRPO with the held-out reward of each category before and after, as the report shows it
+    align = json.loads((run_dir / "align" / "manifest.json").read_text())["metrics"]
+    categories = [json.loads(line) for line in (run_dir / "align" / "categories.jsonl").read_text().splitlines()]
+    assert align["method"] == "grpo" and [c["step"] for c in categories] == [0, 10]
+    assert set(align["heldout_reward_before"]) == {"mcq", "calculation", "constraints"}
+    assert align["heldout_reward_after"] == categories[-1]["scores"]
 
     funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
     assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
@@ -87,7 +102,8 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert "Evaluation by stage" in page and "data:image/png;base64," in page
     assert "Data funnel by step" in page and "Prompt selection (SFT set)" in page
     assert "Model merging (model_stock)" in page and "input: sft@checkpoint-40" in page
-    assert "Reward model: accuracy and calibration" in page
+    assert "Reward model: accuracy and calibration" in page and "Preference pairs built" in page
+    assert "Online RL (GRPO): held-out reward by category" in page
 
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]

@@ -15,7 +15,7 @@ from finloom.recipe import ClientSection, load_recipe
 from finloom.reward.judging import judged_scores
 from finloom.reward.prefs import near_duplicates
 from finloom.runner import Runner
-from finloom.stages import RunContext, read_manifest
+from finloom.stages import RunContext, read_manifest, upstream_stages
 
 
 def test_near_duplicates_by_rouge_l_in_chinese_and_english():
@@ -96,3 +96,31 @@ def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny
     assert Runner(loaded, run_dir).run(only="reward") == {"reward": "done"}
     reward = read_manifest(run_dir, "reward")["metrics"]
     assert reward["built_pairs"] == len(pairs) and reward["scored_pairs"] == len(pairs)
+
+
+def test_prefs_by_checks_alone_needs_no_teacher_and_samples_max_prompts(tiny_data, tiny_run, tmp_path):
+    """judge: checks scores by the verifiable fields only: no teacher is read (a stage:align teacher later in the
+    run is fine), prompts with nothing to verify are rejects with their reason, and max_prompts draws a seeded
+    sample whose funnel still adds up."""
+    recipe = tiny_recipe(**{"prefs": {"sources": [{"path": "rl.jsonl"}], "judge": "checks", "max_prompts": 10,
+                                      "samples": 3, "max_tokens": 8, "min_spread": 0.01},
+                            "teacher": {"local_model": "stage:align"}})
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    loaded = load_recipe(write_recipe(tiny_data, recipe, "prefs_checks.yaml"))
+    assert "align" not in upstream_stages(loaded, "prefs")
+    assert Runner(loaded, run_dir).run(only="prefs") == {"prefs": "done"}
+    metrics = read_manifest(run_dir, "prefs")["metrics"]
+    records = (tiny_data / "rl.jsonl").read_text().splitlines()
+    assert metrics["read"] == len(records) and metrics["prompts"] == 10 and metrics["modes"] == {"verified": 10}
+    assert metrics["rejected"] == 1 and metrics["not_sampled"] == len(records) - 1 - 10  # one record is broken
+    assert metrics["pairs"] + sum(metrics["dropped"].values()) == metrics["prompts"]
+
+    with_open = tiny_data / "rl_and_open.jsonl"
+    with_open.write_text("\n".join(records[:-1] + [json.dumps({"id": "open", "prompt": "Explain a bond."})]) + "\n")  # no broken one
+    recipe["prefs"] |= {"sources": [{"path": with_open.name}], "max_prompts": None}
+    loaded = load_recipe(write_recipe(tiny_data, recipe, "prefs_checks_open.yaml"))
+    assert Runner(loaded, run_dir).run(only="prefs", force=True) == {"prefs": "done"}
+    rejects = [json.loads(line) for line in (run_dir / "prefs" / "rejects.jsonl").read_text().splitlines()]
+    assert {"id": "open", "reason": "judge: checks, but no answer, expected or checks to verify"} in rejects
+    assert read_manifest(run_dir, "prefs")["metrics"]["modes"] == {"verified": len(records) - 1}

@@ -12,9 +12,10 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
     assert "<table>" in page and "Evaluation by stage" in page and "Data funnel" in page
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     # timeline, funnel, finance vs general, perplexity + MCQ, certification bars (finance_mcq and its generated
-    # answers), held-out curves during CPT, the reward model's calibration, loss curves
-    assert len(images) == 9
+    # answers), held-out curves during CPT, the reward model's calibration, the GRPO curves, loss curves
+    assert len(images) == 10
     assert "Reward model: accuracy and calibration" in page and "Reward by data source" in page
+    assert "Online RL (GRPO): held-out reward by category" in page
     assert "Data funnel by step" in page and "Data by source" in page and "Token mixes" in page
     assert not re.search(r"(src|href)=['\"]https?://", page)
     markdown = (tiny_run / "report.md").read_text(encoding="utf-8")
@@ -62,3 +63,19 @@ def test_the_report_leads_with_a_summary_that_matches_the_manifests(tiny_run):
     general_change = results["align"]["general_ppl"]["perplexity"] / results["base"]["general_ppl"]["perplexity"] - 1
     assert facts["general"]["perplexity_change"] == round(general_change, 4)
     assert f"{general_change:+.1%}" in page and f"{data['read']} read" in page
+
+
+def test_the_grpo_section_reads_before_and_after_from_the_category_log():
+    from finloom.report.sections import align_sections
+
+    categories = [{"step": 0, "scores": {"mcq": 0.1, "calculation": 0.2}, "weights": {"mcq": 0.5, "calculation": 0.5}},
+                  {"step": 10, "scores": {"mcq": 0.3, "calculation": 0.2}, "weights": {"mcq": 0.4, "calculation": 0.6}},
+                  {"step": 20, "scores": {"mcq": 0.6, "calculation": 0.1}, "weights": {"mcq": 0.3, "calculation": 0.7}},
+                  {"step": 20, "scores": {"mcq": 0.7, "calculation": 0.15}, "weights": {"mcq": 0.3, "calculation": 0.7},
+                   "final": True}]
+    history = [{"step": 2, "reward": 0.2, "rewards/mcq": 0.1, "kl": 0.01, "sft_kl": 0.0}]
+    (title, (_, markdown), plot, note), = align_sections({"method": "grpo", "heldout_prompts": 8}, categories, history)
+    # before: the first evaluation; after: the final one; the weight: the last one the sampler used
+    assert "| calculation | 0.2 | 0.15 | -0.05 | 0.7 |" in markdown and "| mcq | 0.1 | 0.7 | 0.6 | 0.3 |" in markdown
+    assert plot is not None and "step 0" in note and "step 20" in note
+    assert align_sections({"method": "dpo"}, categories, history) == []

@@ -143,6 +143,35 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_data, tmp_path, stage
     assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=2e-4)  # logged at 4 decimals
 
 
+def test_interrupted_grpo_resumes_with_its_category_weights(tiny_data, tmp_path):
+    """A killed GRPO run resumes from its checkpoint: every step done once, the per-category evaluations up to the
+    checkpoint kept and the rest redone, and the sampler's weights those in force at the checkpoint."""
+    recipe = tiny_recipe(**{"align.train": {"max_steps": 60, "batch_size": 4, "seq_len": 96, "save_steps": 20},
+                            "align.grpo.reweighting": {"eval_every": 10, "max_prompts": 3, "holdout": 0.2}})
+    recipe["eval"]["enabled"] = False
+    path = write_recipe(tiny_data, recipe, "resume_grpo.yaml")
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "finloom", "run", str(path), "--run-dir", str(run_dir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = run_dir / "align" / "checkpoints" / "checkpoint-40"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert checkpoint.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "timeout"
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -9
+    log = run_dir / "align" / "categories.jsonl"
+    before = [json.loads(line) for line in log.read_text().splitlines()]
+    assert Runner(load_recipe(path), run_dir).run(only="align") == {"align": "done"}
+    metrics = read_manifest(run_dir, "align")["metrics"]
+    assert metrics["resumed_from_step"] >= 40 and metrics["train_steps"] == 60
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 10, 20, 30, 40, 50, 60] and rows[-1]["final"]
+    kept = [r for r in before if r["step"] <= metrics["resumed_from_step"]]
+    assert rows[:len(kept)] == kept  # the evaluations before the checkpoint are not redone
+    assert metrics["heldout_reward_before"] == rows[0]["scores"]
+
+
 def test_logged_mean_loss_weights_each_window_by_its_steps():
     history = [{"loss": 3.0, "step": 5}, {"eval_finance_loss": 9.0, "step": 5}, {"loss": 1.0, "step": 15}]
     assert logged_mean_loss(history) == pytest.approx((3.0 * 5 + 1.0 * 10) / 15)

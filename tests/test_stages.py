@@ -64,8 +64,11 @@ def test_upstream_stages_follow_the_catalogue(tiny_data):
     assert upstream_stages(recipe, "pretrain") == ["data", "base"]
     assert upstream_stages(recipe, "reward") == ["sft"]
     assert upstream_stages(recipe, "align") == ["sft"]
+    with_rm = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"align.grpo.rewards": {"rm": 1.0}}), "catalogue_rm.yaml"))
+    assert upstream_stages(with_rm, "align") == ["sft", "reward"]  # its reward model: stage:reward
     assert upstream_stages(recipe, "report") == ["data", "base", "pretrain", "sft", "reward", "align", "eval"]
-    no_sft = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"sft.enabled": False}), "catalogue_no_sft.yaml"))
+    no_sft = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"sft.enabled": False, "align.grpo.gamma": 0}),
+                                      "catalogue_no_sft.yaml"))
     assert upstream_stages(no_sft, "align") == ["pretrain"]  # starts from the newest model before it
 
 
@@ -123,10 +126,11 @@ def test_a_stage_whose_settings_read_another_stage_reruns_when_it_changes(tiny_d
 # -- layers -------------------------------------------------------------------------------------
 # Lower layers never import higher ones; the stage families of one layer never import each other.
 LAYERS = [
-    {"errors", "files", "progress", "logs", "interrupts", "starter", "__init__"},
+    {"errors", "files", "progress", "logs", "interrupts", "checks", "__init__"},  # checks: rules on a text, no imports
+    {"starter"},  # its generator keeps only prompts whose reference passes their own checks
     {"recipe"},
     {"stages"},
-    {"llm", "training", "checks", "grading"},
+    {"llm", "training", "grading"},
     {"data"},
     {"pretrain", "prompts", "sft", "reward", "align", "eval"},
     {"experiments"},
@@ -135,7 +139,7 @@ LAYERS = [
     {"cli"},
     {"__main__"},
 ]
-FAMILY_LAYER = 5
+FAMILY_LAYER = 6
 
 
 def _layer(package: str) -> int:

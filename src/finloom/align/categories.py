@@ -121,7 +121,10 @@ class CategoryEvaluation(TrainerCallback):
             sampler.set_weights(weights)
 
     def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
-        scores = {name: self._category_reward(rows) for name, rows in self.heldout.items()}
+        trainer = self.trainer
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
+            scores = {name: mean_reward(model, trainer.processing_class, rows, self.score, self.max_tokens)
+                      for name, rows in self.heldout.items()}
         weights = reweighted(self.base, scores, self.settings) if self.settings.enabled else dict(self.base)
         if not final:
             self.apply(weights)
@@ -130,27 +133,24 @@ class CategoryEvaluation(TrainerCallback):
             atomic_write_jsonl(self.log_path, self.rows)
         return scores
 
-    def _category_reward(self, rows: list[dict]) -> float:
-        trainer = self.trainer
-        tokenizer = trainer.processing_class
-        prompts = [row["prompt"] for row in rows]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        try:
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tokenizer.padding_side = side
-        encoded = {key: value.to(trainer.accelerator.device) for key, value in encoded.items()}
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad():
-            was_training = model.training
-            model.eval()
-            output = model.generate(**encoded, max_new_tokens=self.max_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-            model.train(was_training)
-        width = encoded["input_ids"].size(1)
-        replies = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
-        completions = [[{"role": "assistant", "content": reply}] for reply in replies]
-        rewards = self.score(prompts=prompts, completions=completions, reward_task=[r["reward_task"] for r in rows])
-        present = [r for r in rewards if r is not None]
-        return round(sum(present) / len(present), 6) if present else 0.0
+
+@torch.no_grad()
+def mean_reward(model, tokenizer, rows: list[dict], score, max_tokens: int) -> float:
+    """The mean reward of ``model``'s greedy answers to ``rows`` (``{"prompt": messages, "reward_task": json}``),
+    scored by ``score`` (a reward function: prompts, completions, reward_task -> rewards; None counts as 0)."""
+    prompts = [row["prompt"] for row in rows]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    finally:
+        tokenizer.padding_side = side
+    was_training = model.training
+    model.eval()
+    output = model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    model.train(was_training)
+    replies = tokenizer.batch_decode(output[:, encoded["input_ids"].size(1):], skip_special_tokens=True)
+    rewards = score(prompts=prompts, completions=[[{"role": "assistant", "content": r}] for r in replies],
+                    reward_task=[row["reward_task"] for row in rows])
+    return round(sum(r or 0.0 for r in rewards) / len(rewards), 6) if rewards else 0.0

@@ -24,9 +24,12 @@ class PrefsSection(StageSection):
     max_tokens: int = Field(256, ge=1, le=8192)
     near_duplicate_rouge: float = Field(0.7, gt=0, le=1, description="ROUGE-L F1 at or above which a later answer "
                                                                      "of the same prompt is a near duplicate.")
-    judge: Literal["auto", "absolute", "pairwise", "golden"] = Field(
+    judge: Literal["auto", "checks", "absolute", "pairwise", "golden"] = Field(
         "auto", description="auto: verifiable checks where the prompt has answer / expected / checks, against the "
-                            "golden answer where it has one, pairwise for kind: reasoning, else absolute 1-10.")
+                            "golden answer where it has one, pairwise for kind: reasoning, else absolute 1-10; "
+                            "checks: verifiable checks only, no teacher (other prompts are rejected).")
+    max_prompts: int | None = Field(None, ge=1, description="Build from a seeded sample of this many prompts "
+                                                             "(default: all).")
     min_spread: float = Field(0.2, ge=0, le=1, description="Drop a prompt whose best and worst answers score "
                                                            "closer than this (scores in [0, 1]): all alike.")
     retries: int = Field(2, ge=0, le=10, description="Judge replies that do not parse are asked again, then counted.")
@@ -36,6 +39,8 @@ class PrefsSection(StageSection):
         return tuple(m.removeprefix("stage:") for m in self.models if m.startswith("stage:"))
 
     def settings_read(self) -> tuple[str, ...]:
+        if self.judge == "checks" and "teacher" not in self.models:
+            return ("model",)  # no judge asked: a stage:NAME teacher later in the run is not read
         return ("model", "teacher")
 
     @model_validator(mode="after")

@@ -281,13 +281,15 @@ def prefs_sections(metrics: dict) -> Sections:
     """The preference builder's funnel: prompts read, dropped by reason, pairs kept; how answers were scored."""
     if not metrics:
         return []
-    rows = [["prompts read", metrics.get("read")], ["rejected (malformed)", metrics.get("rejected")]]
+    rows = [["prompts read", metrics.get("read")], ["rejected (malformed or unverifiable)", metrics.get("rejected")]]
+    if metrics.get("not_sampled"):
+        rows.append(["not in the max_prompts sample", metrics["not_sampled"]])
     rows += [[f"dropped: {reason}", count] for reason, count in (metrics.get("dropped") or {}).items()]
     rows.append(["pairs kept", metrics.get("pairs")])
     modes = ", ".join(f"{mode} {count}" for mode, count in (metrics.get("modes") or {}).items())
     note = (f"{metrics.get('answers')} answers sampled, {metrics.get('near_duplicates')} near duplicates removed "
             f"(ROUGE-L); prompts scored by {modes}; {metrics.get('judge_failures')} judgements never parsed (counted, "
-            "not dropped silently). read = rejected + kept + dropped; every answer, score and judge reply is in "
+            "not dropped silently). read = rejected + not sampled + kept + dropped; every answer, score and judge reply is in "
             "prefs/decisions.jsonl.")
     return [("Preference pairs built", table(["", "prompts"], rows), None, note)]
 

@@ -40,7 +40,7 @@ Reply with only a JSON object: {{"same_result": true, "better": "A"}} (better: "
 
 
 def mode_for(prompt: dict, configured: str) -> str:
-    if any(key in prompt for key in ("answer", "expected", "checks")) and configured == "auto":
+    if any(key in prompt for key in ("answer", "expected", "checks")) and configured in ("auto", "checks"):
         return "verified"
     if configured != "auto":
         return configured

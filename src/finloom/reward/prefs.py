@@ -12,6 +12,7 @@ The reward stage trains on ``prefs/pairs.jsonl`` beside its own datasets.
 
 from __future__ import annotations
 
+import random
 import re
 
 from rouge_score import rouge_scorer
@@ -27,6 +28,7 @@ from finloom.reward.judging import judged_scores, mode_for, verified_scores
 from finloom.stages import RunContext, StageResult
 
 GOLDEN_FIELDS = ("answer", "valid", "expected", "unit", "tolerance", "checks", "golden", "kind")
+VERIFIABLE_FIELDS = ("answer", "expected", "checks")
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+")
 
 
@@ -58,6 +60,15 @@ def _teacher_client(ctx: RunContext) -> LLMClient:
 
 def run(section: PrefsSection, ctx: RunContext) -> StageResult:
     prompts, rejects = read_prompts(section.sources, ctx.recipe.resolve, GOLDEN_FIELDS)
+    if section.judge == "checks":
+        unverifiable = [p for p in prompts if not any(key in p for key in VERIFIABLE_FIELDS)]
+        rejects += [{"id": p["id"], "reason": "judge: checks, but no answer, expected or checks to verify"}
+                    for p in unverifiable]
+        prompts = [p for p in prompts if p not in unverifiable]
+    unsampled = 0
+    if section.max_prompts is not None and len(prompts) > section.max_prompts:
+        sampled = set(random.Random(ctx.recipe.seed).sample(range(len(prompts)), section.max_prompts))
+        unsampled, prompts = len(prompts) - section.max_prompts, [p for k, p in enumerate(prompts) if k in sampled]
     atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", rejects)
     if not prompts:
         raise BadInput(f"prefs.sources: no usable prompts ({len(rejects)} rejected, see {ctx.stage_dir / 'rejects.jsonl'})")
@@ -66,7 +77,7 @@ def run(section: PrefsSection, ctx: RunContext) -> StageResult:
     by_id = {p["id"]: p for p in prompts}
     modes = {p["id"]: mode_for(p, section.judge) for p in prompts}
     needing_judge = [i for i, mode in modes.items() if mode != "verified"]
-    teacher = ctx.teacher()
+    teacher = ctx.teacher() if needing_judge or "teacher" in section.models else None
     if needing_judge and teacher is None:
         raise BadInput(f"teacher: {len(needing_judge)} prefs prompts need a judge (no answer, expected or checks to "
                        "verify); add a teacher section")
@@ -114,7 +125,8 @@ def run(section: PrefsSection, ctx: RunContext) -> StageResult:
     for decision in decisions:
         if not decision["kept"]:
             dropped[decision["reason"]] = dropped.get(decision["reason"], 0) + 1
-    metrics = {"read": len(prompts) + len(rejects), "rejected": len(rejects), "prompts": len(prompts),
+    metrics = {"read": len(prompts) + len(rejects) + unsampled, "rejected": len(rejects), "not_sampled": unsampled,
+               "prompts": len(prompts),
                "pairs": len(pairs), "dropped": dropped, "sampled_now": sampled_now,
                "answers": sum(len(a) for a in answers.values()),
                "near_duplicates": sum(len(answers[i]) - len(distinct[i]) for i in answers),
