@@ -1,5 +1,5 @@
 """Alignment methods side by side from the same SFT model, at the same number of optimiser steps: GRPO (with and
-without the KL on SFT data), DPO and KTO, each on the held-out RL prompts of every category and on held-out
+without the KL on SFT data), PPO, DPO and KTO, each on the held-out RL prompts of every category and on held-out
 general and finance perplexity.
 
 The study's recipe is ``recipes/studies/align_methods.yaml`` (the quickstart's pipeline and GRPO settings);
@@ -37,6 +37,7 @@ PAIRS = [{"path": "starter:preferences.jsonl"}]
 VARIANTS = {
     "grpo": {},
     "grpo, gamma 0": {"grpo": {"gamma": 0.0}},
+    "ppo": {"method": "ppo"},
     "dpo": {"method": "dpo", "datasets": PAIRS},
     "kto": {"method": "kto", "datasets": PAIRS},
 }

@@ -203,3 +203,82 @@ def test_reweighting_moves_share_toward_the_categories_below_target():
     assert reweighted(base, {"mcq": 1.0, "calc": 1.0, "rules": 1.0}, settings) == pytest.approx(base)
     starved = reweighted({"x": 0.999, "y": 0.001}, {"x": 0.0, "y": 1.0}, Reweighting(min_share=0.1, target=0.5))
     assert starved["y"] >= 0.1 - 1e-6
+
+
+# -- PPO: the GRPO loop plus a value head and GAE ----------------------------------------------------------------
+
+
+def test_gae_by_hand():
+    from finloom.align.ppo import gae
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+    values = torch.tensor([[0.2, 0.4, 0.6], [0.1, 0.3, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # the second answer has two tokens
+    advantages, returns = gae(rewards, values, mask, lam=0.5)
+    # row 0: deltas (t = 0, 1, 2) 0.4 - 0.2, 0.6 - 0.4, 1 - 0.6 -> A2 = 0.4, A1 = 0.2 + 0.5 A2 = 0.4, A0 = 0.4
+    # row 1: deltas 0.5 + 0.3 - 0.1 = 0.7, 0 - 0.3 (nothing after its last token) -> A1 = -0.3, A0 = 0.7 - 0.15
+    expected = torch.tensor([[0.4, 0.4, 0.4], [0.55, -0.3, 0.0]])
+    assert torch.allclose(advantages, expected, atol=1e-6)
+    assert torch.allclose(returns, (expected + values) * mask, atol=1e-6)
+
+
+def make_ppo(sft_model, tmp_path):
+    from finloom.align.ppo import FinloomPPOConfig, FinloomPPOTrainer
+
+    tokenizer = load_tokenizer(sft_model)
+    settings = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2, max_completion_length=6,
+                    report_to="none", use_cpu=True, kl_beta=0.1, kl_top_k=8, seed=3, gae_lambda=0.9, value_coef=0.5)
+    policy = load_causal_lm(sft_model)
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    trainer = FinloomPPOTrainer(model=policy, reward_funcs=[RewardCombination(GRPOArgs())],
+                                args=FinloomPPOConfig(**settings), train_dataset=Dataset.from_list(PROMPTS),
+                                processing_class=tokenizer, ref_model=load_causal_lm(sft_model))
+    return trainer, policy
+
+
+def test_ppo_advantages_are_gae_of_the_kl_and_the_answers_reward(sft_model, tmp_path, monkeypatch):
+    from finloom.align.ppo import gae, whiten
+
+    trainer, policy = make_ppo(sft_model, tmp_path)
+    policy.train()
+    with torch.no_grad():
+        trainer.value_head.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+    batch = rollout(trainer)
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
+    trainer.reward_funcs[0].last_totals = [0.8, None]  # a reward, and an answer nothing could score
+    out = trainer._generate_and_score_completions([])
+    mask = batch["completion_mask"].float()
+    rewards = -0.1 * trainer.rollout_kl(batch) * mask
+    rewards[0, 3] += 0.8  # on each answer's last token
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    with torch.no_grad():
+        hidden = policy.base_model(input_ids=ids, attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1))
+        values = trainer.value_head(hidden.last_hidden_state[:, 2:-1]).squeeze(-1) * mask
+    advantages, returns = gae(rewards, values, mask, 0.9)
+    assert torch.allclose(out["old_values"], values, atol=1e-5) and torch.allclose(out["returns"], returns, atol=1e-5)
+    assert torch.allclose(out["advantages"], whiten(advantages, mask), atol=1e-5)
+
+
+def test_ppo_value_loss_trains_the_head_and_the_export_leaves_it_out(sft_model, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    trainer, policy = make_ppo(sft_model, tmp_path)
+    policy.train()
+    batch = rollout(trainer)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    policy(input_ids=ids, attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1))  # the hook
+    inputs = dict(batch, old_values=torch.zeros(2, 4), returns=torch.ones(2, 4))
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.auxiliary_loss(policy, inputs)
+    # zero-initialised head: every value 0, clipped or not, so the loss is 0.5 x 1 on 7 tokens, times value_coef
+    assert float(loss.detach()) == pytest.approx(0.5 * 0.5)
+    loss.backward()
+    assert trainer.value_head.weight.grad.abs().sum() > 0
+
+    trainer.save_model(str(tmp_path / "export"))
+    trainer.save_model(str(tmp_path / "checkpoint"), _internal_call=True)
+    exported, checkpoint = (load_file(tmp_path / d / "model.safetensors") for d in ("export", "checkpoint"))
+    assert not any("value_head" in name for name in exported) and "value_head.weight" in checkpoint
+    assert policy.value_head is trainer.value_head  # still there for training after the export

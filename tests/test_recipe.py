@@ -28,7 +28,7 @@ def test_defaults_are_filled_and_stages_ordered(tiny_data):
         ({"align.dpo.beta": "high"}, "align.dpo.beta: Input should be a valid number"),
         ({"data.colour": "red"}, "data.colour: unknown key"),
         ({"model.scratch.num_heads": 3}, "model.scratch: hidden_size must be a multiple of num_heads"),
-        ({"align.method": "sac"}, "align.method: Input should be 'grpo', 'dpo' or 'kto'"),
+        ({"align.method": "sac"}, "align.method: Input should be 'grpo', 'ppo', 'dpo' or 'kto'"),
         ({"align.grpo": {"group_size": 3}}, "align: train.batch_size x train.grad_accum (4) must be a multiple of grpo.group_size (3)"),
         ({"align.grpo.rewards": {"rm": 1.0}, "reward": {"enabled": False}},
          "align.grpo.reward_model: rewards.rm > 0 reads stage:reward, but the reward stage is not enabled"),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,21 +144,26 @@ def test_interrupted_training_resumes_from_checkpoint(tiny_data, tmp_path, stage
     assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=2e-4)  # logged at 4 decimals
 
 
-def test_interrupted_grpo_resumes_with_its_category_weights(tiny_data, tmp_path):
-    """A killed GRPO run resumes from its checkpoint: every step done once, the per-category evaluations up to the
+@pytest.mark.parametrize("method", ["grpo", "ppo"])
+def test_interrupted_online_rl_resumes_with_its_category_weights(tiny_data, tmp_path, method):
+    """A killed GRPO (or PPO) run resumes from its checkpoint: every step done once, the per-category evaluations up to the
     checkpoint kept and the rest redone, and the sampler's weights those in force at the checkpoint."""
-    recipe = tiny_recipe(**{"align.train": {"max_steps": 60, "batch_size": 4, "seq_len": 96, "save_steps": 20},
+    recipe = tiny_recipe(**{"align.method": method,
+                            "align.train": {"max_steps": 60, "batch_size": 4, "seq_len": 96, "save_steps": 20},
                             "align.grpo.reweighting": {"eval_every": 10, "max_prompts": 3, "holdout": 0.2}})
     recipe["eval"]["enabled"] = False
-    path = write_recipe(tiny_data, recipe, "resume_grpo.yaml")
+    path = write_recipe(tiny_data, recipe, f"resume_{method}.yaml")
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "finloom", "run", str(path), "--run-dir", str(run_dir)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = run_dir / "align" / "checkpoints" / "checkpoint-40"
+    checkpoints = run_dir / "align" / "checkpoints"
     deadline = time.time() + 300
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert checkpoint.exists(), process.stderr.read().decode()[-2000:] if process.poll() is not None else "timeout"
+    while (not (last := last_complete_checkpoint(checkpoints)) or not last.endswith("-40")) \
+            and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert last and last.endswith("-40"), (process.stderr.read().decode()[-2000:] if process.poll() is not None
+                                           else f"timeout ({last})")
+    checkpoint = Path(last)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -9
     log = run_dir / "align" / "categories.jsonl"
@@ -170,6 +176,9 @@ def test_interrupted_grpo_resumes_with_its_category_weights(tiny_data, tmp_path)
     kept = [r for r in before if r["step"] <= metrics["resumed_from_step"]]
     assert rows[:len(kept)] == kept  # the evaluations before the checkpoint are not redone
     assert metrics["heldout_reward_before"] == rows[0]["scores"]
+    if method == "ppo":  # the value head is resumed from the checkpoint and left out of the exported model
+        assert "value_head.weight" in load_file(checkpoint / "model.safetensors")
+        assert not any("value_head" in name for name in load_file(run_dir / "align" / "model" / "model.safetensors"))
 
 
 def test_logged_mean_loss_weights_each_window_by_its_steps():

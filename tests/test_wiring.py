@@ -144,6 +144,18 @@ def test_grpo_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypa
         assert categories == [row["category"] for row in rows]
 
 
+def test_ppo_reaches_its_trainer_with_the_grpo_settings(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.align.stage as stage
+
+    seen = catch(monkeypatch, stage, "FinloomPPOTrainer")
+    _run(tiny_data, tiny_run, tmp_path, "align", **{"align.method": "ppo", "align.grpo.beta": 0.2,
+                                                    "align.ppo": {"gae_lambda": 0.8, "value_coef": 0.3}})
+    args = seen["args"]
+    assert (args.gae_lambda, args.value_coef, args.value_clip) == (0.8, 0.3, 0.2)
+    assert (args.kl_beta, args.num_generations, args.kl_top_k) == (0.2, 2, 50)  # the tiny recipe's grpo settings
+    assert seen["sft_rows"] and seen["prompt_categories"]
+
+
 @pytest.mark.parametrize("alpha", [0.0, 2.5])
 def test_reward_score_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, alpha):
     import finloom.reward.stage as stage

@@ -139,12 +139,16 @@ class FinloomGRPOTrainer(GRPOTrainer):
         mask = batch["completion_mask"] * batch.get("tool_mask", 1)
         kl = self.rollout_kl(batch) * mask
         batch["advantages"] = kl_shaped_advantages(batch["advantages"], kl, self.args.kl_beta)
+        self.log_kl(kl, mask)
+        return batch
+
+    def log_kl(self, kl: torch.Tensor, mask: torch.Tensor) -> None:
+        """The mean KL per completion token and the mean penalty per answer, over every process."""
         mode = "train" if self.model.training else "eval"
         totals = self.accelerator.reduce(torch.stack([kl.sum(), mask.sum().float(), kl.sum(-1).sum(),
                                                       torch.tensor(float(kl.size(0)), device=kl.device)]), "sum")
         self._metrics[mode]["kl"].append((totals[0] / totals[1].clamp(min=1)).item())
         self._metrics[mode]["kl_penalty"].append((self.args.kl_beta * totals[2] / totals[3]).item())
-        return batch
 
     # -- the KL to the pre-RL model on SFT data ----------------------------------------------------------------
 
@@ -160,11 +164,17 @@ class FinloomGRPOTrainer(GRPOTrainer):
         return (kl * scored).sum() / scored.sum().clamp(min=1)
 
     def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
-        if self.sft_batches is None or not self.model.training:
+        loss = super()._compute_loss(model, inputs)  # TRL's policy loss
+        if not self.model.training:
             return loss
+        return loss + self.auxiliary_loss(model, inputs) / self.current_gradient_accumulation_steps
+
+    def auxiliary_loss(self, model, inputs) -> torch.Tensor | float:
+        """What finloom adds to TRL's loss per micro-batch, before the accumulation scaling: gamma x the SFT KL."""
+        if self.sft_batches is None:
+            return 0.0
         accumulation = self.current_gradient_accumulation_steps
         index = self.state.global_step * accumulation + self._step % accumulation
         sft_kl = self.sft_kl(model, self.sft_batches[index])
         self._metrics["train"]["sft_kl"].append(self.accelerator.gather(sft_kl.detach()).mean().item())
-        return loss + self.args.sft_kl_gamma * sft_kl / accumulation
+        return self.args.sft_kl_gamma * sft_kl

@@ -41,6 +41,7 @@ class RewardCombination:
         self.weights = {name: getattr(settings.rewards, name) for name in REWARD_COMPONENTS}
         self.log_path = log_path
         self.rubric_failures = 0
+        self.last_totals: list[float | None] = []  # the last call's rewards (PPO adds them to its per-token reward)
 
     def components(self, prompts: list, replies: list[str], tasks: list[dict]) -> list[dict[str, float | None]]:
         found = [verifiable_rewards(reply, task, self.settings.partial_credit, self.settings.tolerance)
@@ -80,4 +81,5 @@ class RewardCombination:
                 for task, reply, row, total in zip(tasks, replies, found, combined):
                     sink.write(json.dumps({"step": step, "category": task.get("category"), "reward": total.total,
                                            "components": row, "reply": reply[:200]}, ensure_ascii=False) + "\n")
-        return [c.total for c in combined]
+        self.last_totals = [c.total for c in combined]
+        return self.last_totals

@@ -1,8 +1,9 @@
-"""The ``align`` stage: the SFT model aligned by one method, ``align.method``: grpo (default), dpo or kto.
+"""The ``align`` stage: the SFT model aligned by one method, ``align.method``: grpo (default), ppo, dpo or kto.
 
 Every method starts from the model before it (SFT or merged) as both policy and frozen reference, and is a TRL
 trainer with a finloom config: GRPO through ``finloom.align.grpo`` (TRL's GRPOTrainer with Baichuan Alignment's
-KL changes), DPO and KTO through TRL's own trainers. The method's setup returns the trainer and a function that
+KL changes), PPO through ``finloom.align.ppo`` (the same loop with a value head and GAE), DPO and KTO through
+TRL's own trainers. The method's setup returns the trainer and a function that
 turns the finished trainer into the stage's metrics.
 """
 
@@ -20,6 +21,7 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from finloom.align.categories import CategoryEvaluation, shares
 from finloom.align.grpo import FinloomGRPOConfig, FinloomGRPOTrainer
+from finloom.align.ppo import FinloomPPOConfig, FinloomPPOTrainer
 from finloom.align.rewards import TASK_FIELDS, RewardCombination
 from finloom.errors import BadInput
 from finloom.files import atomic_write_jsonl
@@ -49,7 +51,7 @@ def run(section: AlignSection, ctx: RunContext) -> StageResult:
     for model in (policy, reference):
         resize_for_template(model, tokenizer)
     stop_at_end_of_turn(policy, tokenizer)
-    setup = {"grpo": _grpo, "dpo": _dpo, "kto": _kto}[section.method]
+    setup = {"grpo": _grpo, "ppo": _ppo, "dpo": _dpo, "kto": _kto}[section.method]
     trainer, finish = setup(section, ctx, policy, reference, tokenizer)
     metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "align", recipe.report_to, section.train)
     metrics.update(method=section.method, **finish(trainer))
@@ -149,20 +151,29 @@ def _reward(section: AlignSection, ctx: RunContext, log: bool) -> RewardCombinat
     return RewardCombination(grpo, scorer, judge, log_path=ctx.stage_dir / "rewards.jsonl" if log else None)
 
 
-def _grpo(section, ctx, policy, reference, tokenizer) -> tuple[FinloomGRPOTrainer, Finish]:
+def _ppo(section, ctx, policy, reference, tokenizer) -> tuple[FinloomPPOTrainer, Finish]:
+    ppo = section.ppo
+    return _grpo(section, ctx, policy, reference, tokenizer, FinloomPPOTrainer, FinloomPPOConfig,
+                 {"gae_lambda": ppo.gae_lambda, "value_coef": ppo.value_coef, "value_clip": ppo.value_clip})
+
+
+def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config_class=None,
+          extra: dict | None = None) -> tuple[FinloomGRPOTrainer, Finish]:
+    """GRPO, or (with PPO's trainer, config and its settings in ``extra``) PPO: the same loop."""
+    trainer_class, config_class = trainer_class or FinloomGRPOTrainer, config_class or FinloomGRPOConfig
     grpo = section.grpo
     rows, heldout = split_heldout(grpo_prompts(section, ctx), grpo.reweighting.holdout, ctx.recipe.seed)
     if not rows:
         raise BadInput("align.datasets: every prompt was held out for the per-category evaluation; add prompts")
     use_vllm = grpo.vllm == "on" or (grpo.vllm == "auto" and torch.cuda.is_available() and is_vllm_available())
-    config = FinloomGRPOConfig(
-        **_base_config(section, ctx), num_generations=grpo.group_size, max_completion_length=grpo.max_completion_tokens,
+    config = config_class(
+        **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size, max_completion_length=grpo.max_completion_tokens,
         temperature=grpo.temperature, kl_beta=grpo.beta, kl_top_k=grpo.top_k, sft_kl_gamma=grpo.gamma,
         use_vllm=use_vllm, vllm_mode="colocate", log_completions=False)
     if not ctx.resume:
         (ctx.stage_dir / "rewards.jsonl").unlink(missing_ok=True)
     categories = [row["category"] for row in rows]
-    trainer = FinloomGRPOTrainer(
+    trainer = trainer_class(
         model=policy, reward_funcs=[_reward(section, ctx, log=True)], args=config, train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer, ref_model=reference,
         sft_rows=_sft_rows(section, ctx, tokenizer) if grpo.gamma > 0 else None,
@@ -177,6 +188,7 @@ def _grpo(section, ctx, policy, reference, tokenizer) -> tuple[FinloomGRPOTraine
         first, last = evaluation.rows[0]["scores"], evaluation.rows[-1]["scores"]
         return {"prompts": len(rows), "heldout_prompts": sum(len(m) for m in evaluation.heldout.values()),
                 "heldout_reward_before": first, "heldout_reward_after": last, "generation": "vllm" if use_vllm else "hf",
-                **_last_logged(done, {"reward": "reward", "kl": "kl", "kl_penalty": "kl_penalty", "sft_kl": "sft_kl"})}
+                **_last_logged(done, {"reward": "reward", "kl": "kl", "kl_penalty": "kl_penalty", "sft_kl": "sft_kl",
+                                      "value_loss": "value_loss"})}
 
     return trainer, finish

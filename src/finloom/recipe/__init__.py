@@ -30,6 +30,7 @@ from finloom.recipe.align import (
     DPOArgs,
     GRPOArgs,
     KTOArgs,
+    PPOArgs,
     RewardWeights,
     Reweighting,
 )

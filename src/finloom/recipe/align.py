@@ -1,9 +1,9 @@
-"""The ``align`` stage's settings: one stage, one method at a time (``grpo``, ``dpo``, ``kto``).
+"""The ``align`` stage's settings: one stage, one method at a time (``grpo``, ``ppo``, ``dpo``, ``kto``).
 
 GRPO is the default, as in Baichuan Alignment: sampled groups scored by the reward combination (verifiable
 checks, a reward model, the finance rubric), the KL to the pre-RL model inside the per-token reward, exact over
-the reference's top-k tokens, and a KL on SFT data (gamma) in place of the pre-training loss. DPO and KTO train
-on preference data instead. Values the reports leave out are defaults here, each described where it is set.
+the reference's top-k tokens, and a KL on SFT data (gamma) in place of the pre-training loss. PPO, the report's
+baseline, is the same loop with a value head and GAE. DPO and KTO train on preference data instead. Values the reports leave out are defaults here, each described where it is set.
 """
 
 from __future__ import annotations
@@ -110,13 +110,23 @@ class GRPOArgs(Section):
         return self.reward_model or "stage:reward"
 
 
+class PPOArgs(Section):
+    """PPO as the report's baseline: the grpo settings (sampling, rewards, KL) plus a value head and GAE."""
+
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE's lambda (gamma is 1).")
+    value_coef: float = Field(0.1, ge=0, description="Weight of the value head's loss.")
+    value_clip: float = Field(0.2, gt=0, description="How far a value may move from its rollout estimate.")
+
+
 class AlignSection(ChatDataSection):
     """Alignment of the SFT model. ``datasets``: for grpo, prompts (chat records ending with a user turn, with the
-    task fields the verifiable rewards read: answer, valid, expected, unit, tolerance, checks, category); for dpo
+    task fields the verifiable rewards read: answer, valid, expected, unit, tolerance, checks, category; ppo
+    reads them too, with the grpo settings); for dpo
     and kto, preference pairs (kto also takes unpaired ``completion`` + ``label`` records)."""
 
-    method: Literal["grpo", "dpo", "kto"] = "grpo"
+    method: Literal["grpo", "ppo", "dpo", "kto"] = "grpo"
     grpo: GRPOArgs = Field(default_factory=GRPOArgs)
+    ppo: PPOArgs = Field(default_factory=PPOArgs)
     dpo: DPOArgs = Field(default_factory=DPOArgs)
     kto: KTOArgs = Field(default_factory=KTOArgs)
     train: TrainArgs = Field(default_factory=lambda: TrainArgs(max_steps=50, learning_rate=5e-6, batch_size=6),
@@ -125,17 +135,22 @@ class AlignSection(ChatDataSection):
     @model_validator(mode="after")
     def _whole_groups(self) -> "AlignSection":
         rows = self.train.batch_size * self.train.grad_accum
-        if self.method == "grpo" and rows % self.grpo.group_size:
+        if self.online and rows % self.grpo.group_size:
             raise ValueError(f"train.batch_size x train.grad_accum ({rows}) must be a multiple of grpo.group_size "
                              f"({self.grpo.group_size}): every prompt's answers are scored together")
         return self
 
+    @property
+    def online(self) -> bool:
+        """Sampling its own answers (grpo, ppo), with the grpo settings."""
+        return self.method in ("grpo", "ppo")
+
     def _grpo_reads_sft(self) -> bool:
-        return self.method == "grpo" and self.grpo.gamma > 0 and not self.grpo.sft_datasets
+        return self.online and self.grpo.gamma > 0 and not self.grpo.sft_datasets
 
     def stages_read(self) -> tuple[str, ...]:
         reads = []
-        if self.method == "grpo" and self.grpo.reward_model_source() == "stage:reward":
+        if self.online and self.grpo.reward_model_source() == "stage:reward":
             reads.append("reward")
         if self._grpo_reads_sft():
             reads.append("prompts")  # the sft stage's set, when the prompt system built it
@@ -145,6 +160,6 @@ class AlignSection(ChatDataSection):
         reads = ["model"]
         if self._grpo_reads_sft():
             reads.append("sft.datasets")
-        if self.method == "grpo" and self.grpo.rewards.rubric:
+        if self.online and self.grpo.rewards.rubric:
             reads.append("teacher")
         return tuple(reads)

@@ -132,7 +132,7 @@ class Recipe(Section):
         return problems
 
     def _align_problems(self) -> list[str]:
-        if not self.align.enabled or self.align.method != "grpo":
+        if not self.align.enabled or not self.align.online:
             return []
         grpo, problems = self.align.grpo, []
         if grpo.reward_model_source() == "stage:reward" and not self.reward.enabled:

@@ -295,8 +295,8 @@ def prefs_sections(metrics: dict) -> Sections:
 
 
 def align_sections(metrics: dict, categories: list[dict], history: list[dict]) -> Sections:
-    """GRPO: held-out reward per category before and after RL, and the curves of reward, KL and category weights."""
-    if metrics.get("method") != "grpo" or not categories:
+    """GRPO or PPO: held-out reward per category before and after RL, and the curves of reward, KL and weights."""
+    if metrics.get("method") not in ("grpo", "ppo") or not categories:
         return []
     before, after = categories[0]["scores"], categories[-1]["scores"]
     rows = [[name, before.get(name), after.get(name),
@@ -309,6 +309,6 @@ def align_sections(metrics: dict, categories: list[dict], history: list[dict]) -
             f"{metrics.get('prompts')} training prompts; answers sampled by {metrics.get('generation')}. The KL to "
             "the SFT model is exact over its top-k tokens and sits in the per-token reward; the SFT-data KL replaces "
             "the pre-training loss. The last weight is the prompt sampler's share for the category when training ended.")
-    return [("Online RL (GRPO): held-out reward by category",
+    return [(f"Online RL ({metrics['method'].upper()}): held-out reward by category",
              table(["category", "before (SFT)", "after RL", "change", "last sampling weight"], rows),
              plots.rl_curves(history, categories), note)]
