@@ -7,7 +7,9 @@ time is the median optimiser step after three warm-up steps. All sample the same
 
 - ``trl``: ``GRPOTrainer`` with ``beta`` 0.05 (TRL builds its reference, k3 estimator on the sampled token);
 - ``finloom``: ``FinloomGRPOTrainer`` with ``kl_beta`` 0.05 over the top 500 tokens, gamma 0;
-- ``finloom+sft_kl``: the same with gamma 0.1 (a forward of policy and reference on an SFT batch per step).
+- ``finloom+sft_kl``: the same with gamma 0.1 (a forward of policy and reference on an SFT batch per step: 12
+  conversations, as many as answers);
+- ``finloom+sft_kl/4``: the same with 3 conversations per step (``grpo.sft_batch_size``).
 
     python benchmarks/align_grpo.py --model runs/quickstart/merge/model [--steps 12] [--repeats 2]
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from common import StepClock, run_child
 
-VARIANTS = ("trl", "finloom", "finloom+sft_kl")
+VARIANTS = ("trl", "finloom", "finloom+sft_kl", "finloom+sft_kl/4")
 
 
 def prompts() -> list[dict]:
@@ -67,10 +69,11 @@ def step_time(model_dir: str, variant: str, steps: int, tokens: int, work: Path)
         trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(**common, beta=0.05),
                               train_dataset=data, processing_class=tokenizer)
     else:
-        gamma = 0.1 if variant.endswith("sft_kl") else 0.0
+        gamma = 0.1 if "sft_kl" in variant else 0.0
         trainer = FinloomGRPOTrainer(
             model=policy, reward_funcs=[reward], train_dataset=data, processing_class=tokenizer,
-            args=FinloomGRPOConfig(**common, kl_beta=0.05, kl_top_k=500, sft_kl_gamma=gamma),
+            args=FinloomGRPOConfig(**common, kl_beta=0.05, kl_top_k=500, sft_kl_gamma=gamma,
+                                   sft_kl_batch_size=3 if variant.endswith("/4") else None),
             ref_model=load_causal_lm(model_dir), sft_rows=sft_rows(tokenizer) if gamma else None)
     clock = StepClock(warmup=3)
     trainer.add_callback(clock.callback)

@@ -132,6 +132,8 @@ def test_sft_batches_are_fixed_per_index_and_cycle(sft_model, tmp_path):
     assert torch.equal(first["input_ids"], again["input_ids"]) and first["input_ids"].size(0) == 4
     rows = {tuple(r[r != trainer.processing_class.pad_token_id].tolist()) for r in first["input_ids"]}
     assert len(rows) == 2  # four rows from two conversations: each twice
+    smaller, _, _ = make_trainer(sft_model, tmp_path, sft_kl_batch_size=3)
+    assert smaller.sft_batches[0]["input_ids"].size(0) == 3
 
 
 def test_the_trainer_keeps_trls_own_kl_off():

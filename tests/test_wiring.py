@@ -108,7 +108,8 @@ def test_kto_settings_and_labels_reach_the_trainer(tiny_data, tiny_run, tmp_path
 
 
 @pytest.mark.parametrize("grpo", [
-    {"group_size": 2, "beta": 0.3, "top_k": 17, "gamma": 0.4, "temperature": 0.7, "max_completion_tokens": 5},
+    {"group_size": 2, "beta": 0.3, "top_k": 17, "gamma": 0.4, "temperature": 0.7, "max_completion_tokens": 5,
+     "sft_batch_size": 3},
     {"group_size": 4, "beta": 0.0, "top_k": 500, "gamma": 0.0, "reweighting": {"enabled": False}},
 ])
 def test_grpo_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, grpo):
@@ -120,6 +121,7 @@ def test_grpo_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypa
     assert (args.num_generations, args.kl_beta, args.kl_top_k, args.sft_kl_gamma) == (
         grpo["group_size"], grpo["beta"], grpo["top_k"], grpo["gamma"])
     assert args.beta == 0  # TRL's own approximate KL stays off
+    assert args.sft_kl_batch_size == grpo.get("sft_batch_size")
     assert args.temperature == grpo.get("temperature", 1.0)
     assert args.max_completion_length == grpo.get("max_completion_tokens", 64)
     reward = seen["reward_funcs"][0]

@@ -35,6 +35,8 @@ class FinloomGRPOConfig(GRPOConfig):
     kl_beta: float = field(default=0.05, metadata={"help": "Weight of the per-token top-k KL in the reward."})
     kl_top_k: int = field(default=500, metadata={"help": "Reference tokens the exact KL runs over."})
     sft_kl_gamma: float = field(default=0.0, metadata={"help": "Weight of the KL to the reference on SFT data."})
+    sft_kl_batch_size: int | None = field(default=None, metadata={"help": "SFT conversations per micro-batch "
+                                                                          "(default: per_device_train_batch_size)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,7 +99,8 @@ class FinloomGRPOTrainer(GRPOTrainer):
         self.sft_batches = None
         if config.sft_kl_gamma > 0:
             pad = self.processing_class.pad_token_id
-            self.sft_batches = ConversationBatches(sft_rows or [], config.per_device_train_batch_size, pad, config.seed)
+            self.sft_batches = ConversationBatches(sft_rows or [], config.sft_kl_batch_size
+                                                   or config.per_device_train_batch_size, pad, config.seed)
 
     def _prepare_reference(self, model):
         model.eval()

@@ -169,6 +169,7 @@ def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config
     config = config_class(
         **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size, max_completion_length=grpo.max_completion_tokens,
         temperature=grpo.temperature, kl_beta=grpo.beta, kl_top_k=grpo.top_k, sft_kl_gamma=grpo.gamma,
+        sft_kl_batch_size=grpo.sft_batch_size,
         use_vllm=use_vllm, vllm_mode="colocate", log_completions=False)
     if not ctx.resume:
         (ctx.stage_dir / "rewards.jsonl").unlink(missing_ok=True)

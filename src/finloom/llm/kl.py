@@ -57,7 +57,10 @@ def token_kl(
     policy_logits = policy_logits.float()
     if reference_topk is None and top_k is None:
         return _kl(F.log_softmax(policy_logits, -1), F.log_softmax(reference_logits.float(), -1), direction)
-    indices, reference_values = reference_topk if reference_topk is not None else reference_top_k(reference_logits, top_k)
+    if reference_topk is None and not tail:  # renormalised over the k tokens: raw logits will do, no full softmax
+        reference_values, indices = reference_logits.float().topk(min(top_k, reference_logits.size(-1)), dim=-1)
+    else:
+        indices, reference_values = reference_topk if reference_topk is not None else reference_top_k(reference_logits, top_k)
     indices = indices.long()
     if tail:
         policy_values = F.log_softmax(policy_logits, -1).gather(-1, indices)

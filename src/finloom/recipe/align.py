@@ -91,6 +91,9 @@ class GRPOArgs(Section):
     sft_datasets: list[ChatSource] = Field(default_factory=list, description="Conversations for the gamma term "
                                                                              "(default: what the sft stage trained "
                                                                              "on).")
+    sft_batch_size: int | None = Field(None, ge=1, description="Conversations per micro-batch for the gamma term "
+                                                               "(default: train.batch_size); it costs a forward of "
+                                                               "policy and reference on them per micro-batch.")
     max_completion_tokens: int = Field(64, ge=1, le=32768)
     temperature: float = Field(1.0, gt=0, le=2)
     rewards: RewardWeights = Field(default_factory=RewardWeights)
