@@ -64,3 +64,27 @@ def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run
     assert two == pytest.approx(one, rel=2e-3)  # the same global batches, gradients averaged over the processes
     assert any("self_constraint/general_kl" in entry
                for entry in json.loads((launched_dir / "pretrain" / "log_history.json").read_text()))
+
+
+def test_grpo_under_accelerate_launch_with_two_processes(tiny_data, tiny_run, tmp_path):
+    """GRPO on two processes: each samples its half of every group batch (TRL keeps a prompt's answers together
+    across processes), both draw the same prompts by the same category weights (every process evaluates the
+    held-out prompts and reaches the same weights), and one writes the category log and the model."""
+    run_dir = tmp_path / "launched"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = tiny_recipe(**{"align.train": {"max_steps": 4, "batch_size": 2, "seq_len": 96, "save_steps": 2,
+                                            "logging_steps": 1},
+                            "align.grpo.reweighting": {"eval_every": 2, "max_prompts": 3, "holdout": 0.2}})
+    path = write_recipe(tiny_data, recipe, "dist_grpo.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(path),
+         "--run-dir", str(run_dir), "--only", "align"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("✓ align") == 1
+    metrics = read_manifest(run_dir, "align")["metrics"]
+    assert metrics["train_steps"] == 4 and metrics["method"] == "grpo"
+    rows = [json.loads(line) for line in (run_dir / "align" / "categories.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 2, 4]  # written once, not once per process
+    assert (run_dir / "align" / "model" / "model.safetensors").exists()

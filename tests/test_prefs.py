@@ -47,12 +47,18 @@ def judge():
 def test_judge_modes(judge):
     answers = ["a good answer", "a bad answer", "a broken answer"]
     with LLMClient(ClientSection(base_url=judge.url)) as client:
-        scores, replies = judged_scores(client, "absolute", "Explain bonds.", answers, None, retries=1)
+        (scores, replies), = judged_scores(client, [{"mode": "absolute", "prompt": "Explain bonds.", "answers": answers,
+                                                      "golden": None}], retries=1)
         assert scores == [pytest.approx(8 / 9), pytest.approx(1 / 9), None] and len(replies[2]) == 2
-        golden, _ = judged_scores(client, "golden", "Explain bonds.", answers[:2], "A bond is a loan.", retries=0)
+        items = [{"mode": "golden", "prompt": "Explain bonds.", "answers": answers[:2], "golden": "A bond is a loan."},
+                 {"mode": "pairwise", "prompt": "2+2?", "answers": ["good: 4", "5", "6"], "golden": None},
+                 {"mode": "absolute", "prompt": "Explain loans.", "answers": ["bad", "good"], "golden": "ignored"}]
+        asked = judge.requests
+        (golden, _), (pairwise, replies), (absolute, _) = judged_scores(client, items, retries=0)
         assert golden == [pytest.approx(8 / 9), pytest.approx(1 / 9)]
-        pairwise, replies = judged_scores(client, "pairwise", "2+2?", ["good: 4", "5", "6"], None, retries=0)
         assert pairwise == [1.0, 0.25, 0.25] and len(replies) == 6  # both orders of 3 pairs; ties are half a win
+        assert absolute == [pytest.approx(1 / 9), pytest.approx(8 / 9)]
+        assert judge.requests - asked == 2 + 6 + 2  # every request of the three prompts, each once
 
 
 def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny_data, tiny_run, tmp_path, judge):

@@ -128,8 +128,8 @@ class CategoryEvaluation(TrainerCallback):
         weights = reweighted(self.base, scores, self.settings) if self.settings.enabled else dict(self.base)
         if not final:
             self.apply(weights)
+        self.rows.append({"step": step, "scores": scores, "weights": weights, "final": final})  # alike on every process
         if self.trainer.accelerator.is_main_process:
-            self.rows.append({"step": step, "scores": scores, "weights": weights, "final": final})
             atomic_write_jsonl(self.log_path, self.rows)
         return scores
 

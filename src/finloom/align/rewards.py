@@ -77,9 +77,11 @@ class RewardCombination:
                 log_metric("rubric_failures", float(self.rubric_failures))
         if self.log_path is not None and trainer_state is not None:
             step = trainer_state.global_step
-            with self.log_path.open("a", encoding="utf-8") as sink:  # a log: a resumed run repeats some steps
-                for task, reply, row, total in zip(tasks, replies, found, combined):
-                    sink.write(json.dumps({"step": step, "category": task.get("category"), "reward": total.total,
-                                           "components": row, "reply": reply[:200]}, ensure_ascii=False) + "\n")
+            lines = "".join(json.dumps({"step": step, "category": task.get("category"), "reward": total.total,
+                                        "components": row, "reply": reply[:200]}, ensure_ascii=False) + "\n"
+                            for task, reply, row, total in zip(tasks, replies, found, combined))
+            # A log, appended by every process with one write each (whole lines); a resumed run repeats some steps.
+            with self.log_path.open("a", encoding="utf-8") as sink:
+                sink.write(lines)
         self.last_totals = [c.total for c in combined]
         return self.last_totals

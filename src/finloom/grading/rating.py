@@ -37,9 +37,11 @@ def parse_score(reply: str) -> float | None:
     return float(value)
 
 
-def rate(client, prompts: list[str], responses: list[str], retries: int, reference: str | None = None
-         ) -> tuple[list[float | None], list[list[str]]]:
-    """1-10 scores (None: never parsed after ``retries``) and the raw replies, one per response."""
-    verdicts = ask_judge(client, [rating_prompt(p, r, reference) for p, r in zip(prompts, responses)],
+def rate(client, prompts: list[str], responses: list[str], retries: int,
+         reference: str | list[str | None] | None = None) -> tuple[list[float | None], list[list[str]]]:
+    """1-10 scores (None: never parsed after ``retries``) and the raw replies, one per response; ``reference``:
+    one reference answer for all, or one (or None) per response."""
+    references = reference if isinstance(reference, list) else [reference] * len(responses)
+    verdicts = ask_judge(client, [rating_prompt(p, r, ref) for p, r, ref in zip(prompts, responses, references)],
                          lambda _, reply: parse_score(reply), retries, max_tokens=32)
     return [v.parsed for v in verdicts], [v.replies for v in verdicts]

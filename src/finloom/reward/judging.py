@@ -13,6 +13,7 @@ Scores come back in [0, 1], None for an answer whose judgement never parsed (the
 
 from __future__ import annotations
 
+from collections import defaultdict
 from itertools import permutations
 
 from finloom.grading.rating import rate
@@ -64,27 +65,38 @@ def verified_scores(prompt: dict, answers: list[str]) -> list[float]:
     return scores
 
 
-def judged_scores(client, mode: str, prompt_text: str, answers: list[str], golden: str | None, retries: int
-                  ) -> tuple[list[float | None], list[list[str]]]:
-    """Scores in [0, 1] (None: never parsed) and the judge's raw replies, per answer (pairwise: per comparison)."""
-    if mode in ("absolute", "golden"):  # the shared 1-10 rating, against the reference in golden mode
-        scores, replies = rate(client, [prompt_text] * len(answers), answers, retries,
-                               golden if mode == "golden" else None)
-        return [None if s is None else (s - 1) / 9 for s in scores], replies
-    order = list(permutations(range(len(answers)), 2))  # both orders of every pair
-    prompts = [PAIRWISE.format(prompt=prompt_text, a=answers[i], b=answers[j]) for i, j in order]
-    verdicts = ask_judge(client, prompts, lambda _, reply: _better(reply), retries, max_tokens=48)
-    wins = [0.0] * len(answers)
-    counted = [0] * len(answers)
-    for (i, j), verdict in zip(order, verdicts):
+def judged_scores(client, items: list[dict], retries: int) -> list[tuple[list[float | None], list[list[str]]]]:
+    """For each ``{mode, prompt, answers, golden}``: scores in [0, 1] (None: never parsed) and the judge's raw
+    replies, per answer (pairwise: per comparison). The requests of all items go out together, so the client's
+    concurrency spans prompts, not only one prompt's answers."""
+    rated = [(k, a) for k, item in enumerate(items) if item["mode"] in ("absolute", "golden")
+             for a in range(len(item["answers"]))]
+    compared = [(k, i, j) for k, item in enumerate(items) if item["mode"] == "pairwise"
+                for i, j in permutations(range(len(item["answers"])), 2)]  # both orders of every pair
+    ratings, rating_replies = rate(  # the shared 1-10 rating, against the reference in golden mode
+        client, [items[k]["prompt"] for k, _ in rated], [items[k]["answers"][a] for k, a in rated], retries,
+        [items[k]["golden"] if items[k]["mode"] == "golden" else None for k, _ in rated]) if rated else ([], [])
+    verdicts = ask_judge(client, [PAIRWISE.format(prompt=items[k]["prompt"], a=items[k]["answers"][i],
+                                                  b=items[k]["answers"][j]) for k, i, j in compared],
+                         lambda _, reply: _better(reply), retries, max_tokens=48) if compared else []
+    results = [([None] * len(item["answers"]), []) for item in items]
+    for (k, a), score, replies in zip(rated, ratings, rating_replies):
+        results[k][0][a] = None if score is None else (score - 1) / 9
+        results[k][1].append(replies)
+    wins, counted = defaultdict(float), defaultdict(int)
+    for (k, i, j), verdict in zip(compared, verdicts):
+        results[k][1].append(verdict.replies)
         if verdict.parsed is None:
             continue
-        counted[i] += 1
-        counted[j] += 1
+        counted[k, i] += 1
+        counted[k, j] += 1
         if verdict.parsed == "tie":
-            wins[i] += 0.5
-            wins[j] += 0.5
+            wins[k, i] += 0.5
+            wins[k, j] += 0.5
         else:
-            wins[i if verdict.parsed == "A" else j] += 1
-    scores = [wins[k] / counted[k] if counted[k] else None for k in range(len(answers))]
-    return scores, [v.replies for v in verdicts]
+            wins[k, i if verdict.parsed == "A" else j] += 1
+    for k, item in enumerate(items):
+        if item["mode"] == "pairwise":
+            results[k] = ([wins[k, a] / counted[k, a] if counted[k, a] else None for a in range(len(item["answers"]))],
+                          results[k][1])
+    return results

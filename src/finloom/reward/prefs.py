@@ -98,18 +98,19 @@ def run(section: PrefsSection, ctx: RunContext) -> StageResult:
     judge = LLMClient(teacher, "prefs judge") if needing_judge else None
 
     def score(batch: list[str]) -> list[dict]:
-        results = []
+        """A batch's prompts: verified ones by their checks, the others judged together (one round of requests)."""
+        results = {}
         for prompt_id in batch:
-            prompt, mode, candidates = by_id[prompt_id], modes[prompt_id], distinct[prompt_id]
-            if len(candidates) < 2:
-                results.append({"scores": [], "replies": []})
-            elif mode == "verified":
-                results.append({"scores": verified_scores(prompt, candidates), "replies": []})
-            else:
-                scores, replies = judged_scores(judge, mode, prompt["messages"][-1]["content"], candidates,
-                                                prompt.get("golden"), section.retries)
-                results.append({"scores": scores, "replies": replies})
-        return results
+            if len(distinct[prompt_id]) < 2:
+                results[prompt_id] = {"scores": [], "replies": []}
+            elif modes[prompt_id] == "verified":
+                results[prompt_id] = {"scores": verified_scores(by_id[prompt_id], distinct[prompt_id]), "replies": []}
+        judged = [prompt_id for prompt_id in batch if prompt_id not in results]
+        items = [{"mode": modes[i], "prompt": by_id[i]["messages"][-1]["content"], "answers": distinct[i],
+                  "golden": by_id[i].get("golden")} for i in judged]
+        for prompt_id, (scores, replies) in zip(judged, judged_scores(judge, items, section.retries) if items else []):
+            results[prompt_id] = {"scores": scores, "replies": replies}
+        return [results[prompt_id] for prompt_id in batch]
 
     try:
         scored, _ = run_batches("prefs: judging", list(by_id), score, cache / "scores.jsonl", section.batch_size)
