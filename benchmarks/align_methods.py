@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from finloom.align.categories import mean_reward
+from finloom.align.categories import greedy_rewards
 from finloom.align.rewards import RewardCombination
 from finloom.align.stage import split_heldout
 from finloom.eval.perplexity import perplexity
@@ -57,7 +57,10 @@ def variant_recipe(study: dict, overrides: dict, steps: int, folder: Path, name:
 
 def measure(model_dir: Path, heldout: dict, score, max_tokens: int, ppl_tokens: int) -> dict:
     tokenizer, model = load_tokenizer(model_dir), load_causal_lm(model_dir)
-    row = {name: mean_reward(model, tokenizer, rows, score, max_tokens) for name, rows in heldout.items()}
+    row = {}
+    for name, rows in heldout.items():
+        rewards = greedy_rewards(model, tokenizer, rows, score, max_tokens)[1]
+        row[name] = round(sum(rewards) / len(rewards), 6)
     separator = tokenizer.get_vocab().get("<|endoftext|>", tokenizer.eos_token_id)
     for domain in ("general", "finance"):
         texts = [json.loads(line)["text"] for line in

@@ -20,6 +20,15 @@ from finloom.stages import read_manifest
 STEPS = 8
 
 
+def launch_two(recipe, run_dir, stage: str) -> subprocess.CompletedProcess:
+    """``finloom run RECIPE --only STAGE`` under accelerate's multi-GPU launcher: two gloo processes on the CPU."""
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(recipe),
+         "--run-dir", str(run_dir), "--only", stage],
+        capture_output=True, text=True, timeout=600)
+
+
 def _pretrain_recipe(tiny_data, batch_size: int, name: str):
     recipe = tiny_recipe(**{"pretrain.train": {"max_steps": STEPS, "batch_size": batch_size, "seq_len": 64,
                                                "save_steps": 4, "logging_steps": 1}})
@@ -38,11 +47,7 @@ def test_pretrain_under_accelerate_launch_with_two_processes(tiny_data, tiny_run
     assert single.run(only="pretrain") == {"pretrain": "done"}
 
     launched_recipe = _pretrain_recipe(tiny_data, 2, "dist_launched.yaml")
-    done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(launched_recipe),
-         "--run-dir", str(launched_dir), "--only", "pretrain"],
-        capture_output=True, text=True, timeout=600)
+    done = launch_two(launched_recipe, launched_dir, "pretrain")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("✓ pretrain") == 1  # one process reports; the other trains silently
     assert "locked by" not in done.stderr
@@ -76,11 +81,7 @@ def test_grpo_under_accelerate_launch_with_two_processes(tiny_data, tiny_run, tm
                                             "logging_steps": 1},
                             "align.grpo.reweighting": {"eval_every": 2, "max_prompts": 3, "holdout": 0.2}})
     path = write_recipe(tiny_data, recipe, "dist_grpo.yaml")
-    done = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finloom", "run", str(path),
-         "--run-dir", str(run_dir), "--only", "align"],
-        capture_output=True, text=True, timeout=600)
+    done = launch_two(path, run_dir, "align")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("✓ align") == 1
     metrics = read_manifest(run_dir, "align")["metrics"]

@@ -75,7 +75,11 @@ def test_the_grpo_section_reads_before_and_after_from_the_category_log():
                   {"step": 20, "scores": {"mcq": 0.7, "calculation": 0.15}, "weights": {"mcq": 0.3, "calculation": 0.7},
                    "final": True}]
     history = [{"step": 2, "reward": 0.2, "rewards/mcq": 0.1, "kl": 0.01, "sft_kl": 0.0}]
-    (title, (_, markdown), plot, note), = align_sections({"method": "grpo", "heldout_prompts": 8}, categories, history)
+    categories[0]["examples"] = {"mcq": [{"prompt": "Which? A. x B. y", "reply": "1. bond is", "reward": 0.0}]}
+    categories[-1]["examples"] = {"mcq": [{"prompt": "Which? A. x B. y", "reply": "A", "reward": 1.0}]}
+    (title, (_, markdown), plot, note), examples = align_sections({"method": "grpo", "heldout_prompts": 8}, categories,
+                                                                  history)
+    assert "| mcq | Which? A. x B. y | 1. bond is (0.00) | A (1.00) |" in examples[1][1]
     # before: the first evaluation; after: the final one; the weight: the last one the sampler used
     assert "| calculation | 0.2 | 0.15 | -0.05 | 0.7 |" in markdown and "| mcq | 0.1 | 0.7 | 0.6 | 0.3 |" in markdown
     assert plot is not None and "step 0" in note and "step 20" in note

@@ -24,6 +24,10 @@ from finloom.files import atomic_write_jsonl
 from finloom.recipe import Reweighting
 
 
+EXAMPLES = 2
+"""Held-out answers kept per category at each evaluation, for the report to show beside the numbers."""
+
+
 class CategorySampler(Sampler):
     """TRL's RepeatSampler layout (each prompt ``mini_repeat_count`` times in a row, each chunk of ``batch_size``
     prompts ``repeat_count`` times) with the prompts of a chunk drawn by category weight, each category's prompts
@@ -122,22 +126,27 @@ class CategoryEvaluation(TrainerCallback):
 
     def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
         trainer = self.trainer
+        scores, examples = {}, {}
         with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-            scores = {name: mean_reward(model, trainer.processing_class, rows, self.score, self.max_tokens)
-                      for name, rows in self.heldout.items()}
+            for name, rows in self.heldout.items():
+                replies, rewards = greedy_rewards(model, trainer.processing_class, rows, self.score, self.max_tokens)
+                scores[name] = round(sum(rewards) / len(rewards), 6) if rewards else 0.0
+                examples[name] = [{"prompt": row["prompt"][-1]["content"][:160], "reply": reply[:160], "reward": reward}
+                                  for row, reply, reward in list(zip(rows, replies, rewards))[:EXAMPLES]]
         weights = reweighted(self.base, scores, self.settings) if self.settings.enabled else dict(self.base)
         if not final:
             self.apply(weights)
-        self.rows.append({"step": step, "scores": scores, "weights": weights, "final": final})  # alike on every process
+        self.rows.append({"step": step, "scores": scores, "weights": weights, "final": final,  # alike on every process
+                          "examples": examples})
         if self.trainer.accelerator.is_main_process:
             atomic_write_jsonl(self.log_path, self.rows)
         return scores
 
 
 @torch.no_grad()
-def mean_reward(model, tokenizer, rows: list[dict], score, max_tokens: int) -> float:
-    """The mean reward of ``model``'s greedy answers to ``rows`` (``{"prompt": messages, "reward_task": json}``),
-    scored by ``score`` (a reward function: prompts, completions, reward_task -> rewards; None counts as 0)."""
+def greedy_rewards(model, tokenizer, rows: list[dict], score, max_tokens: int) -> tuple[list[str], list[float]]:
+    """``model``'s greedy answers to ``rows`` (``{"prompt": messages, "reward_task": json}``) and their rewards by
+    ``score`` (a reward function: prompts, completions, reward_task -> rewards; None counts as 0)."""
     prompts = [row["prompt"] for row in rows]
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     side = tokenizer.padding_side
@@ -153,4 +162,4 @@ def mean_reward(model, tokenizer, rows: list[dict], score, max_tokens: int) -> f
     replies = tokenizer.batch_decode(output[:, encoded["input_ids"].size(1):], skip_special_tokens=True)
     rewards = score(prompts=prompts, completions=[[{"role": "assistant", "content": r}] for r in replies],
                     reward_task=[row["reward_task"] for row in rows])
-    return round(sum(r or 0.0 for r in rewards) / len(rewards), 6) if rewards else 0.0
+    return replies, [r or 0.0 for r in rewards]

@@ -167,9 +167,9 @@ def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config
         raise BadInput("align.datasets: every prompt was held out for the per-category evaluation; add prompts")
     use_vllm = grpo.vllm == "on" or (grpo.vllm == "auto" and torch.cuda.is_available() and is_vllm_available())
     config = config_class(
-        **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size, max_completion_length=grpo.max_completion_tokens,
-        temperature=grpo.temperature, kl_beta=grpo.beta, kl_top_k=grpo.top_k, sft_kl_gamma=grpo.gamma,
-        sft_kl_batch_size=grpo.sft_batch_size,
+        **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size,
+        max_completion_length=grpo.max_completion_tokens, temperature=grpo.temperature, kl_beta=grpo.beta,
+        kl_top_k=grpo.top_k, sft_kl_gamma=grpo.gamma, sft_kl_batch_size=grpo.sft_batch_size,
         use_vllm=use_vllm, vllm_mode="colocate", log_completions=False)
     if not ctx.resume:
         (ctx.stage_dir / "rewards.jsonl").unlink(missing_ok=True)

@@ -3,7 +3,8 @@
 GRPO is the default, as in Baichuan Alignment: sampled groups scored by the reward combination (verifiable
 checks, a reward model, the finance rubric), the KL to the pre-RL model inside the per-token reward, exact over
 the reference's top-k tokens, and a KL on SFT data (gamma) in place of the pre-training loss. PPO, the report's
-baseline, is the same loop with a value head and GAE. DPO and KTO train on preference data instead. Values the reports leave out are defaults here, each described where it is set.
+baseline, is the same loop with a value head and GAE. DPO and KTO train on preference data instead. Values the
+reports leave out are defaults here, each described where it is set.
 """
 
 from __future__ import annotations

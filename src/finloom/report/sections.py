@@ -309,6 +309,15 @@ def align_sections(metrics: dict, categories: list[dict], history: list[dict]) -
             f"{metrics.get('prompts')} training prompts; answers sampled by {metrics.get('generation')}. The KL to "
             "the SFT model is exact over its top-k tokens and sits in the per-token reward; the SFT-data KL replaces "
             "the pre-training loss. The last weight is the prompt sampler's share for the category when training ended.")
-    return [(f"Online RL ({metrics['method'].upper()}): held-out reward by category",
-             table(["category", "before (SFT)", "after RL", "change", "last sampling weight"], rows),
-             plots.rl_curves(history, categories), note)]
+    sections = [(f"Online RL ({metrics['method'].upper()}): held-out reward by category",
+                 table(["category", "before (SFT)", "after RL", "change", "last sampling weight"], rows),
+                 plots.rl_curves(history, categories), note)]
+    first, last = categories[0].get("examples") or {}, categories[-1].get("examples") or {}
+    shown = [[name, before["prompt"], f"{before['reply']} ({before['reward']:.2f})",
+              f"{after['reply']} ({after['reward']:.2f})"]
+             for name in sorted(first) for before, after in zip(first[name], last.get(name, []))]
+    if shown:
+        sections.append(("Online RL: held-out answers before and after", table(
+            ["category", "prompt", "SFT answer (reward)", "after RL (reward)"], shown), None,
+            "The first held-out prompts of each category, answered greedily; texts cut at 160 characters."))
+    return sections

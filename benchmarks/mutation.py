@@ -1,0 +1,89 @@
+"""Mutation testing of the core modules with cosmic-ray: how many deliberate breakages the tests catch.
+
+Outside CI (minutes per module): cosmic-ray rewrites one operator at a time in a module (``+`` to ``-``, ``<`` to
+``<=``, ``True`` to ``False``, a number off by one, ...) and runs the module's tests; a mutant the tests still
+pass is a survivor. cosmic-ray edits the files it mutates, so every module runs in a throwaway copy of the tree
+(``src/``, ``tests/``, ``pyproject.toml``) with that copy first on ``PYTHONPATH``.
+
+    pip install -e ".[mutation]"
+    python benchmarks/mutation.py [MODULE ...]        # default: every module in TARGETS; prints survivors too
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# module -> the tests that hold it (the fast ones: each mutant runs them once)
+TARGETS = {
+    "src/finloom/align/categories.py": "tests/test_align_grpo.py -k 'sampler or reweighting'",
+    "src/finloom/grading/rewards.py": "tests/test_grading_rewards.py",
+    "src/finloom/checks.py": "tests/test_checks.py",
+    "src/finloom/data/pii.py": "tests/test_data_pii.py",
+}
+CONFIG = """[cosmic-ray]
+module-path = "{module}"
+timeout = {timeout}
+excluded-modules = []
+test-command = "{python} -m pytest -x -q -p no:cacheprovider {tests}"
+
+[cosmic-ray.distributor]
+name = "local"
+"""
+
+
+def run_module(module: str, tests: str, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "tree"
+        for part in ("src", "tests"):
+            shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+        (copy / "mutation.toml").write_text(CONFIG.format(module=module, tests=tests.replace('"', '\\"'),
+                                                          timeout=timeout, python=sys.executable), encoding="utf-8")
+        env = dict(os.environ, PYTHONPATH=str(copy / "src"))
+        for command in (["init", "mutation.toml", "session.sqlite"], ["exec", "mutation.toml", "session.sqlite"]):
+            subprocess.run(["cosmic-ray", *command], cwd=copy, env=env, check=True, capture_output=True)
+        dumped = subprocess.run(["cosmic-ray", "dump", "session.sqlite"], cwd=copy, env=env, check=True,
+                                capture_output=True, text=True).stdout
+    outcomes, survivors = Counter(), []
+    for line in dumped.splitlines():
+        work, result = json.loads(line)
+        outcome = (result or {}).get("test_outcome") or "not run"
+        outcomes[outcome] += 1
+        if outcome == "survived":
+            mutation = work["mutations"][0]
+            survivors.append(f"{mutation['module_path']}:{mutation['start_pos'][0]} {mutation['operator_name']}")
+    total = sum(outcomes.values())
+    return {"module": module, "mutants": total, "killed": outcomes["killed"], "survived": outcomes["survived"],
+            "incompetent": outcomes["incompetent"], "killed_share": round(outcomes["killed"] / max(1, total), 3),
+            "survivors": survivors}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", default=list(TARGETS), help="paths as in TARGETS")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run")
+    options = parser.parse_args()
+    print("| module | mutants | killed | survived | incompetent | killed share |\n|---|---|---|---|---|---|")
+    results = []
+    for module in options.modules:
+        result = run_module(module, TARGETS[module], options.timeout)
+        results.append(result)
+        print(f"| {module} | {result['mutants']} | {result['killed']} | {result['survived']} | "
+              f"{result['incompetent']} | {result['killed_share']:.1%} |", flush=True)
+    for result in results:
+        for survivor in result["survivors"]:
+            print("survivor:", survivor)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
