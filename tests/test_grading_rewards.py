@@ -87,3 +87,15 @@ def test_combine_weights_the_components_present():
     assert both.components["mcq"] is None  # kept, so the sample's log shows it was missing
     assert combine({"rubric": None}, {"rubric": 1.0}).total is None
     assert combine({"mcq": 1.0, "rubric": 0.0}, {"mcq": 1.0, "rubric": 0.0}).total == 1.0  # a zero weight is off
+
+
+def test_reward_defaults_and_the_partial_credit_arithmetic():
+    """What the mutation run found unheld: the share of letters in partial credit, the defaults (no partial
+    credit, a 0.5% tolerance) and the format rule for a calculation."""
+    assert mcq_reward("答案：AB", "ABC", partial_credit=0.6) == pytest.approx(0.6 * 2 / 3)
+    assert mcq_reward("故选B", "AB") == 0.0 and verifiable_rewards("故选B", {"answer": "AB"})["mcq"] == 0.0
+    assert calculation_reward("Answer: 100.4", 100.0) == 1.0 and calculation_reward("Answer: 100.6", 100.0) == 0.0
+    assert verifiable_rewards("Answer: 100.4", {"expected": 100})["calculation"] == 1.0
+    assert verifiable_rewards("Answer: 100.6", {"expected": 100})["calculation"] == 0.0
+    assert format_reward("no figure at all", {"expected": 3.5}) == 0.0
+    assert format_reward("It is 3.5", {"expected": 3.5}) == 1.0
