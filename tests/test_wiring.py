@@ -158,6 +158,16 @@ def test_ppo_reaches_its_trainer_with_the_grpo_settings(tiny_data, tiny_run, tmp
     assert seen["sft_rows"] and seen["prompt_categories"]
 
 
+def test_vllm_on_where_it_cannot_run_is_a_clear_error(tiny_data, tiny_run, tmp_path):
+    from finloom.errors import BadInput
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"align.grpo.vllm": "on"}), "wiring_vllm.yaml"))
+    with pytest.raises(BadInput, match="align.grpo.vllm: on, but (no GPU is visible|vLLM is not installed)"):
+        Runner(recipe, run_dir).run(only="align", force=True)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 2.5])
 def test_reward_score_settings_reach_the_trainer(tiny_data, tiny_run, tmp_path, monkeypatch, alpha):
     import finloom.reward.stage as stage

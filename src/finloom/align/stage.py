@@ -165,7 +165,12 @@ def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config
     rows, heldout = split_heldout(grpo_prompts(section, ctx), grpo.reweighting.holdout, ctx.recipe.seed)
     if not rows:
         raise BadInput("align.datasets: every prompt was held out for the per-category evaluation; add prompts")
-    use_vllm = grpo.vllm == "on" or (grpo.vllm == "auto" and torch.cuda.is_available() and is_vllm_available())
+    vllm_here = torch.cuda.is_available() and is_vllm_available()
+    if grpo.vllm == "on" and not vllm_here:
+        raise BadInput("align.grpo.vllm: on, but " + ("vLLM is not installed (pip install -e '.[gpu]')"
+                                                     if torch.cuda.is_available() else "no GPU is visible")
+                       + "; use auto to sample with HF generate where vLLM cannot run")
+    use_vllm = grpo.vllm == "on" or (grpo.vllm == "auto" and vllm_here)
     config = config_class(
         **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size,
         max_completion_length=grpo.max_completion_tokens, temperature=grpo.temperature, kl_beta=grpo.beta,
