@@ -27,13 +27,10 @@ VARIANTS = ("trl", "finloom", "finloom+sft_kl", "finloom+sft_kl/4")
 
 
 def prompts() -> list[dict]:
-    from finloom.llm.chat_data import read_prompts
+    from finloom.align.stage import prompt_rows
     from finloom.recipe import STARTER_DATA_DIR, ChatSource
 
-    found, _ = read_prompts([ChatSource(path="rl_prompts.jsonl")], lambda p: STARTER_DATA_DIR / p,
-                            ("answer", "valid", "expected", "unit", "tolerance", "checks", "category"))
-    return [{"prompt": p["messages"], "reward_task": json.dumps({k: v for k, v in p.items() if k not in ("id", "messages")})}
-            for p in found]
+    return prompt_rows([ChatSource(path="rl_prompts.jsonl")], lambda p: STARTER_DATA_DIR / p)[0]
 
 
 def sft_rows(tokenizer) -> list[dict]:

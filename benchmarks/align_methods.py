@@ -24,9 +24,8 @@ import yaml
 
 from finloom.align.categories import greedy_rewards
 from finloom.align.rewards import RewardCombination
-from finloom.align.stage import split_heldout
+from finloom.align.stage import prompt_rows, split_heldout
 from finloom.eval.perplexity import perplexity
-from finloom.llm.chat_data import read_prompts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.recipe import STARTER_DATA_DIR, load_recipe, recipe_to_dict
 from finloom.runner import Runner
@@ -81,10 +80,7 @@ def main() -> None:
     study = recipe_to_dict(base)
     args.work.mkdir(parents=True, exist_ok=True)
     grpo = base.align.grpo
-    prompts, _ = read_prompts(base.align.datasets, base.resolve, ("answer", "valid", "expected", "unit", "tolerance",
-                                                                  "checks", "category"))
-    rows = [{"prompt": p["messages"], "category": p.get("category", "general"),
-             "reward_task": json.dumps({k: v for k, v in p.items() if k not in ("id", "messages")})} for p in prompts]
+    rows, _ = prompt_rows(base.align.datasets, base.resolve)
     _, heldout = split_heldout(rows, grpo.reweighting.holdout, base.seed)
     heldout = {name: members[:grpo.reweighting.max_prompts] for name, members in heldout.items()}
     score = RewardCombination(grpo)

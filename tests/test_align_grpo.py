@@ -62,7 +62,7 @@ def make_trainer(sft_model, tmp_path, **config):
     return trainer, policy, reference
 
 
-def rollout(trainer):
+def rollout():
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [5, 6, 7, 12, 13, 14, 0]])
     return {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(2, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
             "completion_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]), "advantages": torch.tensor([0.7, -0.7])}
@@ -70,7 +70,7 @@ def rollout(trainer):
 
 def test_the_rollout_kl_is_exact_over_the_references_top_k_and_the_full_kl_at_k_vocabulary(sft_model, tmp_path):
     trainer, policy, reference = make_trainer(sft_model, tmp_path)
-    batch = rollout(trainer)
+    batch = rollout()
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_kl_shaped_advantages_by_hand():
 def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch):
     trainer, policy, _ = make_trainer(sft_model, tmp_path)
     policy.train()
-    batch = rollout(trainer)
+    batch = rollout()
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
     kl = trainer.rollout_kl(batch) * batch["completion_mask"]
     shaped = trainer._generate_and_score_completions([])["advantages"]
@@ -168,8 +168,10 @@ def test_reward_combination_scores_and_logs_every_component(tiny_run, tmp_path):
 
 
 def test_the_rubric_reward_comes_from_the_teacher_and_failures_are_counted():
-    replies = iter(['{"accuracy": 5, "compliance": 3}', "no json", "still none"])
-    with scripted_chat(lambda prompt, body: next(replies)) as server:
+    def grade(prompt, body):  # by content: the judge's requests run concurrently, in no fixed order
+        return '{"accuracy": 5, "compliance": 3}' if "A loan." in prompt else "no json"
+
+    with scripted_chat(grade) as server:
         judge = LLMClient(ClientSection(base_url=server.url, model="judge"), "test judge")
         reward = RewardCombination(GRPOArgs(rewards={"rubric": 1.0, "format": 0.0, "mcq": 0, "calculation": 0,
                                                      "constraints": 0}), judge=judge, judge_retries=0)
@@ -247,7 +249,7 @@ def test_ppo_advantages_are_gae_of_the_kl_and_the_answers_reward(sft_model, tmp_
     policy.train()
     with torch.no_grad():
         trainer.value_head.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
-    batch = rollout(trainer)
+    batch = rollout()
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
     trainer.reward_funcs[0].last_totals = [0.8, None]  # a reward, and an answer nothing could score
     out = trainer._generate_and_score_completions([])
@@ -268,7 +270,7 @@ def test_ppo_value_loss_trains_the_head_and_the_export_leaves_it_out(sft_model, 
 
     trainer, policy = make_ppo(sft_model, tmp_path)
     policy.train()
-    batch = rollout(trainer)
+    batch = rollout()
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     policy(input_ids=ids, attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1))  # the hook
     inputs = dict(batch, old_values=torch.zeros(2, 4), returns=torch.ones(2, 4))

@@ -20,7 +20,7 @@ from finloom.errors import RunLocked
 from finloom.recipe import load_recipe
 from finloom.runner import RunLock, Runner, stage_status
 from finloom.stages import StageResult, read_manifest
-from finloom.training import last_complete_checkpoint, logged_mean_loss
+from finloom.training import complete_checkpoints, last_complete_checkpoint, logged_mean_loss
 
 STAGES = ["data", "base", "pretrain", "sft", "reward", "align", "eval", "report"]
 
@@ -98,6 +98,8 @@ def test_resume_skips_a_checkpoint_cut_off_while_being_written(tmp_path):
         if state is not None:
             (folder / "trainer_state.json").write_text(state)
     (tmp_path / "runs").mkdir()  # not a checkpoint: left alone
+    assert complete_checkpoints(tmp_path) == [tmp_path / "checkpoint-20", tmp_path / "checkpoint-40"]
+    assert len(list(tmp_path.iterdir())) == 5  # reading removes nothing
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-20", "checkpoint-40", "runs"]
     assert last_complete_checkpoint(tmp_path / "missing") is None
@@ -158,12 +160,12 @@ def test_interrupted_online_rl_resumes_with_its_category_weights(tiny_data, tmp_
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoints = run_dir / "align" / "checkpoints"
     deadline = time.time() + 300
-    while (not (last := last_complete_checkpoint(checkpoints)) or not last.endswith("-40")) \
-            and time.time() < deadline and process.poll() is None:
+    checkpoint = checkpoints / "checkpoint-40"
+    # polled read-only: removing the half-written checkpoint under the trainer would crash it
+    while checkpoint not in complete_checkpoints(checkpoints) and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
-    assert last and last.endswith("-40"), (process.stderr.read().decode()[-2000:] if process.poll() is not None
-                                           else f"timeout ({last})")
-    checkpoint = Path(last)
+    assert checkpoint in complete_checkpoints(checkpoints), (
+        process.stderr.read().decode()[-2000:] if process.poll() is not None else "timeout")
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -9
     log = run_dir / "align" / "categories.jsonl"

@@ -176,24 +176,44 @@ def logged_mean_loss(history: list[dict]) -> float:
     return total / previous if previous else float("nan")
 
 
-def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint that was written to the end; incomplete newer ones are removed.
+def _checkpoints(output_dir: Path) -> list[tuple[Path, bool]]:
+    """Every ``checkpoint-N`` folder, oldest first, with whether it was written to the end.
 
     The Trainer writes ``trainer_state.json`` last, so a checkpoint without a readable one was cut
-    off by a kill (-9, out of memory, power) part-way through. It cannot be resumed from, and left in
-    place it would be picked as "latest" and could push a complete checkpoint out of the rotation.
+    off by a kill (-9, out of memory, power) part-way through, or is being written right now.
     """
     if not output_dir.is_dir():
-        return None
+        return []
     pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
-    found = sorted(((int(m.group(1)), path) for path in output_dir.iterdir()
-                    if path.is_dir() and (m := pattern.match(path.name))), reverse=True)
-    for _, path in found:
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    found = sorted((int(m.group(1)), path) for path in output_dir.iterdir()
+                   if path.is_dir() and (m := pattern.match(path.name)))
+    return [(path, _readable_state(path)) for _, path in found]
+
+
+def _readable_state(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoints written to the end, oldest first; reads only, so it is safe while training runs."""
+    return [path for path, complete in _checkpoints(output_dir) if complete]
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint; incomplete newer ones are removed (call it only when no trainer is
+    writing there).
+
+    An incomplete checkpoint cannot be resumed from, and left in place it would be picked as "latest" and
+    could push a complete checkpoint out of the rotation.
+    """
+    for path, complete in reversed(_checkpoints(output_dir)):
+        if complete:
             return str(path)
-        except (OSError, ValueError):
-            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
     return None
 
 

@@ -3,8 +3,8 @@
 Every method starts from the model before it (SFT or merged) as both policy and frozen reference, and is a TRL
 trainer with a finloom config: GRPO through ``finloom.align.grpo`` (TRL's GRPOTrainer with Baichuan Alignment's
 KL changes), PPO through ``finloom.align.ppo`` (the same loop with a value head and GAE), DPO and KTO through
-TRL's own trainers. The method's setup returns the trainer and a function that
-turns the finished trainer into the stage's metrics.
+TRL's own trainers. The method's setup returns the trainer and a function that turns the finished trainer into
+the stage's metrics.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import torch
 from datasets import Dataset
-from trl.import_utils import is_vllm_available
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+from trl.import_utils import is_vllm_available
 
 from finloom.align.categories import CategoryEvaluation, shares
 from finloom.align.grpo import FinloomGRPOConfig, FinloomGRPOTrainer
@@ -98,19 +98,25 @@ def _kto(section, ctx, policy, reference, tokenizer) -> tuple[KTOTrainer, Finish
 # -- GRPO ---------------------------------------------------------------------------------------------------------
 
 
-def grpo_prompts(section: AlignSection, ctx: RunContext) -> list[dict]:
-    """Training prompts as TRL rows: ``prompt`` (messages), ``reward_task`` (the task fields, JSON), ``category``."""
-    prompts, rejects = read_prompts(section.datasets, ctx.recipe.resolve, (*TASK_FIELDS, "category"))
-    atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", rejects)
-    if not prompts:
-        raise BadInput(f"align.datasets: no usable prompts ({len(rejects)} rejected, see "
-                       f"{ctx.stage_dir / 'rejects.jsonl'})")
+def prompt_rows(sources: list[ChatSource], resolve) -> tuple[list[dict], list[dict]]:
+    """Online-RL prompts as TRL rows, ``prompt`` (messages), ``reward_task`` (the task fields, JSON) and
+    ``category`` (default: general), and the records rejected with their reasons."""
+    prompts, rejects = read_prompts(sources, resolve, (*TASK_FIELDS, "category"))
     rows = []
     for prompt in prompts:
         task = {key: value for key, value in prompt.items() if key not in ("id", "messages")}
         task.setdefault("category", "general")
         rows.append({"prompt": prompt["messages"], "reward_task": json.dumps(task, ensure_ascii=False),
                      "category": task["category"], "id": prompt["id"]})
+    return rows, rejects
+
+
+def grpo_prompts(section: AlignSection, ctx: RunContext) -> list[dict]:
+    rows, rejects = prompt_rows(section.datasets, ctx.recipe.resolve)
+    atomic_write_jsonl(ctx.stage_dir / "rejects.jsonl", rejects)
+    if not rows:
+        raise BadInput(f"align.datasets: no usable prompts ({len(rejects)} rejected, see "
+                       f"{ctx.stage_dir / 'rejects.jsonl'})")
     return rows
 
 

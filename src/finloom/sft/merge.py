@@ -24,7 +24,7 @@ from finloom.files import atomic_dir
 from finloom.llm.loading import load_tokenizer
 from finloom.recipe import MergeSection
 from finloom.stages import STAGE_MODEL_PREFIX, RunContext, StageResult, model_stage_before
-from finloom.training import last_complete_checkpoint
+from finloom.training import complete_checkpoints
 
 NEEDS_BASE = ("model_stock", "task_arithmetic")
 
@@ -76,8 +76,7 @@ def merge_inputs(section: MergeSection, ctx: RunContext) -> list[tuple[str, Path
         if stage is None:
             raise BadInput("merge.checkpoints: no model stage runs before merge to take checkpoints from")
         folder = ctx.run_dir / stage / "checkpoints"
-        last_complete_checkpoint(folder)  # drops a checkpoint a kill cut short
-        found = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))
+        found = complete_checkpoints(folder)  # not one a kill cut short
         if len(found) < section.checkpoints:
             raise BadInput(f"merge.checkpoints: {section.checkpoints} wanted, but {stage} kept {len(found)} in {folder} "
                            f"(its train.save_steps / save_total_limit decide how many)")
