@@ -43,9 +43,10 @@ class Evaluator:
 
     def __init__(self, section: EvalSection, work: Path, resolve: Callable[[str], Path], *, seed: int,
                  loading: ModelLoading | None = None, judge: ClientSection | None = None,
-                 heldout: dict[str, list[str]] | None = None, names: set[str] | None = None):
+                 heldout: dict[str, list[str]] | None = None, names: set[str] | None = None, pas=None):
         """``resolve`` turns the section's data paths into files (``Recipe.resolve``); ``judge`` is the scenario
-        judge, already resolved (``stages.resolve_teacher``); ``heldout`` maps a domain to its perplexity texts."""
+        judge, already resolved (``stages.resolve_teacher``); ``heldout`` maps a domain to its perplexity texts;
+        ``pas`` (a ``finloom.pas.augment.Augmenter``) appends its complement to every scenario prompt."""
         self.section = section
         self.work = Path(work)
         self.seed = seed
@@ -59,7 +60,8 @@ class Evaluator:
             paths = [resolve(source.path) for source in spec.files] or [_hub_file(spec, self.work)]
             max_gen_tokens = section.scenarios.max_gen_tokens if spec.kind == "scenario" else section.max_gen_tokens
             prepared = harness.prepare(name, spec.kind, spec.layout, paths, spec.scoring, self.work,
-                                       spec.max_items or section.max_items, spec.num_fewshot, max_gen_tokens)
+                                       spec.max_items or section.max_items, spec.num_fewshot, max_gen_tokens,
+                                       pas.augment if pas is not None else None)
             self.prepared[name] = prepared
             self.rejects += [{"benchmark": name, **reject} for reject in prepared.rejects]
             if not prepared.items:
@@ -108,7 +110,8 @@ class Evaluator:
         return results
 
     def _judge(self, rows: list[dict], prepared: harness.PreparedBenchmark, out_dir: Path, key: str) -> dict:
-        scenarios = {item["id"]: item for item in prepared.items}
+        scenarios = {item["id"]: {**item, "prompt": item.get("original_prompt", item["prompt"])}
+                     for item in prepared.items}  # judged against what the user asked, not the PAS complement
         answered = {"responded_rate": round(sum(r["correct"] for r in rows) / len(rows), 4) if rows else None,
                     "items": len(rows), **rule_check(rows, scenarios)}
         if self.judge is None:

@@ -17,6 +17,8 @@ and scenarios are always generated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import contextlib
 import io
 import json
@@ -107,8 +109,12 @@ def spread(items: list[dict], key: str) -> list[dict]:
 
 
 def prepare(name: str, kind: str, layout: str, paths: list[Path], scoring: str, work: Path,
-            max_items: int | None, num_fewshot: int = 0, max_gen_tokens: int = 128) -> PreparedBenchmark:
-    """Canonical data files and task YAMLs for one benchmark; malformed records become rejects."""
+            max_items: int | None, num_fewshot: int = 0, max_gen_tokens: int = 128,
+            augment: Callable[[str], dict | None] | None = None) -> PreparedBenchmark:
+    """Canonical data files and task YAMLs for one benchmark; malformed records become rejects.
+
+    ``augment`` (PAS) turns a scenario's prompt into ``{prompt, complement, ...}``: the model then answers the
+    augmented prompt, and the item keeps the original as ``original_prompt`` for the judge."""
     prepared = PreparedBenchmark(name, kind)
     files = [file for path in paths for file in _files(path)]
     for file in files:
@@ -126,6 +132,8 @@ def prepare(name: str, kind: str, layout: str, paths: list[Path], scoring: str, 
             items = items[: max(0, max_items - len(prepared.items))]
         if not items:
             continue
+        if augment is not None and kind == "scenario":
+            items = [_augmented(item, augment) for item in items]
         prepared.items += items
         data_file = work / "data" / name / f"{file.stem}.jsonl"
         atomic_write_jsonl(data_file, items)
@@ -144,6 +152,13 @@ def prepare(name: str, kind: str, layout: str, paths: list[Path], scoring: str, 
                 encoding="utf-8")
             prepared.subtasks.append(SubTask(task, template, group, len(selected), name))
     return prepared
+
+
+def _augmented(item: dict, augment: Callable[[str], dict | None]) -> dict:
+    pas = augment(item["prompt"])
+    if pas is None:
+        return {**item, "pas_complement": None}
+    return {**item, "prompt": pas["prompt"], "original_prompt": item["prompt"], "pas_complement": pas["complement"]}
 
 
 def evaluate(lm, subtasks: list[SubTask], work: Path, apply_chat_template: bool = False,

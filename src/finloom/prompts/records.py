@@ -22,6 +22,8 @@ class Prompt:
     """The conversation up to and including the last user turn."""
     response: str | None = None
     quality: float | None = None
+    keywords: list[str] | None = None
+    """Retrieved keywords a RAG prompt came with (PAS keeps its complement within them)."""
 
     @property
     def text(self) -> str:
@@ -49,9 +51,12 @@ def to_prompt(record: dict, layout: str, fallback_id: str) -> Prompt:
     quality = record.get("quality")
     if quality is not None and (isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality <= 1):
         raise Unreadable(f"quality must be a number from 0 to 1, got {quality!r}")
+    keywords = record.get("keywords")
+    if keywords is not None and (not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords)):
+        raise Unreadable(f"keywords must be a list of non-empty strings, got {keywords!r}")
     record_id = record.get("id")
     return Prompt(str(record_id) if record_id not in (None, "") else fallback_id, messages, response,
-                  None if quality is None else float(quality))
+                  None if quality is None else float(quality), keywords or None)
 
 
 def load_prompts(sources: list[ChatSource], resolve, rejects_path: Path) -> list[Prompt]:

@@ -38,7 +38,7 @@ from finloom.prompts.select import (
     template_families,
 )
 from finloom.prompts.tags import classify, computed_tags, teacher_tags, train_taggers
-from finloom.recipe import CLASSIFIED_DIMENSIONS, TAG_DIMENSIONS, PromptsSection
+from finloom.recipe import CLASSIFIED_DIMENSIONS, TAG_DIMENSIONS, PromptSelection, PromptsSection
 from finloom.stages import RunContext, StageResult
 
 TEXT_PREVIEW = 500
@@ -67,7 +67,7 @@ def run(section: PromptsSection, ctx: RunContext) -> StageResult:
     started = time.perf_counter()
     recipe, out = ctx.recipe, ctx.stage_dir
     cache = out / "cache"
-    teacher = _Teacher(ctx)
+    teacher = LazyTeacher(ctx)
     prompts = load_prompts(section.sources, recipe.resolve, out / "rejects.jsonl") if section.sources else []
     rejected = len((out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()) if section.sources else 0
     origins: dict[str, str] = {}
@@ -78,11 +78,42 @@ def run(section: PromptsSection, ctx: RunContext) -> StageResult:
     if not prompts:
         raise BadInput(f"prompts.sources: no usable prompts ({rejected} rejected, see {out / 'rejects.jsonl'})")
     build = Build(prompts, origins)
-    metrics: dict = {"read": len(prompts), "rejected": rejected, "back_translated": len(origins),
-                     "embedding": section.selection.embedding}
+    metrics: dict = {"read": len(prompts), "rejected": rejected, "back_translated": len(origins)}
     if section.back_translation.sources:
         metrics["back_translation_failed"] = back_failed
+    tags, selected = select_prompts(section, recipe, teacher, build, out)
+    metrics.update(selected)
 
+    responses, metrics["responses"] = _respond(section, ctx, teacher, build, cache)
+    kept_ids = build.alive()
+    conversations = [{"id": i, "messages": build.prompts[i].messages + [{"role": "assistant", "content": responses[i]}]}
+                     for i in kept_ids]
+    for item in kept_ids:
+        build.note(item, kept=True)
+    decisions = [build.decisions[i] | {"kept": build.decisions[i].get("kept", False)} for i in build.order]
+    atomic_write_jsonl(out / "decisions.jsonl", decisions)
+    atomic_write_jsonl(out / "sft.jsonl", conversations)
+    dropped = Counter(d["reason"] for d in decisions if not d["kept"])
+    if len(kept_ids) + sum(dropped.values()) != len(prompts):
+        raise RuntimeError(f"prompts funnel does not add up: {len(prompts)} read, {len(kept_ids)} kept, "
+                           f"{sum(dropped.values())} dropped")
+    if not kept_ids:
+        raise BadInput(f"prompts: every prompt was dropped ({dict(dropped)}); see {out / 'decisions.jsonl'}")
+    metrics.update(
+        kept=len(kept_ids), dropped=dict(sorted(dropped.items())),
+        tags_kept={d: dict(Counter(tags[i][d] for i in kept_ids).most_common()) for d in TAG_DIMENSIONS},
+        teacher_requests=teacher.requests, seconds=round(time.perf_counter() - started, 2))
+    atomic_write_json(out / "funnel.json", {"read": len(prompts), "rejected": rejected, "kept": len(kept_ids),
+                                            "dropped": metrics["dropped"]})
+    return StageResult(outputs={"sft": "prompts/sft.jsonl", "decisions": "prompts/decisions.jsonl",
+                                "rejects": "prompts/rejects.jsonl"}, metrics=metrics)
+
+
+def select_prompts(section: PromptSelection, recipe, teacher: LazyTeacher, build: Build, out: Path) -> tuple[dict, dict]:
+    """Drop exact and near duplicates, tag, score quality, thin template families and fill the set under the quotas
+    and the budget, in that order; every drop is noted in ``build``. Returns the kept prompts' tags and the metrics."""
+    cache = out / "cache"
+    metrics: dict = {"embedding": section.selection.embedding}
     texts = [build.prompts[i].text for i in build.order]
     for index, first in exact_duplicates(texts).items():
         build.drop(build.order[index], "exact_duplicate", dup_of=build.order[first])
@@ -120,32 +151,10 @@ def run(section: PromptsSection, ctx: RunContext) -> StageResult:
     for n, reason in reasons.items():
         build.drop(alive[n], reason)
 
-    responses, metrics["responses"] = _respond(section, ctx, teacher, build, cache)
-    kept_ids = build.alive()
-    conversations = [{"id": i, "messages": build.prompts[i].messages + [{"role": "assistant", "content": responses[i]}]}
-                     for i in kept_ids]
-    for item in kept_ids:
-        build.note(item, kept=True)
-    decisions = [build.decisions[i] | {"kept": build.decisions[i].get("kept", False)} for i in build.order]
-    atomic_write_jsonl(out / "decisions.jsonl", decisions)
-    atomic_write_jsonl(out / "sft.jsonl", conversations)
-    dropped = Counter(d["reason"] for d in decisions if not d["kept"])
-    if len(kept_ids) + sum(dropped.values()) != len(prompts):
-        raise RuntimeError(f"prompts funnel does not add up: {len(prompts)} read, {len(kept_ids)} kept, "
-                           f"{sum(dropped.values())} dropped")
-    if not kept_ids:
-        raise BadInput(f"prompts: every prompt was dropped ({dict(dropped)}); see {out / 'decisions.jsonl'}")
-    metrics.update(
-        kept=len(kept_ids), dropped=dict(sorted(dropped.items())),
-        tags_kept={d: dict(Counter(tags[i][d] for i in kept_ids).most_common()) for d in TAG_DIMENSIONS},
-        teacher_requests=teacher.requests, seconds=round(time.perf_counter() - started, 2))
-    atomic_write_json(out / "funnel.json", {"read": len(prompts), "rejected": rejected, "kept": len(kept_ids),
-                                            "dropped": metrics["dropped"]})
-    return StageResult(outputs={"sft": "prompts/sft.jsonl", "decisions": "prompts/decisions.jsonl",
-                                "rejects": "prompts/rejects.jsonl"}, metrics=metrics)
+    return {i: tags[i] for i in build.alive()}, metrics
 
 
-class _Teacher:
+class LazyTeacher:
     """The teacher client, opened on first use (a stage configured without teacher work never connects)."""
 
     def __init__(self, ctx: RunContext):
@@ -157,7 +166,7 @@ class _Teacher:
         if self._client is None:
             config = self._ctx.teacher()
             if config is None:
-                raise BadInput("teacher: the prompts stage needs a teacher section for what it is configured to do")
+                raise BadInput(f"teacher: the {self._ctx.stage} stage needs a teacher section for what it is configured to do")
             self._client = LLMClient(config, "teacher")
         return self._client
 
@@ -166,7 +175,7 @@ class _Teacher:
         return self._client.requests if self._client else 0
 
 
-def _tag(section: PromptsSection, recipe, teacher: _Teacher, build: Build, cache: Path, out: Path) -> tuple[dict, dict]:
+def _tag(section: PromptSelection, recipe, teacher: LazyTeacher, build: Build, cache: Path, out: Path) -> tuple[dict, dict]:
     """Tags for every prompt still in: computed dimensions, then the classifiers' or the teacher's."""
     settings = section.tagging
     alive = build.alive()
@@ -208,7 +217,7 @@ def _tag(section: PromptsSection, recipe, teacher: _Teacher, build: Build, cache
     return tags, metrics
 
 
-def _score(section: PromptsSection, recipe, teacher: _Teacher, build: Build, tags: dict, cache: Path) -> tuple[dict, dict]:
+def _score(section: PromptSelection, recipe, teacher: LazyTeacher, build: Build, tags: dict, cache: Path) -> tuple[dict, dict]:
     settings = section.quality
     alive = build.alive()
     metrics: dict = {"method": settings.method, "drop_below": settings.drop_below}
@@ -240,7 +249,7 @@ def _score(section: PromptsSection, recipe, teacher: _Teacher, build: Build, tag
     return score, metrics
 
 
-def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build: Build, cache: Path) -> tuple[dict, dict]:
+def _respond(section: PromptsSection, ctx: RunContext, teacher: LazyTeacher, build: Build, cache: Path) -> tuple[dict, dict]:
     settings = section.responses
     alive = build.alive()
     metrics: dict = {"method": settings.method}
@@ -318,7 +327,7 @@ def _respond(section: PromptsSection, ctx: RunContext, teacher: _Teacher, build:
     return chosen, metrics
 
 
-def _back_translated(section: PromptsSection, recipe, teacher: _Teacher, cache: Path,
+def _back_translated(section: PromptsSection, recipe, teacher: LazyTeacher, cache: Path,
                      taken: set[str]) -> tuple[list[Prompt], int]:
     """Prompts the teacher writes for good existing texts (each text becomes its prompt's response), and how many
     texts got no usable request."""

@@ -75,11 +75,13 @@ from finloom.recipe.loader import load_recipe, model_dir_problems, parse_recipe,
 from finloom.recipe.mix_search import MixSearchSection
 from finloom.recipe.model import ClientSection, ModelLoading, ModelSection, ScratchModel
 from finloom.recipe.pretrain import BaseSection, ObjectiveSettings, PretrainSection
+from finloom.recipe.pas import PASCritique, PASEval, PASGeneration, PASSection
 from finloom.recipe.prompts import (
     CLASSIFIED_DIMENSIONS,
     COMPUTED_DIMENSIONS,
     TAG_DIMENSIONS,
     NearDuplicateSettings,
+    PromptSelection,
     PromptsSection,
     Quota,
     ResponseSettings,

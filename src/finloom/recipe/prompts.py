@@ -156,17 +156,26 @@ class BackTranslationSettings(Section):
     min_chars: int = Field(80, ge=1, description="Shorter texts are too thin to answer a prompt.")
 
 
-class PromptsSection(StageSection):
-    """Build the SFT set: tag prompts on six dimensions, select for diversity and quality, build responses."""
+class PromptSelection(StageSection):
+    """Prompt pools, tagged on six dimensions and selected for diversity and quality: the part of the prompt system
+    both the SFT set (``prompts``) and PAS (``pas``) are built on."""
 
     sources: list[ChatSource] = Field(default_factory=list, description="Prompt pools: conversations (messages, "
                                                                         "ShareGPT, Alpaca) or {prompt: ...} records.")
     tagging: TaggingSettings = Field(default_factory=lambda: TaggingSettings(labels=DataPath(path="starter:prompt_tags.jsonl")))
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     quality: PromptQualitySettings = Field(default_factory=PromptQualitySettings)
+    batch_size: int = Field(32, ge=1, description="Prompts per teacher batch: the unit of progress and of resume.")
+
+    def selection_uses_teacher(self) -> bool:
+        return self.tagging.method == "teacher" or self.tagging.teacher_labels > 0 or self.quality.method == "teacher"
+
+
+class PromptsSection(PromptSelection):
+    """Build the SFT set: tag prompts on six dimensions, select for diversity and quality, build responses."""
+
     responses: ResponseSettings = Field(default_factory=ResponseSettings)
     back_translation: BackTranslationSettings = Field(default_factory=BackTranslationSettings)
-    batch_size: int = Field(32, ge=1, description="Prompts per teacher batch: the unit of progress and of resume.")
 
     @model_validator(mode="after")
     def _inputs_when_enabled(self) -> "PromptsSection":
@@ -179,7 +188,7 @@ class PromptsSection(StageSection):
             else False
 
     def uses_teacher(self) -> bool:
-        return (self.tagging.method == "teacher" or self.tagging.teacher_labels > 0 or self.quality.method == "teacher"
+        return (self.selection_uses_teacher()
                 or (self.responses.method == "sample" and (self.responses.filter == "judge" or self.responses.critique_rewrite
                                                            or "teacher" in self.responses.models))
                 or bool(self.back_translation.sources))

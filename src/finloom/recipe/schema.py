@@ -19,6 +19,7 @@ from finloom.recipe.data import DataSection
 from finloom.recipe.eval import EvalSection
 from finloom.recipe.model import ClientSection, ModelSection
 from finloom.recipe.pretrain import BaseSection, PretrainSection
+from finloom.recipe.pas import PASSection
 from finloom.recipe.prompts import PromptsSection
 from finloom.recipe.forgetting import ForgettingSection
 from finloom.recipe.merge import MergeSection
@@ -55,6 +56,7 @@ class Recipe(Section):
     prefs: PrefsSection = _off(PrefsSection)
     reward: RewardSection = _off(RewardSection)
     align: AlignSection = _off(AlignSection)
+    pas: PASSection = _off(PASSection)
     eval: EvalSection = _off(EvalSection)
     forgetting: ForgettingSection = _off(ForgettingSection)
     mix_search: MixSearchSection = _off(MixSearchSection)
@@ -72,7 +74,7 @@ class Recipe(Section):
     def _stages_fit_together(self) -> "Recipe":
         problems = [*self._model_problems(), *self._teacher_problems(), *self._tracker_problems(),
                     *self._prompts_problems(),
-                    *self._merge_problems(), *self._reward_problems(), *self._align_problems()]
+                    *self._merge_problems(), *self._reward_problems(), *self._align_problems(), *self._pas_problems()]
         for stage in ("base", "pretrain"):
             section = self.section(stage)
             if not section.enabled or not self.data.enabled:
@@ -148,6 +150,23 @@ class Recipe(Section):
                 problems.append("align.grpo.rewards.rubric: the rubric is judged by the teacher; add a teacher section")
             elif local.startswith("stage:") and local.removeprefix("stage:") in ("align", "eval", "report"):
                 problems.append(f"teacher.local_model: {local} does not exist yet when align judges its rubric")
+        return problems
+
+    def _pas_problems(self) -> list[str]:
+        if not self.pas.enabled:
+            return []
+        problems, names = [], self.section_names()
+        if self.pas.uses_teacher() and self.teacher is None:
+            problems.append("teacher: the pas stage writes and critiques complements with the teacher; add a teacher "
+                            "section (or give only pas.complements)")
+        local = (self.teacher.local_model or "") if self.teacher else ""
+        if local.startswith("stage:") and local.removeprefix("stage:") in names[names.index("pas"):]:
+            problems.append(f"teacher.local_model: {local} does not exist yet when pas asks its teacher")
+        for field, model in (("start_model", self.pas.start_model), ("eval.target", self.pas.eval.target)):
+            stage = (model or "").removeprefix("stage:")
+            if (model or "").startswith("stage:") and (stage not in names or not self.section(stage).enabled
+                                                       or names.index(stage) > names.index("pas")):
+                problems.append(f"pas.{field}: {model}: no enabled model stage before pas")
         return problems
 
     def _merge_problems(self) -> list[str]:

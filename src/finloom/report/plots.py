@@ -340,3 +340,26 @@ def rl_curves(history: list[dict], categories: list[dict]) -> str | None:
             axis.legend(fontsize=7)
     figure.tight_layout()
     return png(figure)
+
+
+def pas_comparison(evaluation: dict) -> str | None:
+    """The scenario rates with and without PAS side by side, and the share of pairwise wins."""
+    rates = [(label, key) for label, key in (("rule-checked pass", "rule_pass_rate"), ("judged usable", "usable_rate"))
+             if evaluation.get("without", {}).get(key) is not None]
+    if not rates and evaluation.get("win_rate") is None:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3))
+    for offset, (side, colour) in enumerate((("without", "#999999"), ("with", "#2a7ab0"))):
+        axis.bar([n + offset * 0.38 for n in range(len(rates))], [evaluation[side][key] for _, key in rates], 0.38,
+                 label=f"{side} PAS", color=colour)
+    labels = [label for label, _ in rates]
+    if evaluation.get("win_rate") is not None:
+        axis.bar([len(rates) + 0.19], [evaluation["win_rate"]], 0.38, color="#2a7ab0")
+        labels.append("pairwise win rate (with)")
+    axis.set_xticks([n + 0.19 for n in range(len(labels))], labels)
+    axis.set_ylim(0, 1)
+    axis.axhline(0.5, color="black", linewidth=0.5, linestyle=":")
+    axis.legend(fontsize=8)
+    axis.set_title("scenario answers with vs without PAS")
+    figure.tight_layout()
+    return png(figure)

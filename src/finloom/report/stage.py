@@ -16,6 +16,7 @@ from finloom.recipe import ReportSection
 from finloom.report import plots
 from finloom.report.model_card import write_model_card
 from finloom.report.page import Page, table
+from finloom.report.pas_sections import pas_sections
 from finloom.report.prompt_sections import prompts_sections
 from finloom.report.sections import (
     align_sections,
@@ -67,6 +68,10 @@ def build_report(run_dir: Path, title: str | None = None) -> dict[str, Path]:
     page.extend(align_sections(manifests.get("align", {}).get("metrics", {}),
                                [json.loads(line) for line in categories.read_text(encoding="utf-8").splitlines()]
                                if categories.exists() else [], load_log_history(run_dir / "align" / "log_history.json")))
+    pas_rows = run_dir / "pas" / "eval.jsonl"
+    page.extend(pas_sections(manifests.get("pas", {}).get("metrics", {}),
+                             [json.loads(line) for line in pas_rows.read_text(encoding="utf-8").splitlines()]
+                             if pas_rows.exists() else []))
     curves = plots.heldout_curves(run_dir)
     if curves:
         page.add("Held-out perplexity during continual pre-training", None, curves,

@@ -13,6 +13,8 @@ the manifest records the token utilisation of the packed batches beside what unp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
@@ -24,7 +26,7 @@ from finloom.llm.chat_template import (
     tokenize_with_assistant_mask,
 )
 from finloom.llm.loading import load_tokenizer, load_trainable
-from finloom.recipe import ChatSource, SFTSection
+from finloom.recipe import ChatSource, PASSection, SFTSection
 from finloom.sft.packing import (
     PackedCollator,
     pack_rows,
@@ -37,15 +39,23 @@ from finloom.training import train_and_save, trainer_kwargs, with_lora
 
 
 def run(section: SFTSection, ctx: RunContext) -> StageResult:
-    recipe = ctx.recipe
+    datasets = list(section.datasets)
+    if ctx.recipe.prompts.enabled:  # the set the prompt system built
+        datasets.append(ChatSource(path=str(ctx.artifact("prompts", "sft")), format="messages"))
     _, model_path = ctx.input_model()
+    metrics = train_on_conversations(ctx, model_path, datasets, section, ctx.stage_dir / "rejects.jsonl")
+    return StageResult(outputs={"model": "sft/model"}, metrics=metrics)
+
+
+def train_on_conversations(ctx: RunContext, model_path, datasets: list[ChatSource], section: SFTSection | PASSection,
+                           rejects: Path) -> dict:
+    """Fine-tune ``model_path`` on ``datasets`` into STAGE/model with the settings of ``section`` (train, packing,
+    lora): the SFT stage's trainer, which the PAS model trains with too. Returns the metrics."""
+    recipe = ctx.recipe
     tokenizer = load_tokenizer(model_path, recipe.model)
     template = ensure_chat_template(tokenizer, recipe.model.chat_template, recipe.resolve)
-    datasets = list(section.datasets)
-    if recipe.prompts.enabled:  # the set the prompt system built
-        datasets.append(ChatSource(path=str(ctx.artifact("prompts", "sft")), format="messages"))
     rows = load_conversations(
-        datasets, recipe.resolve, ctx.stage_dir / "rejects.jsonl", "sft",
+        datasets, recipe.resolve, rejects, ctx.stage,
         prepare=lambda row: tokenize_with_assistant_mask(tokenizer, row["messages"], section.train.seq_len))
     model = load_trainable(model_path, recipe.model)
     resize_for_template(model, tokenizer)
@@ -53,7 +63,7 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
     model.config.use_cache = False  # with a cache, transformers would not read packed position ids
     train = section.train
     config = SFTConfig(
-        **trainer_kwargs(train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/sft"),
+        **trainer_kwargs(train, ctx.stage_dir / "checkpoints", recipe.seed, f"{recipe.name}/{ctx.stage}"),
         max_length=train.seq_len,
         dataset_num_proc=None,
         packing=False,  # packed here, by TRL's packer, with a collator that keeps rows apart (see sft.packing)
@@ -68,9 +78,9 @@ def run(section: SFTSection, ctx: RunContext) -> StageResult:
         dataset, collator = Dataset.from_list(rows), None
     trainer = SFTTrainer(model=with_lora(model, section.lora), args=config, train_dataset=dataset,
                          processing_class=tokenizer, data_collator=collator)
-    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, "sft", recipe.report_to, train)
+    metrics = train_and_save(trainer, ctx.stage_dir, ctx.resume, ctx.stage, recipe.report_to, train)
     labels = [label for row in rows for label in row["labels"]]
     metrics.update(conversations=len(rows), chat_template=template, packing=section.packing,
                    packed_rows=len(dataset) if section.packing else None, token_utilisation=utilisation,
                    assistant_token_share=round(sum(label != -100 for label in labels) / max(1, len(labels)), 4))
-    return StageResult(outputs={"model": "sft/model"}, metrics=metrics)
+    return metrics
