@@ -77,6 +77,9 @@ CATALOGUE = (
           trains=True, reads=("prefs",), starts_from_model=True, key_metrics=("final_loss", "eval_accuracy", "score_spearman")),
     Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,
           starts_from_model=True, key_metrics=("final_loss", "reward_accuracy", "reward_margin")),
+    Stage("pas", "finloom.pas.stage:run", "prompt augmentation: complements written and critiqued, the PAS model "
+          "trained on them, answers with vs without it", trains=True, starts_from_model=True,
+          key_metrics=("pairs", "critique_pass_rate", "win_rate"), resumes_after_failure=True),
     Stage("eval", "finloom.eval.stage:run", "every model on the same benchmarks and held-out perplexity",
           reads_all_before=True),
     Stage("forgetting", "finloom.experiments.forgetting:run", "study: CPT variants at one budget, side by side",
