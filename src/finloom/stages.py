@@ -75,7 +75,7 @@ CATALOGUE = (
           resumes_after_failure=True),
     Stage("reward", "finloom.reward.stage:run", "reward model on preference pairs (Bradley-Terry + MSE to scores)",
           trains=True, reads=("prefs",), starts_from_model=True, key_metrics=("final_loss", "eval_accuracy", "score_spearman")),
-    Stage("align", "finloom.align.stage:run", "preference alignment (DPO)", trains=True, model=True, chat=True,
+    Stage("align", "finloom.align.stage:run", "preference alignment: GRPO (default), PPO, DPO or KTO", trains=True, model=True, chat=True,
           starts_from_model=True, key_metrics=("final_loss", "reward_accuracy", "reward_margin")),
     Stage("pas", "finloom.pas.stage:run", "prompt augmentation: complements written and critiqued, the PAS model "
           "trained on them, answers with vs without it", trains=True, starts_from_model=True,

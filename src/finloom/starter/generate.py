@@ -1554,17 +1554,18 @@ def build_domain_labels(kb: KnowledgeBase, seed: int, taken: set[str], corpora: 
 # ---------------------------------------------------------------------------------------------
 
 TRAINING_FILES = ("general_corpus.jsonl", "finance_corpus.jsonl", "sft_finance.jsonl", "sft_general.jsonl", "preferences.jsonl",
-                  "prompt_pool.jsonl", "prompt_tags.jsonl", "rl_prompts.jsonl")
+                  "prompt_pool.jsonl", "prompt_tags.jsonl", "rl_prompts.jsonl", "pas_fewshot.jsonl", "pas_complements.jsonl")
 
 
 def training_texts(files: dict[str, list[dict]]) -> list[str]:
-    """Every string a model is trained on: corpus texts, all chat message contents and RL reference replies."""
+    """Every string a model is trained on: corpus texts, all chat message contents, RL reference replies and PAS
+    complements."""
     texts = []
     for name in TRAINING_FILES:
         for record in files[name]:
             if "text" in record:
                 texts.append(record["text"])
-            for key in ("messages", "prompt", "chosen", "rejected", "reference"):
+            for key in ("messages", "prompt", "chosen", "rejected", "reference", "complement"):
                 if isinstance(record.get(key), str):
                     texts.append(record[key])
                     continue
@@ -1594,7 +1595,9 @@ def check_heldout(files: dict[str, list[dict]]) -> None:
 
 def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
     """Every bundled file's records, keyed by file name; checked for held-out leaks."""
-    from finloom.starter.prompt_pool import build_prompt_pool, build_prompt_tags  # they build on this module
+    from finloom.starter.pas_data import build_pas_complements  # they build on this module
+    from finloom.starter.pas_examples import build_pas_fewshot
+    from finloom.starter.prompt_pool import build_prompt_pool, build_prompt_tags
     from finloom.starter.rl_prompts import build_rl_prompts
 
     proper = proper_words(kb.finance + kb.general)
@@ -1617,7 +1620,9 @@ def build_all(kb: KnowledgeBase, seed: int) -> dict[str, list[dict]]:
         "prompt_pool.jsonl": build_prompt_pool(kb, seed, proper),
         "prompt_tags.jsonl": build_prompt_tags(kb, seed, proper),
         "rl_prompts.jsonl": build_rl_prompts(kb, seed, proper),
+        "pas_fewshot.jsonl": build_pas_fewshot(),
     }
+    files["pas_complements.jsonl"] = build_pas_complements(kb, files["prompt_pool.jsonl"], files["eval_scenarios.jsonl"], seed)
     check_heldout(files)
     return files
 
@@ -1637,7 +1642,8 @@ def generate_starter_data(out_dir: Path, kb_dir: Path = KB_DIR, seed: int = 0) -
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m finloom.starter.generate",
-        description="Write the bundled starter data (corpora, held-out text, SFT, preferences, benchmarks, labels) "
+        description="Write the bundled starter data (corpora, held-out text, SFT, preferences, benchmarks, labels, "
+        "prompts, RL prompts, PAS pairs) "
         "from the project-written knowledge base; the same knowledge base always gives the same files.",
     )
     parser.add_argument("out_dir", nargs="?", type=Path, default=DATA_DIR, help=f"where to write (default: {DATA_DIR})")
