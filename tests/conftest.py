@@ -17,6 +17,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -163,27 +164,32 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(model_dir: Path):
-    """A real `finloom serve` process on loopback serving ``model_dir``; yields its base URL."""
+def serving(model_dir: Path, *options: str):
+    """A real `finloom serve` process on loopback serving ``model_dir`` (with ``options``); yields its base URL.
+
+    Its stderr (a JSON line per request) goes to a file: an unread pipe would fill and stall the server."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(model_dir), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(model_dir), "--port", str(port),
+                                    *options], stdout=subprocess.DEVNULL, stderr=stderr)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 120
+        while time.time() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            process.kill()
+            process.wait(timeout=10)
+            stderr.seek(0)
+            raise RuntimeError(f"finloom serve did not start: {stderr.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        raise RuntimeError(f"finloom serve did not start: {process.stderr.read().decode()[-2000:]}")
-    try:
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+            yield base_url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

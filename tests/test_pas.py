@@ -250,3 +250,14 @@ def test_a_pas_recipe_without_a_teacher_names_the_field(tiny_data):
     recipe = pas_recipe(tiny_data, "http://127.0.0.1:9/v1", **{"pas.eval.target": "stage:report"})
     done = finloom_cli("recipe", "validate", str(write_recipe(tiny_data, recipe, "pas_bad_target.yaml")))
     assert done.returncode == 2 and re.search(r"pas.eval.target: stage:report: no enabled model stage", done.stderr)
+
+
+@pytest.mark.parametrize("name", ["pas_complements.jsonl", "pas_fewshot.jsonl"])
+def test_the_bundled_pairs_pass_the_rules_the_stage_applies_to_them(name):
+    from finloom.recipe import STARTER_DATA_DIR
+
+    records = [json.loads(line) for line in (STARTER_DATA_DIR / name).read_text(encoding="utf-8").splitlines()]
+    assert len(records) >= 80
+    failing = [(r["prompt"], problem) for r in records
+               if (problem := rule_problem(r["prompt"], r["complement"], RULES, r.get("keywords")))]
+    assert failing == []

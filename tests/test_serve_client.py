@@ -25,24 +25,89 @@ def test_models_and_chat_completion(served_sft):
     assert reply["usage"]["total_tokens"] == reply["usage"]["prompt_tokens"] + reply["usage"]["completion_tokens"]
 
 
-def test_streaming_matches_non_streaming(served_sft):
+def _events(response: httpx.Response) -> list:
+    """The JSON events of an SSE response; the stream must end with [DONE]."""
+    payloads = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    assert payloads[-1] == "[DONE]"
+    return [json.loads(payload) for payload in payloads[:-1]]
+
+
+def test_streaming_matches_non_streaming_usage_included(served_sft):
     body = {"messages": [{"role": "user", "content": "Explain margin."}], "max_tokens": 6, "temperature": 0}
-    whole = httpx.post(f"{served_sft}/chat/completions", json=body, timeout=60).json()["choices"][0]["message"]["content"]
-    pieces, done = [], False
+    whole = httpx.post(f"{served_sft}/chat/completions", json=body, timeout=60).json()
     with httpx.stream("POST", f"{served_sft}/chat/completions", json={**body, "stream": True}, timeout=60) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            payload = line[len("data: "):]
-            if payload == "[DONE]":
-                done = True
-                break
-            chunk = json.loads(payload)
-            assert chunk["object"] == "chat.completion.chunk"
-            pieces.append(chunk["choices"][0]["delta"].get("content", ""))
-    assert done
-    assert "".join(pieces) == whole
+        chunks = _events(response)
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == whole["choices"][0]["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert chunks[-1]["usage"] == whole["usage"]  # on the finishing chunk, and on no other
+    assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+def test_streamed_completion_with_include_usage_ends_with_a_usage_chunk(served_sft):
+    body = {"prompt": "The bank", "max_tokens": 4}
+    whole = httpx.post(f"{served_sft}/completions", json=body, timeout=60).json()
+    with httpx.stream("POST", f"{served_sft}/completions", timeout=60,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
+        chunks = _events(response)
+    assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == whole["choices"][0]["text"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]  # as OpenAI sends it
+    assert all("usage" not in chunk for chunk in chunks[:-1])
+
+
+def test_health_says_what_is_served(served_sft):
+    health = httpx.get(served_sft.removesuffix("/v1") + "/health", timeout=10).json()
+    assert health == {"status": "ok", "model": "shared/sft", "pas": False, "in_flight": 0, "queued": 0,
+                      "loaded": ["shared/sft"]}
+
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(("method", "path", "content", "status", "message"), [
+    ("POST", "chat/completions", b'{"messages": [', 400, "body: invalid JSON"),
+    ("POST", "chat/completions", b'{"messages": "\xff"}', 400,
+     "body: There was an error parsing the body"),  # not UTF-8
+    ("POST", "chat/completions", b"", 400, "body: Field required"),
+    ("POST", "chat/completions", b"[1, 2]", 400, "body: Input should be a valid dictionary"),
+    ("POST", "chat/completions", {}, 400, "messages: Field required"),
+    ("POST", "chat/completions", {"messages": "hi"}, 400, "messages: Input should be a valid list"),
+    ("POST", "chat/completions", {"messages": [None]}, 400, "messages.0: Input should be a valid dictionary"),
+    ("POST", "chat/completions", {"messages": [{"role": "bot", "content": "hi"}]}, 400,
+     "messages.0.role: Input should be 'system', 'user' or 'assistant'"),
+    ("POST", "chat/completions", {"messages": [{"role": "user"}]}, 400, "messages.0.content: Field required"),
+    ("POST", "chat/completions", {"messages": [{"role": "user", "content": None}]}, 400,
+     "messages.0.content: Input should be a valid string"),
+    ("POST", "chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]}, 400,
+     "messages.0.content: not valid Unicode text (a lone surrogate at character 0)"),
+    ("POST", "chat/completions", {"messages": [*USER, {"role": "assistant", "content": "hello"}]}, 400,
+     "messages: the last message must be the user's (it is the assistant's)"),
+    ("POST", "chat/completions", {"messages": USER, "max_tokens": "many"}, 400, "max_tokens: Input should be a valid integer"),
+    ("POST", "chat/completions", {"messages": USER, "max_tokens": 0}, 400, "max_tokens: Input should be greater than"),
+    ("POST", "chat/completions", {"messages": USER, "temperature": float("nan")}, 400,
+     "temperature: Input should be a finite number"),
+    ("POST", "chat/completions", {"messages": USER, "model": 5}, 400, "model: Input should be a valid string"),
+    ("POST", "chat/completions", {"messages": USER, "pas": "maybe"}, 400, "pas: Input should be a valid boolean"),
+    ("POST", "chat/completions", {"messages": USER, "stream_options": 1}, 400, "stream_options: Input should be"),
+    ("POST", "completions", {"prompt": 5}, 400, "prompt: expected text, a list of token ids, or a list of either"),
+    ("POST", "completions", {"prompt": ["fine", "\udfff"], "echo": True}, 400, "prompt: not valid Unicode text"),
+    ("POST", "completions", {"prompt": "hi", "echo": True, "stream": True}, 400, "stream: echo, logprobs and n > 1"),
+    ("POST", "completions", {"prompt": [[1, 2], [3]]}, 400, "prompt: token or batched prompts are served with"),
+    ("GET", "chat/completions", None, 405, "GET /v1/chat/completions: Method Not Allowed"),
+    ("POST", "embeddings", {"input": "hi"}, 404, "POST /v1/embeddings: Not Found"),
+])
+def test_bad_requests_are_4xx_naming_the_field_never_500(served_sft, method, path, content, status, message):
+    if isinstance(content, dict):
+        content = json.dumps(content).encode()  # NaN as JSON's NaN, lone surrogates escaped as JSON has them
+    reply = httpx.request(method, f"{served_sft}/{path}", content=content, timeout=60,
+                          headers={"content-type": "application/json"})
+    assert reply.status_code == status, reply.text
+    error = reply.json()["error"]
+    assert error["message"].startswith(message), error["message"]
+    assert error["type"] == "invalid_request_error"
 
 
 def test_completions_and_bad_request(served_sft):

@@ -385,34 +385,57 @@ def merge(
 
 @app.command()
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="A local HF model directory (any stage's model).")],
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    path: Annotated[Path, typer.Argument(
+        help="A model directory (any stage's model, or a reward model), or a run directory: then every completed "
+             "chat stage's model (sft, merge, align), named by stage, the newest the default.")],
+    host: Annotated[str, typer.Option(
+        help="Interface to bind. The default answers this machine only; the server has no authentication.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
-    model_name: Annotated[str | None, typer.Option(help="Name reported by /v1/models.")] = None,
+    model_name: Annotated[str | None, typer.Option(
+        help="Name /v1/models reports for a model directory (default RUN/STAGE or the directory's name).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code shipped with the checkpoint.")] = False,
+    max_concurrency: Annotated[int, typer.Option(
+        min=1, help="Requests generating at once; requests on one model take turns on it.")] = 4,
+    max_queue: Annotated[int, typer.Option(
+        min=0, help="Requests waiting for a slot; one more is answered 429 (retry later).")] = 32,
+    request_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds from arrival to the end of the answer, queueing included: past it 504, or a "
+                        "stream ends with finish_reason \"timeout\".")] = 300.0,
+    max_loaded: Annotated[int, typer.Option(
+        min=1, help="Models of a run kept in memory; the least recently used is unloaded to load another.")] = 2,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Append the request log (one JSON line per request) here instead of stderr.")] = None,
+    log_prompts: Annotated[bool, typer.Option(
+        help="Put prompt and completion texts in the request log (off: only ids, counts and timings).")] = False,
 ) -> None:
-    """Serve a model over an OpenAI-compatible API (/v1/chat/completions with streaming, /v1/completions, /v1/models);
-    a reward model (the reward stage's) scores conversations at /v1/rewards."""
+    """Serve a model over an OpenAI-compatible API (/v1/chat/completions and /v1/completions with streaming,
+    /v1/models), with a chat page at / and /health; a reward model (the reward stage's) scores conversations at
+    /v1/rewards instead (the slot, queue, timeout, log and run options are the chat server's)."""
     import socket
 
     import uvicorn
 
-    from finloom.llm.serve import create_app
     from finloom.llm.reward_scorer import is_reward_model
+    from finloom.llm.serve import ServeOptions, create_app
     from finloom.reward.serve import create_reward_app
 
-    if not model_dir.is_dir():
-        raise BadInput(f"serve: no model directory at {model_dir}")
+    if not path.is_dir():
+        raise BadInput(f"serve: no model directory at {path}")
     with socket.socket() as probe:  # before the model loads: a port in use is one line, not a server's traceback
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind((host, port))
         except OSError as error:
             raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-    if is_reward_model(model_dir):  # a reward model scores conversations (POST /v1/rewards) instead of chatting
-        app_ = create_reward_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
+    if is_reward_model(path):  # a reward model scores conversations (POST /v1/rewards) instead of chatting
+        app_ = create_reward_app(path, model_name=model_name, trust_remote_code=trust_remote_code)
+        what = "reward model at /v1/rewards"
     else:
-        app_ = create_app(model_dir, model_name=model_name, trust_remote_code=trust_remote_code)
+        options = ServeOptions(max_concurrency=max_concurrency, max_queue=max_queue, request_timeout=request_timeout,
+                               max_loaded=max_loaded, log_file=log_file, log_prompts=log_prompts)
+        app_ = create_app(path, model_name=model_name, trust_remote_code=trust_remote_code, options=options)
+        what = f"models {', '.join(app_.state.pool.directories)}; chat page at /"
+    print(f"finloom serve: listening on http://{host}:{port} ({what})", flush=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -2,17 +2,20 @@
 
 One ``LocalGenerator`` serves ``finloom serve`` and the in-process backend of the teacher/judge
 client, so both sample the same way. A lock serialises generation: one model, one forward at a time.
+An ``Interrupt`` stops a generation at its next token, so a request out of time, or whose client
+went away, frees the model at once instead of running to ``max_tokens``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from finloom.llm.chat_template import PLAIN_TEMPLATE
 from finloom.llm.loading import SAFE, load_causal_lm, load_tokenizer
@@ -25,6 +28,28 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    """"stop" (end of turn), "length" (``max_tokens`` or the context) or "timeout" (an ``Interrupt`` fired)."""
+
+
+class Interrupt(StoppingCriteria):
+    """Stops a generation at its next token once ``deadline`` (a ``time.monotonic()`` value) has passed or
+    ``cancel()`` was called; ``fired`` tells afterwards whether it cut the generation short."""
+
+    def __init__(self, deadline: float | None = None):
+        self.deadline = deadline
+        self.fired = False
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def stopped(self) -> bool:
+        self.fired = self.fired or self._cancelled.is_set() or (
+            self.deadline is not None and time.monotonic() >= self.deadline)
+        return self.fired
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.stopped(), dtype=torch.bool, device=input_ids.device)
 
 
 class LocalGenerator:
@@ -35,7 +60,8 @@ class LocalGenerator:
             self.tokenizer.chat_template = PLAIN_TEMPLATE
         self.model = load_causal_lm(model_dir, loading)
         self.model.eval()
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        """Held while the model generates: one generation at a time on this model."""
 
     @property
     def context_length(self) -> int:
@@ -45,10 +71,9 @@ class LocalGenerator:
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _generate_kwargs(self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
+    def _generate_kwargs(self, prompt: str, max_tokens: int, temperature: float, top_p: float,
+                         interrupt: Interrupt) -> dict:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        if seed is not None:
-            torch.manual_seed(seed)
         sample = temperature > 0
         room = max(1, self.context_length - inputs["input_ids"].shape[1])
         return dict(
@@ -59,47 +84,51 @@ class LocalGenerator:
             top_p=top_p if sample else None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([interrupt]),
         )
 
-    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None) -> Generation:
-        kwargs = self._generate_kwargs(prompt, max_tokens, temperature, top_p, seed)
-        prompt_len = kwargs["input_ids"].shape[1]
-        with self._lock, torch.no_grad():
+    def _run(self, kwargs: dict, seed: int | None, interrupt: Interrupt) -> Generation:
+        """Generate under the lock; the seed is set there too, so a concurrent request cannot reseed in between."""
+        with self.lock, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
             output = self.model.generate(**kwargs)
+        prompt_len = kwargs["input_ids"].shape[1]
         new_tokens = output[0, prompt_len:]
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        stopped = len(new_tokens) < kwargs["max_new_tokens"]
-        return Generation(text, prompt_len, len(new_tokens), "stop" if stopped else "length")
+        if interrupt.fired:
+            finish = "timeout"
+        else:
+            finish = "stop" if len(new_tokens) < kwargs["max_new_tokens"] else "length"
+        return Generation(text, prompt_len, len(new_tokens), finish)
+
+    def generate(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, interrupt: Interrupt | None = None) -> Generation:
+        interrupt = interrupt or Interrupt()
+        return self._run(self._generate_kwargs(prompt, max_tokens, temperature, top_p, interrupt), seed, interrupt)
 
     def stream(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated."""
+               seed: int | None = None, interrupt: Interrupt | None = None) -> TextStream:
+        """Text pieces as they are generated (in a thread); ``interrupt.cancel()`` stops generating."""
+        interrupt = interrupt or Interrupt()
+        kwargs = self._generate_kwargs(prompt, max_tokens, temperature, top_p, interrupt)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generate_kwargs(prompt, max_tokens, temperature, top_p, seed)
-
-        def work() -> None:
-            with self._lock, torch.no_grad():
-                self.model.generate(**kwargs, streamer=streamer)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
+        return TextStream(lambda: self._run({**kwargs, "streamer": streamer}, seed, interrupt), streamer)
 
     @torch.no_grad()
-    def prompt_logprobs(self, ids: list[int], top_n: int, max_tokens: int) -> dict:
+    def prompt_logprobs(self, ids: list[int], top_n: int, max_tokens: int, interrupt: Interrupt | None = None) -> dict:
         """OpenAI-style ``logprobs`` of a prompt (echo) and of ``max_tokens`` greedy tokens after it.
 
         ``token_logprobs[i]`` is log p(token i | tokens before it) (None for the first token);
         ``top_logprobs[i]`` the ``top_n`` most likely tokens at that position. This is what
-        evaluation harnesses read to score multiple-choice answers through an API.
+        evaluation harnesses read to score multiple-choice answers through an API. The greedy tokens stop at
+        the model's context, or early at an ``interrupt`` (``interrupt.fired`` then tells so).
         """
-        with self._lock:
+        with self.lock:
             sequence = list(ids)
-            for _ in range(max_tokens):
+            for _ in range(min(max_tokens, self.context_length - len(ids))):
+                if interrupt is not None and interrupt.stopped():
+                    break
                 logits = self.model(input_ids=torch.tensor([sequence])).logits[0, -1]
                 sequence.append(int(logits.argmax()))
             logprobs = torch.log_softmax(self.model(input_ids=torch.tensor([sequence])).logits[0].float(), dim=-1)
@@ -119,3 +148,30 @@ class LocalGenerator:
                 "logprobs": {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs,
                              "text_offset": offsets},
                 "prompt_tokens": len(ids), "completion_tokens": len(sequence) - len(ids)}
+
+
+class TextStream:
+    """One generation's text pieces as they come; once they are all read, ``generation`` holds its token counts
+    and finish reason."""
+
+    def __init__(self, run, streamer: TextIteratorStreamer):
+        self.generation: Generation | None = None
+        self._streamer = streamer
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, args=(run,), daemon=True)
+        self._thread.start()
+
+    def _work(self, run) -> None:
+        try:
+            self.generation = run()
+        except BaseException as error:  # re-raised to the reader; ending the streamer unblocks it
+            self._error = error
+            self._streamer.end()
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self._streamer:
+            if piece:
+                yield piece
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
