@@ -8,16 +8,18 @@ import re
 import shutil
 import threading
 
+import httpx
 import pytest
 
 from finloom.llm.client import LLMClient
+from finloom.pas.augment import Augmenter
 from finloom.pas.complements import PASItem, parse_complement, write_complements
 from finloom.pas.critique import parse_critique, rule_problem
 from finloom.pas.format import pas_input
 from finloom.recipe import ClientSection, PASCritique, PASGeneration, load_recipe
 from finloom.runner import Runner
 from finloom.stages import read_manifest
-from tests.conftest import finloom_cli, scripted_chat, tiny_recipe, write_recipe
+from tests.conftest import finloom_cli, scripted_chat, serving, tiny_recipe, write_recipe
 
 RULES = PASCritique()
 
@@ -164,7 +166,7 @@ def pas_recipe(tiny_data, server_url: str, **overrides) -> dict:
     recipe = tiny_recipe(**{"pas": {
         "sources": [{"path": "pas_pool.jsonl"}], "complements": [{"path": "pas_given.jsonl"}],
         "selection": {"embedding": "hashed"}, "generation": {"attempts": 3, "shots": 2},
-        "train": {"max_steps": 6, "batch_size": 4, "seq_len": 96, "save_steps": 3},
+        "train": {"max_steps": 40, "batch_size": 4, "seq_len": 96, "save_steps": 20, "learning_rate": 5e-3},
         "eval": {"max_items": 3, "max_tokens": 8, "judge_retries": 0}}, **overrides})
     recipe["teacher"] = {"base_url": server_url, "model": "teacher", "concurrency": 2}
     return recipe
@@ -178,7 +180,9 @@ def pas_run(tiny_run, tiny_data, tmp_path_factory):
     teacher = ScriptedTeacher()
     with scripted_chat(teacher) as server:
         path = write_recipe(tiny_data, pas_recipe(tiny_data, server.url), "pas.yaml")
-        assert Runner(load_recipe(path), run_dir).run(only="pas") == {"pas": "done"}
+        done = finloom_cli("pas", "build", str(path), "--run-dir", str(run_dir), timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "4 training pairs" in done.stdout + done.stderr and "with vs without PAS" in done.stdout + done.stderr
         yield run_dir, teacher, server, path
 
 
@@ -204,7 +208,7 @@ def test_the_stage_keeps_every_decision_and_the_funnel_adds_up(pas_run):
 def test_the_pas_model_is_trained_with_the_recipes_settings_and_described_for_serving(pas_run):
     run_dir, *_ = pas_run
     metrics = read_manifest(run_dir, "pas")["metrics"]
-    assert metrics["train_steps"] == 6 and metrics["conversations"] == 4 and metrics["packing"] is True
+    assert metrics["train_steps"] == 40 and metrics["conversations"] == 4 and metrics["packing"] is True
     model = run_dir / "pas" / "model"
     assert (model / "model.safetensors").exists() and (model / "pas_taggers").is_dir()
     config = json.loads((model / "pas.json").read_text())
@@ -261,3 +265,58 @@ def test_the_bundled_pairs_pass_the_rules_the_stage_applies_to_them(name):
     failing = [(r["prompt"], problem) for r in records
                if (problem := rule_problem(r["prompt"], r["complement"], RULES, r.get("keywords")))]
     assert failing == []
+
+
+def test_serve_with_pas_answers_the_augmented_prompt_and_returns_the_complement(pas_run):
+    run_dir, *_ = pas_run
+    pas = Augmenter(run_dir / "pas" / "model")
+    prompt = "Explain what a bond coupon is."
+    expected = pas.augment(prompt)
+    assert expected is not None and expected["prompt"] == f"{prompt}\n\n{expected['complement']}"
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 6, "temperature": 0}
+    with serving(run_dir / "sft" / "model", "--pas", str(run_dir / "pas" / "model")) as url:
+        assert httpx.get(url.removesuffix("/v1") + "/health").json()["pas"] is True
+        reply = httpx.post(f"{url}/chat/completions", json=body, timeout=120).json()
+        assert reply["pas"] == {"complement": expected["complement"], "category": expected["category"]}
+        direct = httpx.post(f"{url}/chat/completions", timeout=120, json={
+            **body, "pas": False, "messages": [{"role": "user", "content": expected["prompt"]}]}).json()
+        assert direct["pas"] is None
+        assert reply["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]
+        assert reply["usage"]["prompt_tokens"] == direct["usage"]["prompt_tokens"]  # the complement was read
+
+
+def test_serving_a_run_directory_uses_its_pas_model_unless_told_not_to(pas_run):
+    run_dir, *_ = pas_run
+    for options, expected in (((), True), (("--no-pas",), False)):
+        with serving(run_dir, *options) as url:
+            assert httpx.get(url.removesuffix("/v1") + "/health").json()["pas"] is expected
+
+
+def test_pas_eval_command_answers_with_and_without(pas_run, tmp_path):
+    run_dir, *_ = pas_run
+    done = finloom_cli("pas", "eval", "--model", str(run_dir / "sft" / "model"), "--pas", str(run_dir / "pas" / "model"),
+                       "--max-items", "2", "--out", str(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert results["items"] == len(rows) == 2 and results["judge"].startswith("not configured")
+    pas = Augmenter(run_dir / "pas" / "model")
+    assert [row["complement"] for row in rows] == [pas.augment(row["prompt"])["complement"] for row in rows]
+    assert {"rule_pass_rate", "rule_checked"} <= set(results["with"]) and results["critique_by"] == "rules"
+
+
+def test_eval_with_pas_answers_augmented_scenarios_and_judges_the_original(pas_run, tmp_path):
+    run_dir, *_ = pas_run
+    recipe = tmp_path / "scenarios.yaml"
+    recipe.write_text(json.dumps({"name": "scenarios", "eval": {
+        "benchmarks": [{"name": "scenarios", "kind": "scenario", "files": [{"path": "starter:eval_scenarios.jsonl"}]}],
+        "scenarios": {"max_gen_tokens": 8}}}))
+    done = finloom_cli("eval", "--model", str(run_dir / "sft" / "model"), "--pas", str(run_dir / "pas" / "model"),
+                       "--recipe", str(recipe), "--chat", "--max-items", "2", "--out", str(tmp_path), timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    items = [json.loads(line) for line in (tmp_path / "work" / "data" / "scenarios" / "eval_scenarios.jsonl")
+             .read_text().splitlines()]
+    pas = Augmenter(run_dir / "pas" / "model")
+    for item in items:
+        assert item["prompt"] == pas.augment(item["original_prompt"])["prompt"]
+    assert "sft+pas" in json.loads((tmp_path / "results.json").read_text())

@@ -32,6 +32,9 @@ pretrain_app = typer.Typer(help="Continual pre-training tools: the reference sto
 app.add_typer(pretrain_app, name="pretrain")
 experiment_app = typer.Typer(help="Experiments over a run's models.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
+pas_app = typer.Typer(help="PAS, prompt augmentation: build the PAS model, measure it with vs without.",
+                      no_args_is_help=True)
+app.add_typer(pas_app, name="pas")
 
 
 @experiment_app.command("forgetting")
@@ -293,6 +296,8 @@ def eval_command(
     chat: Annotated[bool, typer.Option(help="Also answer by generation (chat models); URLs are always chat.")] = False,
     max_items: Annotated[int | None, typer.Option(help="At most this many items per benchmark.")] = None,
     api_model: Annotated[str, typer.Option(help="Model name to request from the endpoint.")] = "default",
+    pas: Annotated[Path | None, typer.Option(help="A PAS model (a run's pas/model): its complement is appended to "
+                                                  "every scenario prompt; the judge still sees the original.")] = None,
 ) -> None:
     """Evaluate one model on finloom's benchmarks (through lm-evaluation-harness) and print the results.
 
@@ -320,9 +325,11 @@ def eval_command(
     problems = [] if remote else model_dir_problems(Path(model), bool(loaded.model and loaded.model.allow_pickle))
     if problems:
         raise BadInput("\n".join(f"--model: {problem}" for problem in problems))
+    label += "+pas" if pas else ""
     target = out or Path("evals") / label
+    augmenter = _augmenter(pas, loaded) if pas else None
     evaluator = Evaluator(section, target / "work", loaded.resolve, seed=loaded.seed, loading=loaded.model,
-                          judge=resolve_teacher(loaded, None), names=names)
+                          judge=resolve_teacher(loaded, None), names=names, pas=augmenter)
     atomic_write_jsonl(target / "rejects.jsonl", evaluator.rejects)
     for benchmark, reasons in evaluator.reject_counts().items():
         _console().print(f"{benchmark}: {sum(reasons.values())} records rejected ("
@@ -341,6 +348,87 @@ def eval_command(
         table.add_row(name, str(value), str(results[name].get("items", "—")))
     _console().print(table)
     _console().print(f"results: {target / 'results.json'}")
+
+
+def _augmenter(pas: Path, loaded):
+    from finloom.pas.augment import Augmenter
+    from finloom.recipe import model_dir_problems
+
+    problems = model_dir_problems(pas, bool(loaded.model and loaded.model.allow_pickle))
+    if problems:
+        raise BadInput("\n".join(f"--pas: {problem}" for problem in problems))
+    return Augmenter(pas, loading=loaded.model)
+
+
+def _pas_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("", "without PAS", "with PAS"):
+        table.add_column(column)
+    for label, key in (("rule-checked pass rate", "rule_pass_rate"), ("judged usable rate", "usable_rate"),
+                       ("judge failures", "judge_failures")):
+        if key in metrics["without"]:
+            table.add_row(label, str(metrics["without"][key]), str(metrics["with"][key]))
+    table.add_row("pairwise win rate (with)", "", str(metrics.get("win_rate")))
+    table.add_row("critique pass rate of the complements", "", str(metrics["critique_pass_rate"]))
+    return table
+
+
+@pas_app.command("build")
+def pas_build(
+    recipe: RecipeArg,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", "-r", help="Default: the recipe's run_dir or runs/<name>.")] = None,
+    force: Annotated[bool, typer.Option(help="Start over instead of resuming from the stage's caches.")] = False,
+) -> None:
+    """Run the recipe's pas stage: complements written and critiqued by the teacher, the PAS model trained on them,
+    the scenarios answered with vs without it. The stages it reads must have completed in the run directory."""
+    from finloom.runner import Runner, default_run_dir
+    from finloom.stages import read_manifest
+
+    loaded = load_recipe(recipe)
+    if not loaded.pas.enabled:
+        raise BadInput(f"pas: {recipe} has no pas section")
+    target = run_dir or default_run_dir(loaded)
+    Runner(loaded, target).run(only="pas", force=force)
+    metrics = read_manifest(target, "pas")["metrics"]
+    _console().print(f"{metrics['pairs']} training pairs ({metrics['pairs_by_origin']}); PAS model: {target / 'pas' / 'model'}")
+    if "eval" in metrics:
+        _console().print(_pas_table(metrics["eval"], "scenarios with vs without PAS"))
+
+
+@pas_app.command("eval")
+def pas_eval(
+    model: Annotated[Path, typer.Option(help="The model that answers (a chat model directory).")],
+    pas: Annotated[Path, typer.Option(help="The PAS model (a run's pas/model).")],
+    recipe: Annotated[Path | None, typer.Option(help="Take pas.eval (scenario files, limits), pas.critique and the "
+                                                     "judge (teacher) from this recipe; default: the bundled scenarios, "
+                                                     "rules only, no judge.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("evals/pas"),
+    max_items: Annotated[int | None, typer.Option(min=1, help="At most this many scenarios.")] = None,
+) -> None:
+    """Answer the scenario suite with MODEL twice, with and without the complement the PAS model writes: rule-checked
+    pass rate, the judge's usable rate and pairwise win rate, and the critique pass rate of the complements. Writes
+    OUT/eval.jsonl (both answers per scenario) and OUT/results.json."""
+    from finloom.files import atomic_write_json, atomic_write_jsonl
+    from finloom.llm.client import LLMClient
+    from finloom.logs import quiet_libraries
+    from finloom.pas.evaluate import evaluate_pas
+    from finloom.recipe import DEFAULT_EVAL_RECIPE, model_dir_problems
+    from finloom.stages import resolve_teacher
+
+    quiet_libraries()
+    loaded = load_recipe(recipe or DEFAULT_EVAL_RECIPE)
+    problems = model_dir_problems(model, bool(loaded.model and loaded.model.allow_pickle))
+    if problems:
+        raise BadInput("\n".join(f"--model: {problem}" for problem in problems))
+    settings = loaded.pas.eval.model_copy(update={"max_items": max_items or loaded.pas.eval.max_items})
+    teacher = resolve_teacher(loaded, None)
+    judge = LLMClient(teacher, "teacher") if teacher else None
+    rows, metrics = evaluate_pas(model, _augmenter(pas, loaded), settings, loaded.pas.critique, loaded.eval.scenarios,
+                                 loaded.resolve, judge, loaded.model)
+    atomic_write_jsonl(out / "eval.jsonl", rows)
+    atomic_write_json(out / "results.json", {"model": str(model), "pas": str(pas), **metrics})
+    _console().print(_pas_table(metrics, f"{model}: scenarios with vs without PAS"))
+    _console().print(f"results: {out / 'results.json'}")
 
 
 @app.command()
@@ -407,6 +495,14 @@ def serve(
         help="Append the request log (one JSON line per request) here instead of stderr.")] = None,
     log_prompts: Annotated[bool, typer.Option(
         help="Put prompt and completion texts in the request log (off: only ids, counts and timings).")] = False,
+    pas: Annotated[Path | None, typer.Option(
+        help="A PAS model (a run's pas/model): each user turn gets its complement appended before the model answers, "
+             "returned as the response's 'pas'; a request opts out with \"pas\": false. Serving a run directory "
+             "whose pas stage completed uses its PAS model unless --no-pas.")] = None,
+    pas_category: Annotated[list[str] | None, typer.Option(
+        help="Augment only prompts of this category (repeat; a finance scenario family or an ability, as the pas "
+             "stage's classifiers tag them); default: the pas stage's pas.categories, else all.")] = None,
+    no_pas: Annotated[bool, typer.Option("--no-pas", help="Serve a run directory without its PAS model.")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions and /v1/completions with streaming,
     /v1/models), with a chat page at / and /health; a reward model (the reward stage's) scores conversations at
@@ -431,10 +527,19 @@ def serve(
         app_ = create_reward_app(path, model_name=model_name, trust_remote_code=trust_remote_code)
         what = "reward model at /v1/rewards"
     else:
+        from finloom.pas.augment import Augmenter
+        from finloom.recipe import ModelLoading
+
+        run_pas = path / "pas" / "model"
+        if pas is None and not no_pas and (path / "pas" / "manifest.json").exists() and run_pas.is_dir():
+            pas = run_pas
+        augmenter = Augmenter(pas, pas_category, loading=ModelLoading(trust_remote_code=trust_remote_code)) if pas else None
         options = ServeOptions(max_concurrency=max_concurrency, max_queue=max_queue, request_timeout=request_timeout,
                                max_loaded=max_loaded, log_file=log_file, log_prompts=log_prompts)
-        app_ = create_app(path, model_name=model_name, trust_remote_code=trust_remote_code, options=options)
-        what = f"models {', '.join(app_.state.pool.directories)}; chat page at /"
+        app_ = create_app(path, model_name=model_name, trust_remote_code=trust_remote_code, pas=augmenter,
+                          options=options)
+        what = (f"models {', '.join(app_.state.pool.directories)}; chat page at /"
+                + (f"; PAS {pas}" if augmenter else ""))
     print(f"finloom serve: listening on http://{host}:{port} ({what})", flush=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from finloom.data.classifier import TextClassifier
 from finloom.errors import BadInput
 from finloom.llm.generation import LocalGenerator
 from finloom.pas.format import augmented, category_of, pas_input
@@ -34,15 +35,17 @@ class Augmenter:
         if self.categories and not (self.pas_dir / TAGGERS).is_dir():
             raise BadInput(f"--pas-category: {self.pas_dir} has no category classifier ({TAGGERS}/); it was trained "
                            "from teacher tags, so it augments every prompt")
+        taggers = self.pas_dir / TAGGERS
+        self.taggers = ({dimension: TextClassifier.load(taggers / dimension) for dimension in ("domain", "ability")}
+                        if taggers.is_dir() else None)
         self.generator = LocalGenerator(self.pas_dir, loading or ModelLoading())
         self.max_tokens = max_tokens
 
     def category(self, prompt: str) -> str | None:
-        if not (self.pas_dir / TAGGERS).is_dir():
+        """The prompt's category by the classifiers the PAS model was built with (None without them)."""
+        if self.taggers is None:
             return None
-        from finloom.prompts.tags import classify
-
-        return category_of(classify(self.pas_dir / TAGGERS, [prompt])[0])
+        return category_of({dimension: tagger.predict([prompt])[0] for dimension, tagger in self.taggers.items()})
 
     def complement(self, prompt: str, keywords: list[str] | None = None) -> str:
         chat = self.generator.chat_prompt([{"role": "user", "content": pas_input(prompt, keywords)}])
