@@ -20,6 +20,7 @@ from finloom.recipe import ClientSection, PASCritique, PASGeneration, load_recip
 from finloom.runner import Runner
 from finloom.stages import read_manifest
 from tests.conftest import finloom_cli, scripted_chat, serving, tiny_recipe, write_recipe
+from tests.test_serve_features import chat_in_browser, needs_browser
 
 RULES = PASCritique()
 
@@ -232,6 +233,8 @@ def test_with_and_without_are_measured_and_the_win_rate_follows_the_judge(pas_ru
         assert row["complement"] is None or row["with"] is not None
     passed = [r["critique"]["passed"] for r in rows]
     assert metrics["critique_pass_rate"] == pytest.approx(sum(passed) / 3, abs=1e-4)
+    by_rules = [r["critique"]["passed"] or r["critique"]["by"] == "teacher" for r in rows]
+    assert metrics["rules_pass_rate"] == pytest.approx(sum(by_rules) / 3, abs=1e-4)
 
 
 def test_a_rerun_asks_the_teacher_only_for_what_it_has_not_answered(pas_run, tiny_data):
@@ -320,3 +323,35 @@ def test_eval_with_pas_answers_augmented_scenarios_and_judges_the_original(pas_r
     for item in items:
         assert item["prompt"] == pas.augment(item["original_prompt"])["prompt"]
     assert "sft+pas" in json.loads((tmp_path / "results.json").read_text())
+
+
+def test_augment_only_the_chosen_categories(pas_run):
+    run_dir, *_ = pas_run
+    prompt = "Explain what a bond coupon is."
+    category = Augmenter(run_dir / "pas" / "model").category(prompt)
+    assert category is not None
+    assert Augmenter(run_dir / "pas" / "model", [category]).augment(prompt) is not None
+    assert Augmenter(run_dir / "pas" / "model", ["no_such_category"]).augment(prompt) is None
+
+
+@needs_browser
+def test_the_chat_page_shows_the_real_pas_models_complement(pas_run):
+    run_dir, *_ = pas_run
+    prompt = "Explain what a bond coupon is."
+    expected = Augmenter(run_dir / "pas" / "model").augment(prompt)
+    with serving(run_dir) as url:  # a run directory: its chat models, and its PAS model
+        shown = chat_in_browser(url.removesuffix("/v1"), "sft", [(prompt, True), (prompt, False)])
+    assert shown[0]["complement"] == [f"PAS ({expected['category']}): {expected['complement']}"]
+    assert shown[1]["complement"] == []
+
+
+def test_the_report_shows_the_pairs_funnel_and_with_vs_without(pas_run):
+    from finloom.report.stage import build_report
+
+    run_dir, *_ = pas_run
+    markdown = build_report(run_dir)["markdown"].read_text(encoding="utf-8")
+    evaluation = read_manifest(run_dir, "pas")["metrics"]["eval"]
+    assert "PAS: training pairs" in markdown and "| rejections: answers | 3 |" in markdown
+    assert "| ready pairs rejected: malformed | 1 |" in markdown and "| training pairs | 4 |" in markdown
+    assert f"| pairwise win rate of the answer with PAS | — | {evaluation['win_rate']:.4g} |" in markdown
+    assert "PAS: examples" in markdown

@@ -133,6 +133,7 @@ LAYERS = [
     {"llm", "training", "grading"},
     {"data"},
     {"pretrain", "prompts", "sft", "reward", "align", "eval"},
+    {"pas"},  # composes families: the prompt system's selection, the SFT trainer, scenario scoring, pairwise judging
     {"experiments"},
     {"report"},
     {"runner"},

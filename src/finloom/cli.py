@@ -369,7 +369,8 @@ def _pas_table(metrics: dict, title: str) -> Table:
         if key in metrics["without"]:
             table.add_row(label, str(metrics["without"][key]), str(metrics["with"][key]))
     table.add_row("pairwise win rate (with)", "", str(metrics.get("win_rate")))
-    table.add_row("critique pass rate of the complements", "", str(metrics["critique_pass_rate"]))
+    table.add_row("complements passing the rules", "", str(metrics["rules_pass_rate"]))
+    table.add_row("... and the whole critique", "", str(metrics["critique_pass_rate"]))
     return table
 
 

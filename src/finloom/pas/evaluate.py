@@ -62,6 +62,7 @@ def critique_pass_rate(rows: list[dict], critique: PASCritique, judge) -> dict:
         verdicts[n] = ({"passed": False, "criterion": "no_complement", "by": "pas"} if not row["complement"]
                        else {"passed": False, "criterion": problem.criterion, "by": "rules", "reason": problem.reason}
                        if problem else {"passed": True, "by": "rules"})
+    rules_passed = sum(v["passed"] for v in verdicts.values())
     asked = [n for n, v in verdicts.items() if v["passed"]] if critique.method == "teacher" and judge else []
     failures = 0
     if asked:
@@ -77,6 +78,7 @@ def critique_pass_rate(rows: list[dict], critique: PASCritique, judge) -> dict:
     for n, row in enumerate(rows):
         row["critique"] = verdicts[n]
     return {"critique_pass_rate": round(sum(v["passed"] for v in verdicts.values()) / len(rows), 4),
+            "rules_pass_rate": round(rules_passed / len(rows), 4),
             "critique_by": "rules and teacher" if asked or (critique.method == "teacher" and judge) else "rules",
             "critique_unjudged": failures}
 

@@ -44,12 +44,13 @@ def pas_sections(metrics: dict, rows: list[dict]) -> Sections:
                                       ("judge failures", "judge_failures"), ("mean judged score", "mean_final"))
                    if key in evaluation["without"]]
         results += [["pairwise win rate of the answer with PAS", None, evaluation.get("win_rate")],
-                    ["critique pass rate of the PAS model's complements", None, evaluation["critique_pass_rate"]]]
+                    ["the PAS model's complements passing the rules", None, evaluation.get("rules_pass_rate")],
+                    ["... and the whole critique", None, evaluation["critique_pass_rate"]]]
         note = (f"The target model answers {evaluation['items']} scenarios greedily, with and without the complement "
                 f"the PAS model wrote ({evaluation['augmented']} augmented). The judge is the recipe's teacher "
                 f"({evaluation.get('judge', 'configured')}); failed judgements count as neither usable nor passing, and "
                 f"{evaluation.get('pairwise_failed', 0)} pairwise comparisons never parsed. Critique by "
-                f"{evaluation['critique_by']}. A tiny model as judge is a demonstration of the path, not a score.")
+                f"{evaluation['critique_by']}; {evaluation.get('critique_unjudged', 0)} critiques never parsed (not passed). A tiny model as judge is a demonstration of the path, not a score.")
         sections.append(("PAS: answers with vs without", table(["", "without PAS", "with PAS"], results),
                          plots.pas_comparison(evaluation), note))
     if rows:
