@@ -131,9 +131,9 @@ CALC = {
     "zh": ("{amount}元存款按年单利{rate}%计息，{years}年的利息是多少？", "利息 = {amount} × {rate}% × {years} = {result:.2f}元。"),
 }
 CHANGE = {
-    "en": ("A fund's net asset value rose from {start} to {end}. What is the percentage change?",
+    "en": ("A fund's net asset value went from {start} to {end}. What is the percentage change?",
            "Change = ({end} - {start}) / {start} = {result:.2f}%."),
-    "zh": ("某基金单位净值从{start}元涨到{end}元，涨幅是多少？", "涨幅 = ({end} - {start}) / {start} = {result:.2f}%。"),
+    "zh": ("某基金单位净值从{start}元变为{end}元，变动幅度是多少？", "变动幅度 = ({end} - {start}) / {start} = {result:.2f}%。"),
 }
 
 
