@@ -29,6 +29,9 @@ def small_quickstart(folder: Path) -> Path:
     for stage, steps in (("base", 150), ("pretrain", 80), ("sft", 60), ("reward", 10), ("align", 10)):
         recipe[stage]["train"].update(max_steps=steps, batch_size=6 if stage == "align" else 8, save_steps=20)
     recipe["prefs"]["max_prompts"] = 20
+    recipe["pas"]["train"].update(max_steps=20, batch_size=8, save_steps=20)
+    recipe["pas"]["selection"]["max_prompts"] = 6
+    recipe["pas"]["eval"].update(max_items=4, max_tokens=16)
     recipe["eval"].update(perplexity_max_tokens=4096)
     for benchmark in recipe["eval"]["benchmarks"]:
         benchmark["max_items"] = 60 if benchmark.get("kind", "mcq") == "mcq" else 8
@@ -42,7 +45,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     first = finloom_cli("run", str(recipe), "--run-dir", str(run_dir), timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    stages = ("data", "base", "pretrain", "prompts", "sft", "merge", "prefs", "reward", "align", "eval", "report")
+    stages = ("data", "base", "pretrain", "prompts", "sft", "merge", "prefs", "reward", "align", "pas", "eval", "report")
     for stage in stages:
         manifest = json.loads((run_dir / stage / "manifest.json").read_text())
         assert manifest["status"] == "done", stage
@@ -79,6 +82,14 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert set(align["heldout_reward_before"]) == {"mcq", "calculation", "constraints"}
     assert align["heldout_reward_after"] == categories[-1]["scores"]
 
+    # pas: the bundled pairs (all pass the rules) and what the tiny teacher wrote and its critique kept, counted
+    pas = json.loads((run_dir / "pas" / "manifest.json").read_text())["metrics"]
+    generated = pas["generated"]
+    assert pas["given"] == {"read": 300, "kept": 300, "rejected": 0, "rejected_by": {}}
+    assert generated["asked"] == 6 and generated["read"] == generated["kept"] + sum(generated["dropped"].values())
+    assert pas["pairs"] == 300 + generated["kept"] and pas["train_steps"] == 20
+    assert pas["eval"]["items"] == 4 and len((run_dir / "pas" / "eval.jsonl").read_text().splitlines()) == 4
+
     funnel = json.loads((run_dir / "data" / "manifest.json").read_text())["metrics"]["funnel"]
     assert funnel["removed"]["exact_duplicate"] >= 30  # the starter corpora plant 17 exact copies each
     assert funnel["input_records"] == funnel["read"] + funnel["rejected"]
@@ -104,6 +115,7 @@ def test_quickstart_small_end_to_end(tmp_path):
     assert "Model merging (model_stock)" in page and "input: sft@checkpoint-40" in page
     assert "Reward model: accuracy and calibration" in page and "Preference pairs built" in page
     assert "Online RL (GRPO): held-out reward by category" in page
+    assert "PAS: training pairs" in page and "PAS: answers with vs without" in page
 
     second = finloom_cli("run", str(recipe), "--run-dir", str(run_dir))
     assert second.returncode == 0, second.stderr[-3000:]
