@@ -2,7 +2,10 @@
 ``finloom serve`` without PAS, and ``finloom serve --pas`` (each prompt first goes through the PAS model).
 
 Greedy chat answers of ``--max-tokens`` to the first ``--prompts`` prompts of the bundled prompt pool, one request
-at a time and ``--concurrency`` at once. Run after the quickstart (it needs a run with a pas stage):
+at a time and ``--concurrency`` at once. The baseline runs in its own process, so no idle torch threads of this one
+compete with the server. ``finloom`` sets ``OMP_WAIT_POLICY=PASSIVE`` (torch's threads sleep while they wait: many
+times faster when another process shares the CPU); the server is also measured with ``ACTIVE``, the OpenMP default,
+which a machine given to the server alone may prefer. Run after the quickstart (it needs a run with a pas stage):
 
     python benchmarks/pas_serve.py --run-dir runs/quickstart [--prompts 16] [--max-tokens 32] [--concurrency 4]
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -39,11 +43,12 @@ def plain_transformers(model_dir: Path, prompts: list[str], max_tokens: int) -> 
 
 
 def served(run_dir: Path, options: list[str], port: int, prompts: list[str], max_tokens: int,
-           concurrency: int) -> tuple[float, float, int]:
+           concurrency: int, wait_policy: str = "PASSIVE") -> tuple[float, float, int]:
     """(seconds one at a time, seconds ``concurrency`` at once, answers that carried a complement)."""
     server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(run_dir / "sft" / "model"), "--port",
                                str(port), "--max-concurrency", str(concurrency), *options],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, OMP_WAIT_POLICY=wait_policy))
     url = f"http://127.0.0.1:{port}/v1"
     try:
         while server.poll() is None:
@@ -53,9 +58,11 @@ def served(run_dir: Path, options: list[str], port: int, prompts: list[str], max
             except httpx.TransportError:
                 time.sleep(0.3)
 
+        client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=concurrency))  # kept-alive connections
+
         def ask(prompt: str) -> dict:
             body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
-            return httpx.post(f"{url}/chat/completions", json=body, timeout=600).json()
+            return client.post(f"{url}/chat/completions", json=body).json()
 
         started = time.perf_counter()
         replies = [ask(prompt) for prompt in prompts]
@@ -77,6 +84,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=8772)
+    parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
 
     from finloom.recipe import STARTER_DATA_DIR
@@ -86,8 +94,14 @@ def main() -> int:
         sys.exit(f"no PAS model at {pas_model}: run the quickstart (or a recipe with a pas stage) first")
     pool = [json.loads(line) for line in (STARTER_DATA_DIR / "prompt_pool.jsonl").read_text(encoding="utf-8").splitlines()]
     prompts = [next(m["content"] for m in row["messages"] if m["role"] == "user") for row in pool[:options.prompts]]
-    baseline = plain_transformers(options.run_dir / "sft" / "model", prompts, options.max_tokens)
+    if options.baseline_only:
+        print(plain_transformers(options.run_dir / "sft" / "model", prompts, options.max_tokens))
+        return 0
+    baseline = float(subprocess.run([sys.executable, __file__, *sys.argv[1:], "--baseline-only"], check=True,
+                                    capture_output=True, text=True).stdout.split()[-1])
     plain = served(options.run_dir, ["--no-pas"], options.port, prompts, options.max_tokens, options.concurrency)
+    active = served(options.run_dir, ["--no-pas"], options.port + 2, prompts, options.max_tokens, options.concurrency,
+                    "ACTIVE")
     with_pas = served(options.run_dir, ["--pas", str(pas_model)], options.port + 1, prompts, options.max_tokens,
                       options.concurrency)
     n = len(prompts)
@@ -96,7 +110,8 @@ def main() -> int:
           f"{options.concurrency} at once | answers with a complement |")
     print("|---|---|---|---|---|")
     print(f"| transformers generate (baseline) | {baseline / n:.3f} | 1.00x | — | — |")
-    for label, (sequential, parallel, augmented) in (("finloom serve", plain), ("finloom serve --pas", with_pas)):
+    for label, (sequential, parallel, augmented) in (("finloom serve", plain), ("finloom serve, OMP_WAIT_POLICY=ACTIVE",
+                                                                                 active), ("finloom serve --pas", with_pas)):
         print(f"| {label} | {sequential / n:.3f} | {sequential / baseline:.2f}x | {parallel / n:.3f} | {augmented} |")
     print(f"PAS adds {(with_pas[0] - plain[0]) / n:.3f} s per request one at a time "
           f"({with_pas[0] / plain[0]:.2f}x the unaugmented request)")

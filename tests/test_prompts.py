@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from finloom.prompts.select import apply_quotas, lcs_length, near_duplicates, si
 from finloom.prompts.tags import constraint_level, parse_tags
 from finloom.prompts.quality import parse_comparison
 from finloom.recipe import NearDuplicateSettings, Quota, STARTER_DATA_DIR, TemplateSettings, load_recipe
+from finloom.runner import Runner
 from finloom.stages import read_manifest
 
 
@@ -332,3 +334,46 @@ def test_recipe_checks_name_the_field(tmp_path):
         result = finloom_cli("recipe", "validate", str(path))
         assert result.returncode == 2 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert load_recipe(write_recipe(tmp_path, _prompts_recipe())).prompts.tagging.labels.path == "starter:prompt_tags.jsonl"
+
+
+def test_the_task_aware_embedding_brings_template_fills_together_and_reaches_selection(tmp_path):
+    """Fills of one frame around long, different contexts sit apart in the generic embedding; the map trained on
+    triplets mined by LCS brings them within the template search's threshold, and the recipe setting turns it on."""
+    from finloom.prompts.embed import embed, embedder
+    from finloom.prompts.select import cluster
+    from finloom.prompts.task_embedding import mine_triplets, task_aware_vectors
+    from finloom.recipe import STARTER_DATA_DIR, TaskAwareSettings
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from prompts_task_embedding import planted
+
+    corpus = [json.loads(line) for line in (STARTER_DATA_DIR / "finance_corpus.jsonl").read_text().splitlines()]
+    contexts = [" ".join(p.split()[:50]) for r in corpus if r["lang"] == "en" for p in r["text"].split("\n\n")
+                if len(p.split()) >= 50]
+    texts, frames = planted(contexts, 6, 0)
+    vectors = embed(texts, embedder("wordllama", lambda name: name))
+    labels = cluster(vectors, 4, 0)
+    settings = TaskAwareSettings(enabled=True)
+    triplets = mine_triplets(texts, vectors, labels, settings, 20, 0)
+    right = [frames[a] == frames[p] is not None and frames[n] != frames[a] for a, p, n in triplets]
+    assert len(triplets) >= 12 and sum(right) >= 0.8 * len(right)  # the corpus paragraphs share some frames too
+    mapped, metrics = task_aware_vectors(texts, vectors, labels, settings, 20, 0)
+    assert metrics["triplet_loss_after"] < metrics["triplet_loss_before"]
+    siblings = [(a, b) for a in range(len(texts)) for b in range(a) if frames[a] is not None and frames[a] == frames[b]]
+    others = [(a, b) for a in range(len(texts)) for b in range(a) if frames[a] != frames[b]]
+    mean = lambda rows, pairs: float(np.mean([rows[a] @ rows[b] for a, b in pairs]))  # noqa: E731
+    assert mean(mapped, siblings) - mean(mapped, others) > mean(vectors, siblings) - mean(vectors, others) + 0.05
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"id": f"p{n}", "prompt": text, "response": "ok"}) + "\n"
+                            for n, text in enumerate(texts)))
+    dropped = {}
+    for task_aware in (False, True):
+        recipe = _prompts_recipe(sources=[{"path": str(pool)}], quality={"method": "none"}, selection={
+            "clusters": 4, "template": {"min_shared": 0.3, "task_aware": {"enabled": task_aware}}})
+        run_dir = tmp_path / f"run-{task_aware}"
+        assert Runner(load_recipe(write_recipe(tmp_path, recipe)), run_dir).run(only="prompts") == {"prompts": "done"}
+        metrics = read_manifest(run_dir, "prompts")["metrics"]
+        assert ("task_aware" in metrics) is task_aware
+        dropped[task_aware] = metrics["dropped"].get("template_repeat", 0)
+    assert dropped[True] > dropped[False]  # more planted fills found as template repeats

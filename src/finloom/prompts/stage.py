@@ -37,6 +37,7 @@ from finloom.prompts.select import (
     similar_pairs,
     template_families,
 )
+from finloom.prompts.task_embedding import task_aware_vectors
 from finloom.prompts.tags import classify, computed_tags, teacher_tags, train_taggers
 from finloom.recipe import CLASSIFIED_DIMENSIONS, TAG_DIMENSIONS, PromptSelection, PromptsSection
 from finloom.stages import RunContext, StageResult
@@ -137,7 +138,12 @@ def select_prompts(section: PromptSelection, recipe, teacher: LazyTeacher, build
     score, metrics["quality"] = _score(section, recipe, teacher, build, tags, cache)
 
     survivors = [position[i] for i in build.alive()]
-    families = template_families(alive_texts, pairs, survivors, selection.template) if selection.template.enabled else []
+    template_pairs = pairs
+    if selection.template.enabled and selection.template.task_aware.enabled:
+        mapped, metrics["task_aware"] = task_aware_vectors(alive_texts, vectors, labels, selection.template.task_aware,
+                                                           selection.template.min_frame_tokens, recipe.seed)
+        template_pairs = similar_pairs(mapped, selection.template.candidate_similarity, selection.near_duplicate.neighbours)
+    families = template_families(alive_texts, template_pairs, survivors, selection.template) if selection.template.enabled else []
     for family in families:
         ranked = sorted(family, key=lambda n: (-(score.get(alive[n]) or 0.0), n))
         for n in ranked[section.selection.template.keep:]:

@@ -87,6 +87,7 @@ from finloom.recipe.prompts import (
     ResponseSettings,
     SelectionSettings,
     TaggingSettings,
+    TaskAwareSettings,
     TemplateSettings,
 )
 from finloom.recipe.report import ReportSection

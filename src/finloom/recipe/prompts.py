@@ -51,6 +51,31 @@ class Quota(Section):
         return self
 
 
+class TaskAwareSettings(Section):
+    """The report's task-aware embedding for template search: the generic embedding mapped by a linear layer trained
+    with a triplet loss on pairs mined by LCS inside clusters (finloom.prompts.task_embedding). Off by default: the
+    generic embedding finds frames that differ in a slot; turn it on for frames around long, varied contexts
+    (measured in benchmarks/RESULTS.md), usually with a lower template.min_shared."""
+
+    enabled: bool = False
+    compare: int = Field(48, ge=1, description="Prompts of its cluster each prompt is compared with by LCS.")
+    frame_share: float = Field(0.35, gt=0, le=1, description="A positive's LCS covers at least this share of the "
+                                                             "shorter prompt (and min_frame_tokens tokens).")
+    other_share: float = Field(0.25, ge=0, lt=1, description="A negative's LCS covers at most this share.")
+    margin: float = Field(0.3, gt=0, le=2, description="Triplet margin on cosine distance.")
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    identity_weight: float = Field(1.0, ge=0, description="Pull of the map toward the identity (keeps what the "
+                                                          "generic embedding knows).")
+
+    @model_validator(mode="after")
+    def _shares_ordered(self) -> "TaskAwareSettings":
+        if self.other_share >= self.frame_share:
+            raise ValueError(f"other_share {self.other_share} must be below frame_share {self.frame_share}")
+        return self
+
+
 class TemplateSettings(Section):
     """Prompts that differ only in slot values ("template + context"): found by the longest common token
     subsequence among embedding neighbours; a family keeps ``keep`` prompts, the best first."""
@@ -61,6 +86,7 @@ class TemplateSettings(Section):
     min_frame_tokens: int = Field(20, ge=1, description="A shared frame shorter than this is no template: 'What is "
                                                         "X?' prompts share a frame but ask for different knowledge.")
     keep: int = Field(2, ge=1, description="Prompts kept per template family.")
+    task_aware: TaskAwareSettings = Field(default_factory=TaskAwareSettings)
 
 
 class NearDuplicateSettings(Section):
