@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,3 +45,25 @@ def run_child(script: str, *args: str) -> dict:
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(1)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def finloom_server(model, port: int, *options: str, env: dict | None = None):
+    """A ``finloom serve MODEL`` process on loopback (with ``options`` and extra environment ``env``); yields its /v1
+    base URL once it answers, and stops it afterwards."""
+    import httpx
+
+    server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(model), "--port", str(port), *options],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        while server.poll() is None:
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from common import finloom_server
 
 
 def plain_transformers(model_dir: Path, prompts: list[str], max_tokens: int) -> float:
@@ -45,19 +45,8 @@ def plain_transformers(model_dir: Path, prompts: list[str], max_tokens: int) -> 
 def served(run_dir: Path, options: list[str], port: int, prompts: list[str], max_tokens: int,
            concurrency: int, wait_policy: str = "PASSIVE") -> tuple[float, float, int]:
     """(seconds one at a time, seconds ``concurrency`` at once, answers that carried a complement)."""
-    server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", str(run_dir / "sft" / "model"), "--port",
-                               str(port), "--max-concurrency", str(concurrency), *options],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=dict(os.environ, OMP_WAIT_POLICY=wait_policy))
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        while server.poll() is None:
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-
+    with finloom_server(run_dir / "sft" / "model", port, "--max-concurrency", str(concurrency), *options,
+                        env={"OMP_WAIT_POLICY": wait_policy}) as url:
         client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=concurrency))  # kept-alive connections
 
         def ask(prompt: str) -> dict:
@@ -72,9 +61,6 @@ def served(run_dir: Path, options: list[str], port: int, prompts: list[str], max
             list(pool.map(ask, prompts))
         parallel = time.perf_counter() - started
         return sequential, parallel, sum(reply.get("pas") is not None for reply in replies)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main() -> int:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
-import httpx
+from common import finloom_server
 
 
 def main() -> int:
@@ -36,16 +34,7 @@ def main() -> int:
     quiet_libraries()
     pool = [json.loads(line) for line in (STARTER_DATA_DIR / "prompt_pool.jsonl").read_text(encoding="utf-8").splitlines()]
     prompts = [[m for m in row["messages"] if m["role"] != "assistant"][:1] for row in pool[:options.prompts]]
-    server = subprocess.Popen([sys.executable, "-m", "finloom", "serve", options.model, "--port", str(options.port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{options.port}/v1"
-    try:
-        while server.poll() is None:
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with finloom_server(options.model, options.port) as url:
         print("| concurrency | prompts | answers | sampling s | judging s | prompts / s | judge parse failures |")
         print("|---|---|---|---|---|---|---|")
         for concurrency in (1, 8):
@@ -53,17 +42,14 @@ def main() -> int:
                 began = time.perf_counter()
                 answers = sample_candidates([client], prompts, options.samples, 1.0, 0.99, 64, seed=0)
                 sampled = time.perf_counter()
-                failures = 0
-                for messages, candidates in zip(prompts, answers):
-                    scores, _ = judged_scores(client, "absolute", messages[-1]["content"], candidates, None, retries=0)
-                    failures += sum(score is None for score in scores)
+                judged_items = judged_scores(client, [{"mode": "absolute", "prompt": messages[-1]["content"],
+                                                       "answers": candidates, "golden": None}
+                                                      for messages, candidates in zip(prompts, answers)], retries=0)
+                failures = sum(score is None for scores, _ in judged_items for score in scores)
                 judged = time.perf_counter()
             total = sum(len(a) for a in answers)
             print(f"| {concurrency} | {len(prompts)} | {total} | {sampled - began:.1f} | {judged - sampled:.1f} "
                   f"| {len(prompts) / (judged - began):.2f} | {failures} of {total} |", flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     return 0
 
 
