@@ -409,6 +409,8 @@ def pas_eval(
     """Answer the scenario suite with MODEL twice, with and without the complement the PAS model writes: rule-checked
     pass rate, the judge's usable rate and pairwise win rate, and the critique pass rate of the complements. Writes
     OUT/eval.jsonl (both answers per scenario) and OUT/results.json."""
+    import contextlib
+
     from finloom.files import atomic_write_json, atomic_write_jsonl
     from finloom.llm.client import LLMClient
     from finloom.logs import quiet_libraries
@@ -423,9 +425,9 @@ def pas_eval(
         raise BadInput("\n".join(f"--model: {problem}" for problem in problems))
     settings = loaded.pas.eval.model_copy(update={"max_items": max_items or loaded.pas.eval.max_items})
     teacher = resolve_teacher(loaded, None)
-    judge = LLMClient(teacher, "teacher") if teacher else None
-    rows, metrics = evaluate_pas(model, _augmenter(pas, loaded), settings, loaded.pas.critique, loaded.eval.scenarios,
-                                 loaded.resolve, judge, loaded.model)
+    with LLMClient(teacher, "teacher") if teacher else contextlib.nullcontext() as judge:
+        rows, metrics = evaluate_pas(model, _augmenter(pas, loaded), settings, loaded.pas.critique,
+                                     loaded.eval.scenarios, loaded.resolve, judge, loaded.model)
     atomic_write_jsonl(out / "eval.jsonl", rows)
     atomic_write_json(out / "results.json", {"model": str(model), "pas": str(pas), **metrics})
     _console().print(_pas_table(metrics, f"{model}: scenarios with vs without PAS"))

@@ -30,7 +30,10 @@ def load_scenarios(paths: list[Path], max_items: int) -> list[dict]:
     """The scenarios, spread over their families as the eval stage cuts them."""
     items = []
     for path in paths:
-        converted, rejects = convert(read_records(path, ("prompt",)), "scenario")
+        malformed: list[dict] = []
+        converted, rejects = convert(read_records(path, ("prompt",), malformed), "scenario")
+        if malformed:
+            raise BadInput(f"pas.eval.files: {path}: {malformed[0]}")
         if rejects:
             raise BadInput(f"pas.eval.files: {path}: record {rejects[0][0] + 1} is no scenario ({rejects[0][1]})")
         items += converted

@@ -16,6 +16,7 @@ Under ``accelerate launch`` the main process builds the pairs and evaluates; eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -27,6 +28,7 @@ from accelerate import PartialState
 from finloom.errors import BadInput
 from finloom.files import atomic_write_json, atomic_write_jsonl, read_records
 from finloom.llm.batches import run_batches
+from finloom.llm.client import LLMClient
 from finloom.pas.augment import PAS_CONFIG, TAGGERS, Augmenter
 from finloom.pas.complements import PASItem, load_fewshot, write_complements
 from finloom.pas.critique import rule_problem
@@ -57,12 +59,11 @@ def run(section: PASSection, ctx: RunContext) -> StageResult:
         _describe_model(out, section)
         if section.eval.enabled:
             teacher = ctx.teacher()
-            from finloom.llm.client import LLMClient
-
-            judge = LLMClient(teacher, "teacher") if teacher else None
             augmenter = Augmenter(out / "model", loading=ctx.recipe.model)
-            rows, evaluation = evaluate_pas(_model(ctx, section.eval.target), augmenter, section.eval, section.critique,
-                                            ctx.recipe.eval.scenarios, ctx.recipe.resolve, judge, ctx.recipe.model)
+            with LLMClient(teacher, "teacher") if teacher else contextlib.nullcontext() as judge:
+                rows, evaluation = evaluate_pas(_model(ctx, section.eval.target), augmenter, section.eval,
+                                                section.critique, ctx.recipe.eval.scenarios, ctx.recipe.resolve, judge,
+                                                ctx.recipe.model)
             atomic_write_jsonl(out / "eval.jsonl", rows)
             outputs["eval"] = "pas/eval.jsonl"
             metrics.update(eval=evaluation, win_rate=evaluation.get("win_rate"),
