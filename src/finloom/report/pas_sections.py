@@ -25,7 +25,8 @@ def pas_sections(metrics: dict, rows: list[dict]) -> Sections:
         funnel.append(["ready pairs kept", given["kept"]])
     if generated:
         funnel += [["pool prompts read", generated["read"]], ["pool records rejected (malformed)", generated["rejected"]]]
-        funnel += [[f"dropped: {reason}", count] for reason, count in generated["dropped"].items()]
+        funnel += [["not asked: beyond selection.max_prompts" if reason == "over_budget" else f"dropped: {reason}", count]
+                   for reason, count in generated["dropped"].items()]
         funnel += [["complements generated (all attempts)", generated["attempts"]],
                    ["accepted at the first attempt", generated["accepted_first_time"]],
                    ["generated pairs kept", generated["kept"]]]
@@ -46,9 +47,11 @@ def pas_sections(metrics: dict, rows: list[dict]) -> Sections:
         results += [["pairwise win rate of the answer with PAS", None, evaluation.get("win_rate")],
                     ["the PAS model's complements passing the rules", None, evaluation.get("rules_pass_rate")],
                     ["... and the whole critique", None, evaluation["critique_pass_rate"]]]
+        judge = ("No judge is configured (a teacher section sets one)" if "judge" in evaluation
+                 else "The judge is the recipe's teacher")
         note = (f"The target model answers {evaluation['items']} scenarios greedily, with and without the complement "
-                f"the PAS model wrote ({evaluation['augmented']} augmented). The judge is the recipe's teacher "
-                f"({evaluation.get('judge', 'configured')}); failed judgements count as neither usable nor passing, and "
+                f"the PAS model wrote ({evaluation['augmented']} augmented). {judge}; failed judgements count as "
+                "neither usable nor passing, and "
                 f"{evaluation.get('pairwise_failed', 0)} pairwise comparisons never parsed. Critique by "
                 f"{evaluation['critique_by']}; {evaluation.get('critique_unjudged', 0)} critiques never parsed (not passed). A tiny model as judge is a demonstration of the path, not a score.")
         sections.append(("PAS: answers with vs without", table(["", "without PAS", "with PAS"], results),
