@@ -355,3 +355,5 @@ def test_the_report_shows_the_pairs_funnel_and_with_vs_without(pas_run):
     assert "| ready pairs rejected: malformed | 1 |" in markdown and "| training pairs | 4 |" in markdown
     assert f"| pairwise win rate of the answer with PAS | — | {evaluation['win_rate']:.4g} |" in markdown
     assert "PAS: examples" in markdown
+    card = (run_dir / "model_card.md").read_text(encoding="utf-8")
+    assert "trained on 4 (prompt, complement) pairs (given 1, generated 3;" in card

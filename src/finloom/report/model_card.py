@@ -44,6 +44,19 @@ def write_model_card(run_dir: Path, manifests: dict[str, dict], results: dict) -
             lines.append(f"| {stage} | {metrics.get('train_steps')} | {metrics.get('final_loss')} | "
                          f"{train.get('learning_rate')} | {train.get('batch_size')} | {train.get('seq_len')} | "
                          f"{manifest.get('config_hash', '')[:16]}… |")
+    pas = manifests.get("pas", {}).get("metrics")
+    if pas:
+        evaluation = pas.get("eval") or {}
+        lines += ["", "## PAS (prompt augmentation)", "",
+                  f"PAS model: `{manifests['pas']['outputs'].get('model')}`, trained on {pas.get('pairs')} (prompt, "
+                  f"complement) pairs ({', '.join(f'{k} {v}' for k, v in (pas.get('pairs_by_origin') or {}).items())}; "
+                  "given: ready pairs from the recipe's complements files, generated: written by the teacher and kept "
+                  "by the critique)."]
+        if evaluation:
+            lines.append(f"Scenarios with vs without PAS ({evaluation.get('items')}): rule-checked pass rate "
+                         f"{evaluation['without'].get('rule_pass_rate')} -> {evaluation['with'].get('rule_pass_rate')}, "
+                         f"judged usable rate {evaluation['without'].get('usable_rate')} -> "
+                         f"{evaluation['with'].get('usable_rate')}, pairwise win rate {evaluation.get('win_rate')}.")
     if results:
         columns = eval_columns(results)
         lines += ["", "## Evaluation", "", "| model | " + " | ".join(columns) + " |",
