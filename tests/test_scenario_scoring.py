@@ -1,5 +1,6 @@
 """Scenario aggregation with a scripted judge behind a real HTTP server: the usable thresholds at exactly 3.0 and
-4.0, a -1 veto, CFBench's PSR at exactly 0.8, and failed judgements counted in every rate's denominator."""
+4.0, a -1 veto, CFBench's PSR at exactly 0.8, and failed judgements counted in every rate's denominator; the
+rubric's parsing, prompt and metrics at their edges; the rule checks' rates (the mutation run asked for these)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import pytest
 
 from conftest import scripted_chat
-from finloom.eval.scenarios import judge_answers, summarize_scenarios
+from finloom.eval.scenarios import judge_answers, rule_check, summarize_scenarios
+from finloom.grading.rubric import checklist_items, checklist_metrics, final_score, is_usable, judge_prompt, parse_judgement
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection
 
@@ -77,3 +79,106 @@ def test_checklist_rates_at_psr_0_8_and_with_a_failed_judgement(judged):
     assert summary["pass_rate"] == round(1 / 4, 4)
     assert summary["isr"] == round(1 / 3, 4) and summary["psr"] == round(2 / 3, 4)  # over the judged ones
     assert summary["by_family"] == {"a": 0.5, "b": 0.5, "c": 0.75}
+
+
+def test_each_judged_row_keeps_its_prompt_replies_scores_and_weighted_final(judged):
+    by_id = {row["id"]: row for row in judged}
+    basic = by_id["basic-at-3"]
+    assert basic["final"] == 3.0 and basic["scores"] == {"accuracy": 2, "clarity": 4}
+    assert "[basic-at-3] do the task" in basic["judge_prompt"] and basic["judge_replies"] == [
+        json.dumps(SCENARIOS["basic-at-3"]["reply"])]
+    assert by_id["high-below-4"]["final"] == round((3 * 4 + 3.96) / 4, 4) and by_id["high-below-4"]["high_stakes"]
+    assert basic["family"] == "a" and not basic["has_checklist"] and "passed" not in basic
+    assert by_id["all-met"]["checklist"] == [True, True] and by_id["all-met"]["passed"] is True
+    assert by_id["psr-above"]["passed"] is False and by_id["psr-above"]["csr"] == pytest.approx(5 / 6)
+    failed = by_id["failed"]
+    assert failed["usable"] is False and failed["passed"] is False and "final" not in failed
+
+
+def test_summary_means_are_over_the_rows_that_have_them(judged):
+    summary = summarize_scenarios(judged)
+    finals = [row["final"] for row in judged if "final" in row]
+    assert len(finals) == 7 and summary["mean_final"] == round(sum(finals) / 7, 4)
+    assert summary["items"] == 8
+    assert summary["csr"] == round((4 / 6 + 5 / 6 + 1.0) / 3, 4)
+    assert summarize_scenarios([])["usable_rate"] is None
+
+
+def test_rule_check_scores_only_scenarios_with_checks_and_rates_each_family():
+    scenarios = {"short": {"family": "f1", "checks": [{"type": "max_words", "value": 5}]},
+                 "long": {"family": "f1", "checks": [{"type": "max_words", "value": 5}]},
+                 "table": {"family": "f2", "checks": [{"type": "has_table"}, {"type": "max_words", "value": 50}]},
+                 "silent": {"family": "f2", "checks": [{"type": "max_words", "value": 3}]},
+                 "free": {"family": "f3"}}
+    rows = [{"id": "short", "prediction": "one two three"},
+            {"id": "long", "prediction": "one two three four five six seven"},
+            {"id": "table", "prediction": "| a | b |\n|---|---|\n| 1 | 2 |"},
+            {"id": "silent", "prediction": None},  # no answer at all: checked as empty text
+            {"id": "free", "prediction": "anything"}]
+    summary = rule_check(rows, scenarios)
+    assert summary == {"rule_pass_rate": 0.75, "rule_checked": 4, "rule_by_family": {"f1": 0.5, "f2": 1.0}}
+    flags = {row["id"]: row.get("rule_passed") for row in rows}
+    assert flags == {"short": True, "long": False, "table": True, "silent": True, "free": None}
+    assert [check["passed"] for check in rows[2]["checks"]] == [True, True] and "checks" not in rows[4]
+    assert rule_check([{"id": "free", "prediction": "x"}], scenarios) == {}
+
+
+SCENARIO = {"prompt": "Explain the fee.", "task": "explain", "weights": {"accuracy": 2, "clarity": 1},
+            "checklist": ["names the fee", {"text": "gives an example", "primary": False}]}
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ('{"accuracy": 5, "clarity": -1, "checklist": [true, false]}', {"scores": {"accuracy": 5.0, "clarity": -1.0},
+                                                                     "checklist": [True, False]}),
+    ('{"accuracy": 5.5, "clarity": 3, "checklist": [true, true]}', None),
+    ('{"accuracy": -1.5, "clarity": 3, "checklist": [true, true]}', None),
+    ('{"accuracy": true, "clarity": 3, "checklist": [true, true]}', None),
+    ('{"accuracy": "4", "clarity": 3, "checklist": [true, true]}', None),
+    ('{"clarity": 3, "checklist": [true, true]}', None),
+    ('{"accuracy": 4, "clarity": 3, "checklist": [true]}', None),
+    ('{"accuracy": 4, "clarity": 3, "checklist": [true, "yes"]}', None),
+    ('{"accuracy": 4, "clarity": 3, "checklist": "all"}', None),
+    ('{"accuracy": 4, "clarity": 3}', None),
+    ("no json", None),
+])
+def test_a_judgement_parses_only_when_every_score_and_item_is_there_and_in_range(reply, expected):
+    assert parse_judgement(reply, SCENARIO) == expected
+
+
+def test_without_weights_or_checklist_the_judge_scores_accuracy_alone():
+    bare = {"prompt": "p"}
+    assert parse_judgement('{"accuracy": 3, "checklist": [true]}', bare) == {"scores": {"accuracy": 3.0}, "checklist": []}
+    prompt = judge_prompt(bare, "an answer")
+    assert "- accuracy: facts, figures and calculations are correct" in prompt and "checklist" not in prompt
+    assert prompt.endswith('{"accuracy": 4}')
+
+
+def test_the_judge_prompt_lists_dimensions_and_numbered_items():
+    prompt = judge_prompt(SCENARIO, "The fee is 1%.")
+    assert "Task: explain" in prompt and "Explain the fee." in prompt and "The fee is 1%." in prompt
+    assert "- accuracy: facts" in prompt and "- clarity: well organised" in prompt
+    assert "1. names the fee\n2. gives an example" in prompt
+    assert prompt.endswith('{"accuracy": 4, "clarity": 4, "checklist": [true, true]}')
+    assert checklist_items(SCENARIO) == [{"text": "names the fee", "primary": True},
+                                         {"text": "gives an example", "primary": False}]
+    assert checklist_items({"checklist": [{"primary": False}]}) == [{"text": "", "primary": False}]
+
+
+@pytest.mark.parametrize(("verdicts", "primary", "expected"), [
+    ([True, True], [True, True], {"csr": 1.0, "isr": 1.0, "psr": 1.0}),
+    ([True, False], [True, True], {"csr": 0.5, "isr": 0.0, "psr": 0.0}),
+    ([False, True, True], [True, False, False], {"csr": 2 / 3, "isr": 0.0, "psr": 0.0}),
+    ([True, True, True, True, False], [False] * 5, {"csr": 0.8, "isr": 0.0, "psr": 0.0}),  # CSR not above 0.8
+    ([True] * 9 + [False], [False] * 10, {"csr": 0.9, "isr": 0.0, "psr": 1.0}),
+])
+def test_checklist_metrics_follow_cfbench(verdicts, primary, expected):
+    assert checklist_metrics(verdicts, primary) == pytest.approx(expected)
+
+
+def test_usable_needs_the_threshold_and_no_minus_one():
+    weights = {"accuracy": 1, "clarity": 1}
+    assert is_usable({"accuracy": 5, "clarity": 1}, weights, high_stakes=False)
+    assert not is_usable({"accuracy": 5, "clarity": 1}, weights, high_stakes=True)
+    assert not is_usable({"accuracy": 5, "clarity": -1}, {"accuracy": 9, "clarity": 1}, high_stakes=False)
+    assert is_usable({"accuracy": 5, "clarity": -0.5}, {"accuracy": 9, "clarity": 1}, high_stakes=False)
+    assert final_score({"accuracy": 4, "clarity": 1}, {"accuracy": 3, "clarity": 1}) == 3.25
