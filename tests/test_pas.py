@@ -14,7 +14,7 @@ import pytest
 from finloom.llm.client import LLMClient
 from finloom.pas.augment import Augmenter
 from finloom.pas.complements import PASItem, parse_complement, write_complements
-from finloom.pas.critique import parse_critique, rule_problem
+from finloom.pas.critique import critique_prompt, parse_critique, rule_problem
 from finloom.pas.format import pas_input
 from finloom.recipe import ClientSection, PASCritique, PASGeneration, load_recipe
 from finloom.runner import Runner
@@ -357,3 +357,38 @@ def test_the_report_shows_the_pairs_funnel_and_with_vs_without(pas_run):
     assert "PAS: examples" in markdown
     card = (run_dir / "model_card.md").read_text(encoding="utf-8")
     assert "trained on 4 (prompt, complement) pairs (given 1, generated 3;" in card
+
+
+def _words(n: int) -> str:
+    return " ".join(["cover"] * n)
+
+
+def test_the_length_rules_hold_at_their_boundaries():
+    long_prompt = _words(RULES.complex_prompt_words)
+    assert rule_problem(long_prompt, _words(RULES.complex_max_words), RULES) is None
+    assert rule_problem(long_prompt, _words(RULES.complex_max_words + 1), RULES).criterion == "overload"
+    assert rule_problem(_words(RULES.complex_prompt_words - 1), _words(RULES.complex_max_words + 1), RULES) is None
+    assert rule_problem("Explain a bond.", _words(RULES.max_words), RULES) is None
+    assert rule_problem("Explain a bond.", _words(RULES.max_words + 1), RULES).criterion == "excessive"
+
+
+def test_a_rejection_names_at_most_three_of_what_it_found():
+    problem = rule_problem("What is 15% of 200?", "Say 30, 45, 60 and 75 plainly.", RULES)
+    assert problem.reason == "states numbers the prompt does not hold (30, 45, 60)"
+    problem = rule_problem("Summarise the duties.", "Cite Basel, Dodd and Frank and also Volcker on them.", RULES,
+                           ["duties"])
+    assert problem.reason == "names what neither the keywords nor the prompt hold (Basel, Dodd, Frank)"
+
+
+def test_the_critique_prompt_names_the_keywords_only_in_rag_mode():
+    plain = critique_prompt("Explain a bond.", "Define it.")
+    rag = critique_prompt("Explain a bond.", "Define it.", ["bond", "coupon"])
+    assert "beyond the retrieved keywords" not in plain and "Retrieved keywords" not in plain
+    assert "or brings in anything beyond the retrieved keywords" in rag and "Retrieved keywords: bond, coupon" in rag
+    assert "Prompt:\n<<<\nExplain a bond.\n>>>" in plain and "Complement:\n<<<\nDefine it.\n>>>" in plain
+
+
+@pytest.mark.parametrize("reason", ['""', "7", "null"])
+def test_a_rejection_without_a_usable_reason_says_so(reason):
+    parsed = parse_critique(f'{{"ok": false, "criterion": 2, "reason": {reason}}}')
+    assert (parsed.criterion, parsed.by, parsed.reason) == ("overload", "teacher", "(no reason)")
