@@ -85,7 +85,8 @@ def test_each_judged_row_keeps_its_prompt_replies_scores_and_weighted_final(judg
     by_id = {row["id"]: row for row in judged}
     basic = by_id["basic-at-3"]
     assert basic["final"] == 3.0 and basic["scores"] == {"accuracy": 2, "clarity": 4}
-    assert "[basic-at-3] do the task" in basic["judge_prompt"] and basic["judge_replies"] == [
+    assert "[basic-at-3] do the task" in basic["judge_prompt"] and "an answer" in basic["judge_prompt"]
+    assert basic["judge_replies"] == [
         json.dumps(SCENARIOS["basic-at-3"]["reply"])]
     assert by_id["high-below-4"]["final"] == round((3 * 4 + 3.96) / 4, 4) and by_id["high-below-4"]["high_stakes"]
     assert basic["family"] == "a" and not basic["has_checklist"] and "passed" not in basic
@@ -104,6 +105,20 @@ def test_summary_means_are_over_the_rows_that_have_them(judged):
     assert summarize_scenarios([])["usable_rate"] is None
 
 
+def test_a_scenario_without_weights_is_scored_on_accuracy_and_finals_keep_four_decimals():
+    scenarios = {"bare": {"id": "bare", "prompt": "[bare] p"},
+                 "sevenths": {"id": "sevenths", "prompt": "[sevenths] p", "weights": {"accuracy": 3, "clarity": 4}}}
+    replies = {"bare": {"accuracy": 3.5}, "sevenths": {"accuracy": 4, "clarity": 3}}
+
+    def judge(prompt: str, body: dict) -> str:
+        return json.dumps(next(reply for key, reply in replies.items() if f"[{key}]" in prompt))
+
+    rows = [{"id": key, "prediction": None} for key in scenarios]
+    with scripted_chat(judge) as server, LLMClient(ClientSection(base_url=server.url)) as client:
+        judged_rows = judge_answers(client, rows, scenarios, retries=0, max_tokens=64, basic=3.0, strict=4.0)
+    assert [(row["final"], row["usable"]) for row in judged_rows] == [(3.5, True), (3.4286, True)]  # 24 / 7
+
+
 def test_rule_check_scores_only_scenarios_with_checks_and_rates_each_family():
     scenarios = {"short": {"family": "f1", "checks": [{"type": "max_words", "value": 5}]},
                  "long": {"family": "f1", "checks": [{"type": "max_words", "value": 5}]},
@@ -114,11 +129,13 @@ def test_rule_check_scores_only_scenarios_with_checks_and_rates_each_family():
             {"id": "long", "prediction": "one two three four five six seven"},
             {"id": "table", "prediction": "| a | b |\n|---|---|\n| 1 | 2 |"},
             {"id": "silent", "prediction": None},  # no answer at all: checked as empty text
-            {"id": "free", "prediction": "anything"}]
+            {"id": "free", "prediction": "anything"},
+            {"id": "long", "prediction": "eight words are more than five words here"},
+            {"id": "silent", "prediction": "three words here"}]
     summary = rule_check(rows, scenarios)
-    assert summary == {"rule_pass_rate": 0.75, "rule_checked": 4, "rule_by_family": {"f1": 0.5, "f2": 1.0}}
-    flags = {row["id"]: row.get("rule_passed") for row in rows}
-    assert flags == {"short": True, "long": False, "table": True, "silent": True, "free": None}
+    assert summary == {"rule_pass_rate": 0.6667, "rule_checked": 6, "rule_by_family": {"f1": 0.3333, "f2": 1.0}}
+    flags = [row.get("rule_passed") for row in rows]
+    assert flags == [True, False, True, True, None, False, True]
     assert [check["passed"] for check in rows[2]["checks"]] == [True, True] and "checks" not in rows[4]
     assert rule_check([{"id": "free", "prediction": "x"}], scenarios) == {}
 
@@ -128,6 +145,7 @@ SCENARIO = {"prompt": "Explain the fee.", "task": "explain", "weights": {"accura
 
 
 @pytest.mark.parametrize(("reply", "expected"), [
+    ('{"accuracy": 4, "clarity": 3, "checklist": [true, true, true]}', None),
     ('{"accuracy": 5, "clarity": -1, "checklist": [true, false]}', {"scores": {"accuracy": 5.0, "clarity": -1.0},
                                                                      "checklist": [True, False]}),
     ('{"accuracy": 5.5, "clarity": 3, "checklist": [true, true]}', None),
@@ -161,7 +179,8 @@ def test_the_judge_prompt_lists_dimensions_and_numbered_items():
     assert prompt.endswith('{"accuracy": 4, "clarity": 4, "checklist": [true, true]}')
     assert checklist_items(SCENARIO) == [{"text": "names the fee", "primary": True},
                                          {"text": "gives an example", "primary": False}]
-    assert checklist_items({"checklist": [{"primary": False}]}) == [{"text": "", "primary": False}]
+    assert checklist_items({"checklist": [{"primary": False}, {"text": "t"}]}) == [{"text": "", "primary": False},
+                                                                                   {"text": "t", "primary": True}]
 
 
 @pytest.mark.parametrize(("verdicts", "primary", "expected"), [
@@ -170,6 +189,8 @@ def test_the_judge_prompt_lists_dimensions_and_numbered_items():
     ([False, True, True], [True, False, False], {"csr": 2 / 3, "isr": 0.0, "psr": 0.0}),
     ([True, True, True, True, False], [False] * 5, {"csr": 0.8, "isr": 0.0, "psr": 0.0}),  # CSR not above 0.8
     ([True] * 9 + [False], [False] * 10, {"csr": 0.9, "isr": 0.0, "psr": 1.0}),
+    ([True, False], [False, False], {"csr": 0.5, "isr": 0.0, "psr": 0.0}),
+    ([True, True, False, False], [True, False, False, False], {"csr": 0.5, "isr": 0.0, "psr": 0.0}),  # 0.667
 ])
 def test_checklist_metrics_follow_cfbench(verdicts, primary, expected):
     assert checklist_metrics(verdicts, primary) == pytest.approx(expected)
@@ -181,4 +202,7 @@ def test_usable_needs_the_threshold_and_no_minus_one():
     assert not is_usable({"accuracy": 5, "clarity": 1}, weights, high_stakes=True)
     assert not is_usable({"accuracy": 5, "clarity": -1}, {"accuracy": 9, "clarity": 1}, high_stakes=False)
     assert is_usable({"accuracy": 5, "clarity": -0.5}, {"accuracy": 9, "clarity": 1}, high_stakes=False)
+    assert not is_usable({"accuracy": 5.0, "clarity": -1.0}, {"accuracy": 9, "clarity": 1}, high_stakes=False)  # parsed
+    assert not is_usable({"accuracy": 3, "clarity": 2}, weights, high_stakes=False)  # 2.5, below the default 3
+    assert is_usable({"accuracy": 4, "clarity": 4}, weights, high_stakes=True)  # exactly the default 4
     assert final_score({"accuracy": 4, "clarity": 1}, {"accuracy": 3, "clarity": 1}) == 3.25
