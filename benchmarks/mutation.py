@@ -30,7 +30,7 @@ TARGETS = {
     "src/finloom/data/pii.py": "tests/test_data_pii.py",
     "src/finloom/eval/scenarios.py": "tests/test_scenario_scoring.py",
     "src/finloom/grading/rubric.py": "tests/test_scenario_scoring.py tests/test_grading_rewards.py",
-    "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from'",
+    "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from or rejection'",
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"

@@ -16,6 +16,7 @@ from finloom.pas.augment import Augmenter
 from finloom.pas.complements import PASItem, parse_complement, write_complements
 from finloom.pas.critique import critique_prompt, parse_critique, rule_problem
 from finloom.pas.format import pas_input
+from finloom.prompts.tags import constraint_kinds
 from finloom.recipe import ClientSection, PASCritique, PASGeneration, load_recipe
 from finloom.runner import Runner
 from finloom.stages import read_manifest
@@ -392,3 +393,10 @@ def test_the_critique_prompt_names_the_keywords_only_in_rag_mode():
 def test_a_rejection_without_a_usable_reason_says_so(reason):
     parsed = parse_critique(f'{{"ok": false, "criterion": 2, "reason": {reason}}}')
     assert (parsed.criterion, parsed.by, parsed.reason) == ("overload", "teacher", "(no reason)")
+
+
+def test_a_short_addition_to_a_long_prompt_and_three_kinds_of_constraint_pass_the_rules():
+    assert rule_problem(_words(RULES.complex_prompt_words), "Keep it short.", RULES) is None
+    three = "Answer in English, use a table, and do not use jargon."
+    assert len(constraint_kinds(three)) == RULES.max_constraints
+    assert rule_problem("Explain a bond.", three, RULES) is None
