@@ -203,6 +203,12 @@ class RunContext:
             return "start", self.recipe.start_model()
         return upstream, self.artifact(upstream, "model")
 
+    def named_model(self, name: str) -> Path:
+        """A model a recipe names: ``stage:NAME`` (that stage's model in this run) or a directory."""
+        if name.startswith(STAGE_MODEL_PREFIX):
+            return self.artifact(name.removeprefix(STAGE_MODEL_PREFIX), "model")
+        return self.recipe.resolve(name)
+
     def teacher(self) -> ClientSection | None:
         return resolve_teacher(self.recipe, self.run_dir)
 

@@ -38,7 +38,7 @@ from finloom.prompts.records import load_prompts
 from finloom.prompts.stage import Build, LazyTeacher, select_prompts
 from finloom.recipe import ChatSource, PASSection
 from finloom.sft.stage import train_on_conversations
-from finloom.stages import STAGE_MODEL_PREFIX, RunContext, StageResult
+from finloom.stages import RunContext, StageResult
 
 GIVEN = "given"
 GENERATED = "generated"
@@ -76,11 +76,7 @@ def run(section: PASSection, ctx: RunContext) -> StageResult:
 
 def _model(ctx: RunContext, name: str | None) -> Path:
     """A model the stage uses: ``stage:NAME``'s, a directory, or (None) the newest lineage model before pas."""
-    if name is None:
-        return Path(ctx.input_model()[1])
-    if name.startswith(STAGE_MODEL_PREFIX):
-        return ctx.artifact(name.removeprefix(STAGE_MODEL_PREFIX), "model")
-    return ctx.recipe.resolve(name)
+    return Path(ctx.input_model()[1]) if name is None else ctx.named_model(name)
 
 
 def build_pairs(section: PASSection, ctx: RunContext) -> dict:

@@ -62,15 +62,9 @@ def merge_models(method: str, models: list[Path], out: Path, base: Path | None =
     return out
 
 
-def _model_path(ctx: RunContext, name: str) -> Path:
-    if name.startswith(STAGE_MODEL_PREFIX):
-        return ctx.artifact(name.removeprefix(STAGE_MODEL_PREFIX), "model")
-    return ctx.recipe.resolve(name)
-
-
 def merge_inputs(section: MergeSection, ctx: RunContext) -> list[tuple[str, Path]]:
     """(label, directory) of every model merged: ``models``, then the last ``checkpoints`` of the stage before."""
-    inputs = [(name, _model_path(ctx, name)) for name in section.models]
+    inputs = [(name, ctx.named_model(name)) for name in section.models]
     if section.checkpoints:
         stage = model_stage_before(ctx.recipe, ctx.stage)
         if stage is None:
@@ -100,7 +94,7 @@ def run(section: MergeSection, ctx: RunContext) -> StageResult:
     if model_stage_before(ctx.recipe, ctx.stage) is None and not section.base:
         raise BadInput("merge.base: no model stage runs before merge; name the base model")
     if section.base:
-        base_label, base = section.base, _model_path(ctx, section.base)
+        base_label, base = section.base, ctx.named_model(section.base)
     else:  # the model the stage before this one started from
         base_label, base = ctx.input_model(model_stage_before(ctx.recipe, ctx.stage))
     merge_models(section.method, [path for _, path in inputs], ctx.stage_dir / "model",
