@@ -43,6 +43,8 @@ def test_defaults_are_filled_and_stages_ordered(tiny_data):
         ({"merge": {"checkpoints": 2, "weights": [1.0]}}, "weights: 1 given for 2 merged models"),
         ({"merge": {"models": ["stage:sft", "stage:align"]}}, "merge.models: stage:align: no enabled model stage before"),
         ({"merge": {"checkpoints": 2}, "sft.lora": {"enabled": True}}, "merge.checkpoints: the SFT checkpoints hold LoRA"),
+        ({"sft.lora": {"quantize": "nf4"}}, "sft.lora: quantize: nf4 quantises the frozen base under LoRA adapters; set enabled: true"),
+        ({"sft.lora": {"enabled": True, "quantize": "nf8"}}, "sft.lora.quantize: Input should be 'none', 'nf4' or 'int8'"),
         ({"prefs": {"samples": 3}}, "prefs: sources: at least one prompt file is required"),
         ({"prefs": {"sources": [{"path": "sft.jsonl"}], "models": ["stage:align"]}},
          "prefs.models: stage:align: no enabled model stage before prefs"),

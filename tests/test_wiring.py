@@ -261,3 +261,31 @@ def test_sft_checkpointing_and_lora_settings_reach_training(tiny_data, tiny_run,
     assert tuned.keys() == start.keys()
     moved = [name for name in tuned if "layers" in name and not torch.equal(tuned[name], start[name])]
     assert moved and all("proj" in name for name in moved)  # LoRA touches the linear layers only
+
+
+@pytest.mark.parametrize("quantize", ["nf4", "int8"])
+def test_sft_lora_quantize_trains_on_a_quantised_base_and_saves_full_precision(tiny_data, tiny_run, tmp_path, quantize):
+    """sft.lora.quantize reaches the trainer (the base it trained held nf4 / int8 weights, bitsandbytes on the CPU)
+    and the saved model is the adapters merged into the original float32 weights: every weight changed by a matrix
+    of rank at most r, which a merge into the dequantised weights (quantisation error everywhere) would not be."""
+    from safetensors.torch import load_file
+
+    from finloom.stages import read_manifest
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    train = {"max_steps": 3, "batch_size": 4, "seq_len": 128, "learning_rate": 1e-2}
+    lora = {"enabled": True, "r": 2, "quantize": quantize}
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"sft.train": train, "sft.lora": lora}), "sft_qlora.yaml"))
+    assert Runner(recipe, run_dir).run(only="sft", force=True) == {"sft": "done"}
+    metrics = read_manifest(run_dir, "sft")["metrics"]
+    assert metrics["quantized_base"] == quantize
+    model_dir = run_dir / "sft" / "model"
+    assert "quantization_config" not in json.loads((model_dir / "config.json").read_text())
+    tuned, start = (load_file(d / "model.safetensors") for d in (model_dir, run_dir / "pretrain" / "model"))
+    assert tuned.keys() == start.keys() and all(tuned[name].dtype == torch.float32 for name in tuned)
+    deltas = {name: tuned[name] - start[name] for name in tuned if tuned[name].dim() == 2}
+    moved = {name: delta for name, delta in deltas.items() if delta.abs().max() > 0}
+    assert moved and all("proj" in name for name in moved)
+    assert max(int(torch.linalg.matrix_rank(delta.double(), atol=1e-6)) for delta in moved.values()) <= 2
+    assert metrics["trainable_parameters"] == sum(2 * sum(delta.shape) for name, delta in deltas.items() if "proj" in name)

@@ -24,6 +24,7 @@ from finloom.files import atomic_write_json
 from finloom.interrupts import raise_if_interrupted
 from finloom.progress import progress_bar
 from finloom.llm.checkpointing import checkpoint_every_k_layers
+from finloom.llm.quantized import has_quantized_base, merged_into_full_precision, quantization_of
 from finloom.recipe import LoraSettings, TrainArgs
 
 
@@ -111,8 +112,10 @@ def with_lora(model, lora: LoraSettings):
     """``model`` with LoRA adapters (PEFT) when ``lora`` is enabled; ``train_and_save`` saves it merged."""
     if not lora.enabled:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if getattr(model, "is_quantized", False):  # lora.quantize; checkpointing stays train.gradient_checkpointing's
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                             target_modules=lora.target_modules, task_type="CAUSAL_LM"))
 
@@ -142,6 +145,8 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
     if group is not None:
         group = checkpoint_every_k_layers(trainer.model, group)
     checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    quantized = quantization_of(trainer.model)  # read before the save merges LoRA adapters away
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
@@ -162,6 +167,8 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
         "train_seconds": round(train_seconds, 2),
         "curves": curve_destinations(trackers, stage_dir),
         "checkpoint_every_k_layers": group,
+        "trainable_parameters": trainable,
+        "quantized_base": quantized,
     }
     return metrics
 
@@ -222,7 +229,8 @@ def _save_model_dir(trainer: Trainer, model_dir: Path) -> None:
 
     Every process of a distributed run takes part in ``save_model`` (FSDP and ZeRO-3 gather the
     weights across them) into one shared partial directory; the main process then renames it into
-    place. A LoRA model is saved merged, as a plain full model.
+    place. A LoRA model is saved merged, as a plain full model (one trained on a quantised base merged into
+    its full-precision weights).
     """
     accelerator = trainer.accelerator
     partial = model_dir.with_name(f".{model_dir.name}.partial")
@@ -232,7 +240,8 @@ def _save_model_dir(trainer: Trainer, model_dir: Path) -> None:
     model = accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         if accelerator.is_main_process:
-            model.merge_and_unload().save_pretrained(str(partial), safe_serialization=True)
+            merged = merged_into_full_precision(model) if has_quantized_base(model) else model.merge_and_unload()
+            merged.save_pretrained(str(partial), safe_serialization=True)
     else:
         trainer.save_model(str(partial))
     accelerator.wait_for_everyone()

@@ -8,6 +8,7 @@ generation config) that ``from_pretrained`` and vLLM open directly.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,13 +59,21 @@ def load_causal_lm(path: str | Path, loading: ModelLoading = SAFE, model_class=A
 
 
 def load_trainable(path: str | Path, loading: ModelLoading = SAFE, model_class=AutoModelForCausalLM,
-                   **kwargs) -> PreTrainedModel:
+                   quantize: str = "none", bf16: bool = False, **kwargs) -> PreTrainedModel:
     """The model a stage trains, in float32 whatever ``dtype`` says or the checkpoint holds: the master weights.
 
     ``train.bf16`` then computes in bfloat16 (autocast) while the optimiser updates float32 weights. Trained in
     bfloat16 itself, an Adam step below half a bf16 ulp is lost: at lr 2e-5, 71% of a 1.5B model's weights did
-    not move in 3 steps. ``dtype`` still sets the frozen references' and inference's precision."""
-    return load_causal_lm(path, loading.model_copy(update={"dtype": "float32"}), model_class, **kwargs)
+    not move in 3 steps. ``dtype`` still sets the frozen references' and inference's precision.
+
+    ``quantize`` (``lora.quantize``: nf4, int8) holds the frozen base quantised for LoRA adapters instead
+    (``llm.quantized``), computing in bfloat16 when ``bf16``."""
+    full = loading.model_copy(update={"dtype": "float32"})
+    if quantize != "none":
+        from finloom.llm.quantized import load_quantized
+
+        return load_quantized(path, full, quantize, bf16, partial(load_causal_lm, model_class=model_class), **kwargs)
+    return load_causal_lm(path, full, model_class, **kwargs)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> Path:

@@ -179,7 +179,7 @@ def run_base(section: BaseSection, ctx: RunContext) -> StageResult:
 def run_pretrain(section: PretrainSection, ctx: RunContext) -> StageResult:
     _, model_path = ctx.input_model()
     tokenizer = load_tokenizer(model_path, ctx.recipe.model)
-    model = load_trainable(model_path, ctx.recipe.model)
+    model = load_trainable(model_path, ctx.recipe.model, quantize=section.lora.quantize, bf16=section.train.bf16)
     metrics = train_causal_lm(model, tokenizer, section, cpt_inputs(ctx, section.mix, model_path), ctx.stage_dir,
                               ctx.resume, ctx.stage)
     return StageResult(outputs={"model": f"{ctx.stage}/model"}, metrics=metrics)

@@ -63,6 +63,17 @@ class LoraSettings(Section):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    quantize: Literal["none", "nf4", "int8"] = Field(
+        "none", description="Hold the frozen base quantised while the adapters train (bitsandbytes): nf4 is QLoRA "
+                            "(4-bit NormalFloat, double quantisation), int8 is LLM.int8. The saved model is the "
+                            "adapters merged into the full-precision base.")
+
+    @model_validator(mode="after")
+    def _quantize_needs_adapters(self) -> "LoraSettings":
+        if self.quantize != "none" and not self.enabled:
+            raise ValueError(f"quantize: {self.quantize} quantises the frozen base under LoRA adapters; "
+                             "set enabled: true (a quantised model cannot be trained whole)")
+        return self
 
 
 class TrainArgs(Section):

@@ -57,7 +57,7 @@ def train_on_conversations(ctx: RunContext, model_path, datasets: list[ChatSourc
     rows = load_conversations(
         datasets, recipe.resolve, rejects, ctx.stage,
         prepare=lambda row: tokenize_with_assistant_mask(tokenizer, row["messages"], section.train.seq_len))
-    model = load_trainable(model_path, recipe.model)
+    model = load_trainable(model_path, recipe.model, quantize=section.lora.quantize, bf16=section.train.bf16)
     resize_for_template(model, tokenizer)
     stop_at_end_of_turn(model, tokenizer)
     model.config.use_cache = False  # with a cache, transformers would not read packed position ids
