@@ -1,7 +1,11 @@
-"""Packed SFT: the same losses and gradients as unpacked training, and no sample sees another."""
+"""Packed SFT: the same losses and gradients as unpacked training, and no sample sees another.
+
+``FINLOOM_TEST_DEVICE=cuda`` runs the same checks on a GPU (SDPA's GPU kernels; benchmarks/RESULTS.md).
+"""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -11,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from finloom.sft.packing import PackedCollator, pack_rows, packed_utilisation, padded_utilisation
 
 SEQ_LEN = 48
+DEVICE = os.environ.get("FINLOOM_TEST_DEVICE", "cpu")
 
 
 def tiny_model(attention: str) -> LlamaForCausalLM:
@@ -18,7 +23,7 @@ def tiny_model(attention: str) -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
     config._attn_implementation = attention
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(config).to(DEVICE)
 
 
 def conversations(count: int = 11, seed: int = 0) -> list[dict]:
@@ -39,6 +44,7 @@ def conversations(count: int = 11, seed: int = 0) -> list[dict]:
 
 def token_losses(model, batch: dict) -> torch.Tensor:
     """Each position's loss for predicting the next label (0 where the label is -100), shape like labels[:, 1:]."""
+    batch = {key: value.to(DEVICE) if torch.is_tensor(value) else value for key, value in batch.items()}
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     logits = model(**inputs, use_cache=False).logits[:, :-1]  # with a cache, transformers ignores packed positions
     labels = batch["labels"][:, 1:]
@@ -93,7 +99,7 @@ def test_packed_gradients_equal_unpacked():
     for batch in (unpacked_batch(rows), PackedCollator(pad_token_id=0)(list(pack_rows(rows, SEQ_LEN)))):
         model = tiny_model("sdpa")
         losses = token_losses(model, batch)
-        (losses.sum() / (batch["labels"][:, 1:] != -100).sum()).backward()  # the trainer's token mean
+        (losses.sum() / (batch["labels"][:, 1:] != -100).sum().to(DEVICE)).backward()  # the trainer's token mean
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert grads[0].abs().max() > 1e-3
     assert torch.allclose(grads[0], grads[1], atol=1e-4)
@@ -106,8 +112,8 @@ def test_no_token_of_one_sample_changes_another_samples_logits():
     first = row["seq_lengths"][0]
     changed = dict(row, input_ids=[(t + 7) % 120 for t in row["input_ids"][:first]] + row["input_ids"][first:])
     collate = PackedCollator(pad_token_id=0)
-    before, after = (model(**{k: v for k, v in collate([r]).items() if k != "labels"}, use_cache=False).logits
-                     for r in (row, changed))
+    before, after = (model(**{k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in collate([r]).items()
+                              if k != "labels"}, use_cache=False).logits for r in (row, changed))
     assert not torch.allclose(before[0, :first], after[0, :first])  # the edit did change the first sample
     assert torch.allclose(before[0, first:], after[0, first:], atol=1e-6)
 

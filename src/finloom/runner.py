@@ -75,15 +75,21 @@ def process_peak_rss_mb() -> float:
 
 
 class PeakMemory:
-    """Samples this process's resident memory in a thread; ru_maxrss can't be reset per stage."""
+    """Samples this process's resident memory in a thread; ru_maxrss can't be reset per stage. On a GPU it also
+    keeps the stage's peak of memory allocated by PyTorch on this process's device (``peak_gpu_bytes``)."""
 
     def __init__(self, interval_s: float = 0.05):
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.peak_gpu_bytes: int | None = None
         self._stop = threading.Event()
         self._process = psutil.Process()
 
     def __enter__(self) -> "PeakMemory":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         self.peak_bytes = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -97,6 +103,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+        import torch
+
+        if torch.cuda.is_available():
+            self.peak_gpu_bytes = torch.cuda.max_memory_allocated()
 
 
 class Processes:
@@ -355,13 +365,15 @@ class Runner:
             finished_at=datetime.now(timezone.utc).isoformat(),
             wall_time_s=round(wall, 2),
             peak_rss_mb=round(memory.peak_bytes / 2**20, 1),
+            **({} if memory.peak_gpu_bytes is None else {"peak_gpu_mb": round(memory.peak_gpu_bytes / 2**20, 1)}),
             outputs=result.outputs,
             output_hashes={name: hash_path(self.run_dir / rel) for name, rel in result.outputs.items()},
             metrics=result.metrics,
         )
         atomic_write_json(stage_dir / "manifest.json", manifest)
         self.processes.barrier()
-        print_(f"[green]✓ {stage}[/green] in {wall:.1f}s, peak RSS {manifest['peak_rss_mb']:.0f} MB")
+        gpu = f", peak GPU {manifest['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in manifest else ""
+        print_(f"[green]✓ {stage}[/green] in {wall:.1f}s, peak RSS {manifest['peak_rss_mb']:.0f} MB{gpu}")
         return "done"
 
     def _outputs_exist(self, manifest: dict) -> bool:

@@ -1,0 +1,168 @@
+"""The training stages on a GPU, each through ``finloom run`` on a recipe: SFT full / LoRA / QLoRA and GRPO
+single-process / FSDP / ZeRO-3.
+
+What a CPU cannot show: peak GPU memory of full fine-tuning against LoRA and QLoRA (nf4) on the same model and
+batch, effective (non-padding) tokens per second packed and unpacked in bfloat16, and GRPO's align stage
+launched by accelerate under FSDP (v2, the repo's config) and DeepSpeed ZeRO-3 (when deepspeed imports), with
+one process each (a machine with one GPU). The model is built here from scratch (random weights, a BPE
+tokenizer trained on the bundled corpora): only memory and speed are measured, not quality.
+
+    python benchmarks/gpu_stages.py --out /tmp/gpu [--hidden 2048 --layers 16 --seq-len 1024 --batch 8]
+    python benchmarks/gpu_stages.py --out /tmp/gpu --tiny        # the same path on a CPU, in a minute
+
+Prints one table per part and writes OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = {"fsdp": ROOT / "recipes" / "accelerate" / "fsdp-1x8.yaml",
+              "zero3": ROOT / "recipes" / "accelerate" / "zero3-1x8.yaml"}
+
+
+def build_model(out: Path, options) -> Path:
+    """A from-scratch Llama with a BPE tokenizer trained on the bundled corpora, saved as a model directory."""
+    from finloom.llm.loading import save_model
+    from finloom.llm.scratch import build_model as llama, train_tokenizer
+    from finloom.recipe.model import ScratchModel
+    from finloom.recipe.base import STARTER_DATA_DIR
+
+    texts = []
+    for name in ("general_corpus.jsonl", "finance_corpus.jsonl"):
+        with open(STARTER_DATA_DIR / name, encoding="utf-8") as lines:
+            texts += [json.loads(line)["text"] for line in lines]
+    tokenizer = train_tokenizer(texts[:2000], 4096)
+    spec = ScratchModel(hidden_size=options.hidden, intermediate_size=int(options.hidden * 2.75),
+                        num_layers=options.layers, num_heads=max(1, options.hidden // 128),
+                        num_kv_heads=max(1, options.hidden // 256), max_position_embeddings=max(2048, options.seq_len))
+    model = llama(spec, tokenizer)
+    path = save_model(model, tokenizer, out / "model")
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, {options.layers} layers, "
+          f"hidden {options.hidden}", flush=True)
+    return path
+
+
+def recipe(name: str, model: Path, options, **sections) -> dict:
+    return {"name": name, "seed": 7, "model": {"hf": str(model)}, "report": {"enabled": False}, **sections}
+
+
+def train(options, **extra) -> dict:
+    return {"max_steps": options.steps, "batch_size": options.batch, "seq_len": options.seq_len,
+            "learning_rate": 1e-4, "save_steps": 10**6, "logging_steps": 1, "bf16": options.bf16, **extra}
+
+
+def finloom_run(spec: dict, run_dir: Path, launcher: list[str]) -> dict:
+    """``finloom run`` of ``spec`` in ``run_dir`` under ``launcher``; the stage's manifest, or the error's tail."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "recipe.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    began = time.perf_counter()
+    done = subprocess.run([*launcher, "-m", "finloom", "run", str(path), "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = round(time.perf_counter() - began, 1)
+    (run_dir / "log.txt").write_text(done.stdout + done.stderr, encoding="utf-8")
+    if done.returncode:
+        return {"error": f"exit {done.returncode}: " + (done.stderr or done.stdout)[-1500:], "wall_s": wall}
+    stage = next(s for s in ("sft", "align") if s in spec)
+    manifest = json.loads((run_dir / stage / "manifest.json").read_text(encoding="utf-8"))
+    return {**manifest["metrics"], "peak_gpu_mb": manifest.get("peak_gpu_mb"), "peak_rss_mb": manifest["peak_rss_mb"],
+            "stage_wall_s": manifest["wall_time_s"], "wall_s": wall}
+
+
+def sft_part(model: Path, out: Path, options) -> dict:
+    data = [{"path": "starter:sft_finance.jsonl"}, {"path": "starter:sft_general.jsonl"}]
+    lora = {"enabled": True, "r": 16}
+    variants = {"full": {}, "full_unpacked": {"packing": False}, "lora": {"lora": lora},
+                "qlora_nf4": {"lora": {**lora, "quantize": "nf4"}}}
+    results = {}
+    for name, settings in variants.items():
+        spec = recipe(f"gpu-sft-{name}", model, options, sft={"datasets": data, "train": train(options), **settings})
+        results[name] = finloom_run(spec, out / f"sft_{name}", [sys.executable])
+        print(f"sft {name}: {_brief(results[name])}", flush=True)
+    print("| SFT variant | peak GPU (MB) | trainable params | real tokens/s | train s | final loss |")
+    print("|---|---|---|---|---|---|")
+    for name, result in results.items():
+        if "error" in result:
+            print(f"| {name} | failed: {result['error'][-200:]!r} |")
+            continue
+        utilisation = result["token_utilisation"]["packed" if result["packing"] else "unpacked"]
+        real = utilisation * options.batch * options.seq_len * result["train_steps"] / result["train_seconds"]
+        print(f"| {name} | {result['peak_gpu_mb']} | {result['trainable_parameters']:,} | {real:,.0f} "
+              f"| {result['train_seconds']} | {result['final_loss']} |")
+    return results
+
+
+def align_part(model: Path, out: Path, options) -> dict:
+    grpo = {"group_size": 4, "max_completion_tokens": options.completion_tokens, "temperature": 0.8,
+            "reweighting": {"eval_every": max(2, options.steps // 2), "max_prompts": 8},
+            "sft_datasets": [{"path": "starter:sft_finance.jsonl"}]}
+    spec = recipe("gpu-align", model, options, align={
+        "datasets": [{"path": "starter:rl_prompts.jsonl"}], "grpo": grpo,
+        "train": train(options, batch_size=8, seq_len=min(options.seq_len, 512))})
+    launchers = {"single": [sys.executable]}
+    for name, config in ACCELERATE.items():
+        if name == "zero3" and importlib.util.find_spec("deepspeed") is None:
+            continue
+        launchers[name] = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                           "--num_processes", "1", *(["--cpu"] if options.tiny else [])]
+    results = {}
+    for name, launcher in launchers.items():
+        results[name] = finloom_run(spec, out / f"align_{name}", launcher)
+        print(f"align {name}: {_brief(results[name])}", flush=True)
+    print("| GRPO under | peak GPU (MB) | steps | train s | generation | held-out reward before -> after |")
+    print("|---|---|---|---|---|---|")
+    for name, result in results.items():
+        if "error" in result:
+            print(f"| {name} | failed: {result['error'][-200:]!r} |")
+            continue
+        print(f"| {name} | {result['peak_gpu_mb']} | {result['train_steps']} | {result['train_seconds']} "
+              f"| {result['generation']} | {result['heldout_reward_before']} -> {result['heldout_reward_after']} |")
+    return results
+
+
+def _brief(result: dict) -> str:
+    if "error" in result:
+        return "FAILED " + result["error"][-600:]
+    return json.dumps({k: result.get(k) for k in ("wall_s", "peak_gpu_mb", "train_seconds", "final_loss")})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--hidden", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--completion-tokens", type=int, default=32)
+    parser.add_argument("--parts", nargs="+", choices=["sft", "align"], default=["sft", "align"])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model on the CPU: checks the path, measures nothing")
+    options = parser.parse_args()
+    if options.tiny:
+        options.hidden, options.layers, options.batch, options.seq_len, options.steps = 64, 2, 4, 256, 2
+        options.completion_tokens = 8
+    options.bf16 = not options.tiny
+    options.out.mkdir(parents=True, exist_ok=True)
+    model = build_model(options.out, options)
+    results = {"options": {k: str(v) for k, v in vars(options).items()}}
+    if "sft" in options.parts:
+        results["sft"] = sft_part(model, options.out, options)
+    if "align" in options.parts:
+        results["align"] = align_part(model, options.out, options)
+    (options.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
