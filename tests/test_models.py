@@ -61,3 +61,17 @@ def test_recipe_starting_from_an_hf_model(tiny_run, tiny_data, tmp_path):
     assert list(results) == ["start", "pretrain", "sft", "align"]
     assert read_manifest(tmp_path / "run", "pretrain")["inputs"]["stages"] == {
         "data": read_manifest(tmp_path / "run", "data")["fingerprint"]}
+
+
+def test_hub_kernels_stay_off_unless_the_recipe_turns_them_on(tiny_run):
+    """transformers 5 turns Hub kernels on by default; on a GPU the first model.train() then downloads them, and an
+    offline machine fails (seen on an H200). finloom loads with them off; model.hub_kernels turns them on."""
+    from pathlib import Path
+
+    assert load_causal_lm(tiny_run / "base" / "model").use_kernels is False
+    assert load_causal_lm(tiny_run / "base" / "model", ModelLoading(hub_kernels=True)).use_kernels is True
+    source = Path(__file__).parents[1] / "src" / "finloom"
+    loaders = [path.relative_to(source).as_posix() for path in source.rglob("*.py")
+               if "Model.from_pretrained(" in path.read_text(encoding="utf-8")
+               or "model_class.from_pretrained(" in path.read_text(encoding="utf-8")]
+    assert loaders == ["llm/loading.py"]  # every model loads through load_causal_lm

@@ -44,7 +44,10 @@ def load_tokenizer(path: str | Path, loading: ModelLoading = SAFE) -> PreTrained
 def load_causal_lm(path: str | Path, loading: ModelLoading = SAFE, model_class=AutoModelForCausalLM,
                    **kwargs) -> PreTrainedModel:
     """Load a model directory (or Hub id) as the recipe's model section says (``recipe.model`` is a
-    ``ModelLoading``): its safety switches and its dtype, the one place every stage loads a model through."""
+    ``ModelLoading``): its safety switches and its dtype, the one place every stage loads a model through.
+
+    Hub kernels stay off unless ``hub_kernels``: transformers 5 turns them on by default, and on a GPU the first
+    ``model.train()`` then downloads kernels, which fails on an offline machine (seen on an H200)."""
     _check_weights(Path(path), loading.allow_pickle)
     try:
         return model_class.from_pretrained(
@@ -52,6 +55,7 @@ def load_causal_lm(path: str | Path, loading: ModelLoading = SAFE, model_class=A
             use_safetensors=None if loading.allow_pickle else True,
             trust_remote_code=loading.trust_remote_code,
             dtype=DTYPES[loading.dtype],
+            use_kernels=loading.hub_kernels,
             **kwargs,
         )
     except OSError as error:

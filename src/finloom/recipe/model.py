@@ -52,6 +52,9 @@ class ModelLoading(Section):
     allow_pickle: bool = Field(False, description="Allow loading non-safetensors weights.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    hub_kernels: bool = Field(False, description="Let transformers swap layers for kernels it downloads from the "
+                                                 "Hugging Face Hub (kernels-community; its default since 5.x). Off: "
+                                                 "nothing is fetched at run time, so an offline GPU machine trains.")
 
 
 class ModelSection(ModelLoading):
