@@ -80,7 +80,7 @@ def finloom_run(spec: dict, run_dir: Path, launcher: list[str]) -> dict:
             "stage_wall_s": manifest["wall_time_s"], "wall_s": wall}
 
 
-def sft_part(model: Path, out: Path, options) -> dict:
+def sft_part(model: Path, out: Path, options, record) -> dict:
     data = [{"path": "starter:sft_finance.jsonl"}, {"path": "starter:sft_general.jsonl"}]
     lora = {"enabled": True, "r": 16}
     variants = {"full": {}, "full_unpacked": {"packing": False}, "lora": {"lora": lora},
@@ -89,6 +89,7 @@ def sft_part(model: Path, out: Path, options) -> dict:
     for name, settings in variants.items():
         spec = recipe(f"gpu-sft-{name}", model, options, sft={"datasets": data, "train": train(options), **settings})
         results[name] = finloom_run(spec, out / f"sft_{name}", [sys.executable])
+        record("sft", results)
         print(f"sft {name}: {_brief(results[name])}", flush=True)
     print("| SFT variant | peak GPU (MB) | trainable params | real tokens/s | train s | final loss |")
     print("|---|---|---|---|---|---|")
@@ -103,7 +104,7 @@ def sft_part(model: Path, out: Path, options) -> dict:
     return results
 
 
-def align_part(model: Path, out: Path, options) -> dict:
+def align_part(model: Path, out: Path, options, record) -> dict:
     grpo = {"group_size": 4, "max_completion_tokens": options.completion_tokens, "temperature": 0.8,
             "reweighting": {"eval_every": max(2, options.steps // 2), "max_prompts": 8},
             "sft_datasets": [{"path": "starter:sft_finance.jsonl"}]}
@@ -119,6 +120,7 @@ def align_part(model: Path, out: Path, options) -> dict:
     results = {}
     for name, launcher in launchers.items():
         results[name] = finloom_run(spec, out / f"align_{name}", launcher)
+        record("align", results)
         print(f"align {name}: {_brief(results[name])}", flush=True)
     print("| GRPO under | peak GPU (MB) | steps | train s | generation | held-out reward before -> after |")
     print("|---|---|---|---|---|---|")
@@ -156,11 +158,15 @@ def main() -> int:
     options.out.mkdir(parents=True, exist_ok=True)
     model = build_model(options.out, options)
     results = {"options": {k: str(v) for k, v in vars(options).items()}}
+
+    def record(part: str, part_results: dict) -> None:  # after every variant: a run cut short keeps what it measured
+        results[part] = part_results
+        (options.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
     if "sft" in options.parts:
-        results["sft"] = sft_part(model, options.out, options)
+        sft_part(model, options.out, options, record)
     if "align" in options.parts:
-        results["align"] = align_part(model, options.out, options)
-    (options.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        align_part(model, options.out, options, record)
     return 0
 
 
