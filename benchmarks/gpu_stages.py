@@ -150,11 +150,13 @@ def main() -> int:
     parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--parts", nargs="+", choices=["sft", "align"], default=["sft", "align"])
     parser.add_argument("--tiny", action="store_true", help="a tiny model on the CPU: checks the path, measures nothing")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="train.bf16 (default: on, off with --tiny)")
     options = parser.parse_args()
     if options.tiny:
         options.hidden, options.layers, options.batch, options.seq_len, options.steps = 64, 2, 4, 256, 2
         options.completion_tokens = 8
-    options.bf16 = not options.tiny
+    options.bf16 = not options.tiny if options.bf16 is None else options.bf16
     options.out.mkdir(parents=True, exist_ok=True)
     model = build_model(options.out, options)
     results = {"options": {k: str(v) for k, v in vars(options).items()}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import shutil
 
@@ -154,5 +155,8 @@ def test_a_loss_that_becomes_nan_stops_the_stage_naming_it(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     done = finloom_cli("run", str(write_recipe(tiny_data, recipe, "nan.yaml")), "--run-dir", str(run_dir))
     _expect_exit_2(done, "base: the training loss became nan by step")
+    assert "the logged steps before it: base/log_history.json" in done.stderr
+    history = json.loads((run_dir / "base" / "log_history.json").read_text())
+    assert history and not math.isfinite(history[-1]["loss"])  # the curve up to the step that diverged
     assert read_manifest(run_dir, "base")["status"] == "failed"
     assert read_manifest(run_dir, "pretrain") is None  # nothing downstream ran on the ruined model

@@ -148,7 +148,12 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     quantized = quantization_of(trainer.model)  # read before the save merges LoRA adapters away
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    except TrainingDiverged as error:  # keep the steps that led there: what a diagnosis starts from
+        if trainer.is_world_process_zero():
+            atomic_write_json(stage_dir / "log_history.json", trainer.state.log_history)
+        raise TrainingDiverged(f"{error}; the logged steps before it: {stage_dir.name}/log_history.json") from None
     train_seconds = time.perf_counter() - started
     if not math.isfinite(output.training_loss):  # steps after the last logged window
         raise TrainingDiverged(f"{label}: the training loss became {output.training_loss} by step "
