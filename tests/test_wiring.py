@@ -289,3 +289,15 @@ def test_sft_lora_quantize_trains_on_a_quantised_base_and_saves_full_precision(t
     assert moved and all("proj" in name for name in moved)
     assert max(int(torch.linalg.matrix_rank(delta.double(), atol=1e-6)) for delta in moved.values()) <= 2
     assert metrics["trainable_parameters"] == sum(2 * sum(delta.shape) for name, delta in deltas.items() if "proj" in name)
+
+
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_a_quantised_base_under_fsdp_or_zero3_is_refused_naming_the_setting(tiny_run, monkeypatch, variable):
+    from finloom.errors import BadInput
+    from finloom.llm.loading import load_trainable
+
+    monkeypatch.setenv(variable, "true")  # what accelerate launch sets for those configs
+    with pytest.raises(BadInput, match="lora.quantize: nf4 holds one quantised copy of the base per process"):
+        load_trainable(tiny_run / "sft" / "model", quantize="nf4")
+    monkeypatch.setenv(variable, "false")
+    assert load_trainable(tiny_run / "sft" / "model", quantize="nf4").is_quantized

@@ -9,6 +9,7 @@ QLoRA's authors and axolotl do, not into the dequantised ones, which would bake 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -34,8 +35,16 @@ def quantization_config(method: str, bf16: bool):
 
 
 def load_quantized(path: str | Path, loading, method: str, bf16: bool, load, **kwargs):
-    """``load`` (finloom's safe loader) with the base quantised on this process's device; remembers the source."""
+    """``load`` (finloom's safe loader) with the base quantised on this process's device; remembers the source.
+
+    Each process holds its own quantised copy (plain or DDP launches): FSDP and ZeRO-3 would shard the packed
+    weights, which finloom does not set up (QLoRA-FSDP needs a bf16 quant storage and its own wrapping)."""
     from accelerate import PartialState
+
+    for variable, engine in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(variable, "").lower() == "true":
+            raise BadInput(f"lora.quantize: {method} holds one quantised copy of the base per process; launch without "
+                           f"{engine} (plain or multi-GPU DDP), or set quantize: none to shard a full-precision base")
 
     model = load(path, loading, quantization_config=quantization_config(method, bf16),
                  device_map={"": PartialState().device}, **kwargs)
