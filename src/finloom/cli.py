@@ -476,14 +476,24 @@ def merge(
 
 @app.command()
 def serve(
-    path: Annotated[Path, typer.Argument(
+    path: Annotated[Path | None, typer.Argument(
         help="A model directory (any stage's model, or a reward model), or a run directory: then every completed "
-             "chat stage's model (sft, merge, align), named by stage, the newest the default.")],
+             "chat stage's model (sft, merge, align), named by stage, the newest the default. Not with --upstream.",
+        show_default=False)] = None,
+    upstream: Annotated[str | None, typer.Option(
+        help="Forward generation to the OpenAI-compatible server at this base URL instead of loading a model, e.g. "
+             "http://127.0.0.1:8001/v1 after `vllm serve RUN/align/model --port 8001` on a GPU; no PATH then "
+             "(PAS comes with --pas RUN/pas/model and runs here). This server still validates (400s), admits "
+             "(--max-concurrency, --max-queue), times out, runs PAS, logs, counts usage (the upstream's) and serves "
+             "the chat page; /v1/models lists the upstream's models, /health says whether it answers, and a down "
+             "or failing upstream is a 502.", show_default=False)] = None,
     host: Annotated[str, typer.Option(
         help="Interface to bind. The default answers this machine only; the server has no authentication.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     model_name: Annotated[str | None, typer.Option(
-        help="Name /v1/models reports for a model directory (default RUN/STAGE or the directory's name).")] = None,
+        help="Name /v1/models reports for a model directory (default RUN/STAGE or the directory's name); with "
+             "--upstream, the one name served, for the upstream's default model (default: the upstream's names).")]
+    = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run model code shipped with the checkpoint.")] = False,
     max_concurrency: Annotated[int, typer.Option(
         min=1, help="Requests generating at once; requests on one model take turns on it.")] = 4,
@@ -509,8 +519,27 @@ def serve(
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions and /v1/completions with streaming,
     /v1/models), with a chat page at / and /health; a reward model (the reward stage's) scores conversations at
-    /v1/rewards instead (the slot, queue, timeout, log and run options are the chat server's)."""
+    /v1/rewards instead (the slot, queue, timeout, log and run options are the chat server's). With --upstream URL
+    and no PATH, a server such as vLLM generates and this one stands in front of it (finloom serve --upstream
+    http://127.0.0.1:8001/v1 [--pas RUN/pas/model])."""
     import socket
+
+    import httpx
+
+    if upstream is not None:
+        if path is not None:
+            raise BadInput("serve: give PATH or --upstream, not both (with --upstream the upstream generates; a "
+                           "run's PAS model comes with --pas RUN/pas/model)")
+        try:
+            host_of = httpx.URL(upstream).host if upstream.startswith(("http://", "https://")) else None
+        except httpx.InvalidURL:
+            host_of = None
+        if not host_of:
+            raise BadInput(f"--upstream: {upstream!r} is not an http(s) base URL such as http://127.0.0.1:8001/v1")
+    elif path is None:
+        raise BadInput("serve: give PATH (a model or run directory), or --upstream URL (an OpenAI-compatible server)")
+    elif not path.is_dir():
+        raise BadInput(f"serve: no model directory at {path}")
 
     import uvicorn
 
@@ -518,33 +547,43 @@ def serve(
     from finloom.llm.serve import ServeOptions, create_app
     from finloom.reward.serve import create_reward_app
 
-    if not path.is_dir():
-        raise BadInput(f"serve: no model directory at {path}")
     with socket.socket() as probe:  # before the model loads: a port in use is one line, not a server's traceback
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind((host, port))
         except OSError as error:
             raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-    if is_reward_model(path):  # a reward model scores conversations (POST /v1/rewards) instead of chatting
+    if upstream is None and is_reward_model(path):  # a reward model scores conversations (POST /v1/rewards)
         app_ = create_reward_app(path, model_name=model_name, trust_remote_code=trust_remote_code)
         what = "reward model at /v1/rewards"
     else:
         from finloom.pas.augment import Augmenter
         from finloom.recipe import ModelLoading
 
-        run_pas = path / "pas" / "model"
-        if pas is None and not no_pas and (path / "pas" / "manifest.json").exists() and run_pas.is_dir():
-            pas = run_pas
+        if path is not None and pas is None and not no_pas and (path / "pas" / "manifest.json").exists() \
+                and (path / "pas" / "model").is_dir():
+            pas = path / "pas" / "model"
         augmenter = Augmenter(pas, pas_category, loading=ModelLoading(trust_remote_code=trust_remote_code)) if pas else None
         options = ServeOptions(max_concurrency=max_concurrency, max_queue=max_queue, request_timeout=request_timeout,
                                max_loaded=max_loaded, log_file=log_file, log_prompts=log_prompts)
         app_ = create_app(path, model_name=model_name, trust_remote_code=trust_remote_code, pas=augmenter,
-                          options=options)
-        what = (f"models {', '.join(app_.state.pool.directories)}; chat page at /"
-                + (f"; PAS {pas}" if augmenter else ""))
+                          options=options, upstream=upstream)
+        what = f"{app_.state.backend.describe()}; chat page at /" + (f"; PAS {pas}" if augmenter else "")
+        if upstream is not None:
+            _warn_if_down(upstream)
     print(f"finloom serve: listening on http://{host}:{port} ({what})", flush=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _warn_if_down(upstream: str) -> None:
+    """A line on stderr where the upstream does not answer yet (vLLM loads for minutes; the server starts anyway)."""
+    import httpx
+
+    try:
+        httpx.get(f"{upstream.rstrip('/')}/models", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        print(f"finloom serve: the upstream {upstream} does not answer yet ({error}); requests get 502 until it "
+              "does, /health says when", file=sys.stderr, flush=True)
 
 
 def main() -> None:
