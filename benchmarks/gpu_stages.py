@@ -80,27 +80,42 @@ def finloom_run(spec: dict, run_dir: Path, launcher: list[str]) -> dict:
             "stage_wall_s": manifest["wall_time_s"], "wall_s": wall}
 
 
+def run_variants(part: str, variants: dict[str, tuple[dict, list[str]]], out: Path, record) -> dict:
+    """Each variant's recipe under its launcher, one after another; results recorded as they come."""
+    results = {}
+    for name, (spec, launcher) in variants.items():
+        results[name] = finloom_run(spec, out / f"{part}_{name}", launcher)
+        record(part, results)
+        print(f"{part} {name}: {_brief(results[name])}", flush=True)
+    return results
+
+
+def print_table(columns: list[str], results: dict, row) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for name, result in results.items():
+        cells = [f"failed: {result['error'][-200:]!r}"] if "error" in result else row(result)
+        print("| " + " | ".join([name, *map(str, cells)]) + " |")
+
+
 def sft_part(model: Path, out: Path, options, record) -> dict:
     data = [{"path": "starter:sft_finance.jsonl"}, {"path": "starter:sft_general.jsonl"}]
     lora = {"enabled": True, "r": 16}
-    variants = {"full": {}, "full_unpacked": {"packing": False}, "lora": {"lora": lora},
+    settings = {"full": {}, "full_unpacked": {"packing": False}, "lora": {"lora": lora},
                 "qlora_nf4": {"lora": {**lora, "quantize": "nf4"}}}
-    results = {}
-    for name, settings in variants.items():
-        spec = recipe(f"gpu-sft-{name}", model, options, sft={"datasets": data, "train": train(options), **settings})
-        results[name] = finloom_run(spec, out / f"sft_{name}", [sys.executable])
-        record("sft", results)
-        print(f"sft {name}: {_brief(results[name])}", flush=True)
-    print("| SFT variant | peak GPU (MB) | trainable params | real tokens/s | train s | final loss |")
-    print("|---|---|---|---|---|---|")
-    for name, result in results.items():
-        if "error" in result:
-            print(f"| {name} | failed: {result['error'][-200:]!r} |")
-            continue
+    variants = {name: (recipe(f"gpu-sft-{name}", model, options,
+                              sft={"datasets": data, "train": train(options), **extra}), [sys.executable])
+                for name, extra in settings.items()}
+    results = run_variants("sft", variants, out, record)
+
+    def row(result: dict) -> list:
         utilisation = result["token_utilisation"]["packed" if result["packing"] else "unpacked"]
         real = utilisation * options.batch * options.seq_len * result["train_steps"] / result["train_seconds"]
-        print(f"| {name} | {result['peak_gpu_mb']} | {result['trainable_parameters']:,} | {real:,.0f} "
-              f"| {result['train_seconds']} | {result['final_loss']} |")
+        return [result["peak_gpu_mb"], f"{result['trainable_parameters']:,}", f"{real:,.0f}",
+                result["train_seconds"], result["final_loss"]]
+
+    print_table(["SFT variant", "peak GPU (MB)", "trainable params", "real tokens/s", "train s", "final loss"],
+                results, row)
     return results
 
 
@@ -111,25 +126,16 @@ def align_part(model: Path, out: Path, options, record) -> dict:
     spec = recipe("gpu-align", model, options, align={
         "datasets": [{"path": "starter:rl_prompts.jsonl"}], "grpo": grpo,
         "train": train(options, batch_size=8, seq_len=min(options.seq_len, 512))})
-    launchers = {"single": [sys.executable]}
+    variants = {"single": (spec, [sys.executable])}
     for name, config in ACCELERATE.items():
         if name == "zero3" and importlib.util.find_spec("deepspeed") is None:
             continue
-        launchers[name] = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                           "--num_processes", "1", *(["--cpu"] if options.tiny else [])]
-    results = {}
-    for name, launcher in launchers.items():
-        results[name] = finloom_run(spec, out / f"align_{name}", launcher)
-        record("align", results)
-        print(f"align {name}: {_brief(results[name])}", flush=True)
-    print("| GRPO under | peak GPU (MB) | steps | train s | generation | held-out reward before -> after |")
-    print("|---|---|---|---|---|---|")
-    for name, result in results.items():
-        if "error" in result:
-            print(f"| {name} | failed: {result['error'][-200:]!r} |")
-            continue
-        print(f"| {name} | {result['peak_gpu_mb']} | {result['train_steps']} | {result['train_seconds']} "
-              f"| {result['generation']} | {result['heldout_reward_before']} -> {result['heldout_reward_after']} |")
+        variants[name] = (spec, [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                                 "--num_processes", "1", *(["--cpu"] if options.tiny else [])])
+    results = run_variants("align", variants, out, record)
+    print_table(["GRPO under", "peak GPU (MB)", "steps", "train s", "generation", "held-out reward before -> after"],
+                results, lambda r: [r["peak_gpu_mb"], r["train_steps"], r["train_seconds"], r["generation"],
+                                    f"{r['heldout_reward_before']} -> {r['heldout_reward_after']}"])
     return results
 
 
