@@ -105,7 +105,13 @@ def test_a_hub_source_needs_no_file_and_says_when_it_cannot_be_read(tiny_data, m
 
     recipe = parse_recipe(tiny_recipe(**{"sft.datasets": [{"path": "hub:no-such-org/no-such-set", "format": "sharegpt"}]}),
                           tiny_data)  # validates without a file
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # The libraries read those variables when first imported; an already imported one would try the network.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(BadInput, match="datasets: cannot read hub:no-such-org/no-such-set"):
         load_conversations(recipe.sft.datasets, recipe.resolve, tiny_data / "hub_rejects.jsonl", "sft")
