@@ -31,7 +31,7 @@ TARGETS = {
     "src/finloom/eval/scenarios.py": "tests/test_scenario_scoring.py",
     "src/finloom/grading/rubric.py": "tests/test_scenario_scoring.py tests/test_grading_rewards.py",
     "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from or rejection'",
-    "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms'",
+    "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"

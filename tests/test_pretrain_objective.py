@@ -60,6 +60,31 @@ def test_top_k_with_k_equal_to_vocabulary_is_the_full_kl(direction):
 
 def test_lambda_warms_up_linearly():
     assert [lambda_at(step, 2.0, 4) for step in (0, 2, 4, 10)] == [0.0, 1.0, 2.0, 2.0]
+    assert [lambda_at(step, 2.0, 1) for step in (0, 1)] == [0.0, 2.0]  # one warm-up step is still a warm-up
+    assert lambda_at(0, 2.0, 0) == lambda_at(0, 2.0, -1) == 2.0  # none
+
+
+def test_the_direction_is_read_by_value_and_an_unknown_one_is_refused_by_hand():
+    """Directions come from parsed recipes (not interned literals); a name sorting before "forward" or after
+    "reverse" is still refused."""
+    policy, reference = torch.tensor(POLICY), torch.tensor(REFERENCE)
+    for name, hand in (("rev" + "erse".strip(), _kl), ("for" + "ward".strip(), lambda p, q: _kl(q, p))):
+        got = token_kl(policy, reference, direction="".join(list(name)))
+        assert got[0].item() == pytest.approx(hand(_softmax(POLICY[0]), _softmax(REFERENCE[0])), abs=1e-6)
+    for unknown in ("backward", "sideways"):
+        with pytest.raises(ValueError, match="KL direction must be one of"):
+            token_kl(policy, reference, direction=unknown)
+
+
+def test_a_precomputed_top_k_gives_the_online_top_k_kl_and_exactly_one_reference_is_required():
+    from finloom.llm.kl import reference_top_k
+
+    policy, reference = torch.tensor(POLICY), torch.tensor(REFERENCE)
+    stored = reference_top_k(reference, 2)
+    assert torch.allclose(token_kl(policy, reference_topk=stored), token_kl(policy, reference, top_k=2), atol=1e-6)
+    for both_or_neither in ({"reference_logits": reference, "reference_topk": stored}, {}):
+        with pytest.raises(ValueError, match="give exactly one of reference_logits or reference_topk"):
+            token_kl(policy, **both_or_neither)
     assert lambda_at(0, 2.0, 0) == 2.0
 
 
