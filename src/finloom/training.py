@@ -145,7 +145,8 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
     if group is not None:
         group = checkpoint_every_k_layers(trainer.model, group)
     checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    # ZeRO-3 loads parameters partitioned (numel 0 here); ds_numel is their full size.
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)
     quantized = quantization_of(trainer.model)  # read before the save merges LoRA adapters away
     started = time.perf_counter()
     try:
