@@ -265,6 +265,7 @@ def test_sft_checkpointing_and_lora_settings_reach_training(tiny_data, tiny_run,
 
 @pytest.mark.parametrize("quantize", ["nf4", "int8"])
 def test_sft_lora_quantize_trains_on_a_quantised_base_and_saves_full_precision(tiny_data, tiny_run, tmp_path, quantize):
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes: pip install -e '.[qlora]'")
     """sft.lora.quantize reaches the trainer (the base it trained held nf4 / int8 weights, bitsandbytes on the CPU)
     and the saved model is the adapters merged into the original float32 weights: every weight changed by a matrix
     of rank at most r, which a merge into the dequantised weights (quantisation error everywhere) would not be."""
@@ -296,6 +297,7 @@ def test_a_quantised_base_under_fsdp_or_zero3_is_refused_naming_the_setting(tiny
     from finloom.errors import BadInput
     from finloom.llm.loading import load_trainable
 
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes: pip install -e '.[qlora]'")
     monkeypatch.setenv(variable, "true")  # what accelerate launch sets for those configs
     with pytest.raises(BadInput, match="lora.quantize: nf4 holds one quantised copy of the base per process"):
         load_trainable(tiny_run / "sft" / "model", quantize="nf4")
