@@ -53,7 +53,7 @@ def build_model(out: Path, options) -> Path:
     return path
 
 
-def recipe(name: str, model: Path, options, **sections) -> dict:
+def recipe(name: str, model: Path, **sections) -> dict:
     return {"name": name, "seed": 7, "model": {"hf": str(model)}, "report": {"enabled": False}, **sections}
 
 
@@ -103,7 +103,7 @@ def sft_part(model: Path, out: Path, options, record) -> dict:
     lora = {"enabled": True, "r": 16}
     settings = {"full": {}, "full_unpacked": {"packing": False}, "lora": {"lora": lora},
                 "qlora_nf4": {"lora": {**lora, "quantize": "nf4"}}}
-    variants = {name: (recipe(f"gpu-sft-{name}", model, options,
+    variants = {name: (recipe(f"gpu-sft-{name}", model,
                               sft={"datasets": data, "train": train(options), **extra}), [sys.executable])
                 for name, extra in settings.items()}
     results = run_variants("sft", variants, out, record)
@@ -123,7 +123,7 @@ def align_part(model: Path, out: Path, options, record) -> dict:
     grpo = {"group_size": 4, "max_completion_tokens": options.completion_tokens, "temperature": 0.8,
             "reweighting": {"eval_every": max(2, options.steps // 2), "max_prompts": 8},
             "sft_datasets": [{"path": "starter:sft_finance.jsonl"}]}
-    spec = recipe("gpu-align", model, options, align={
+    spec = recipe("gpu-align", model, align={
         "datasets": [{"path": "starter:rl_prompts.jsonl"}], "grpo": grpo,
         "train": train(options, batch_size=8, seq_len=min(options.seq_len, 512))})
     variants = {"single": (spec, [sys.executable])}
