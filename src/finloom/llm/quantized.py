@@ -24,8 +24,8 @@ def quantization_config(method: str, bf16: bool):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise BadInput(f"lora.quantize: {method} needs bitsandbytes (pip install bitsandbytes, or "
-                       "pip install -e '.[gpu]')") from None
+        raise BadInput(f"lora.quantize: {method} needs bitsandbytes (pip install -e '.[qlora]', or "
+                       "'.[gpu]' on a GPU machine)") from None
     from transformers import BitsAndBytesConfig
 
     if method == "int8":
