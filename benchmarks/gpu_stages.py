@@ -59,7 +59,7 @@ def recipe(name: str, model: Path, **sections) -> dict:
 
 def train(options, **extra) -> dict:
     return {"max_steps": options.steps, "batch_size": options.batch, "seq_len": options.seq_len,
-            "learning_rate": 1e-4, "save_steps": 10**6, "logging_steps": 1, "bf16": options.bf16, **extra}
+            "learning_rate": options.lr, "save_steps": 10**6, "logging_steps": 1, "bf16": options.bf16, **extra}
 
 
 def finloom_run(spec: dict, run_dir: Path, launcher: list[str]) -> dict:
@@ -120,20 +120,35 @@ def sft_part(model: Path, out: Path, options, record) -> dict:
 
 
 def align_part(model: Path, out: Path, options, record) -> dict:
+    """One align run per ``--align-runs`` entry, ``LAUNCHER/PRECISION/LR`` (e.g. ``zero3/bf16/1e-5``)."""
     grpo = {"group_size": 4, "max_completion_tokens": options.completion_tokens, "temperature": 0.8,
             "reweighting": {"eval_every": max(2, options.steps // 2), "max_prompts": 8},
             "sft_datasets": [{"path": "starter:sft_finance.jsonl"}]}
-    spec = recipe("gpu-align", model, align={
-        "datasets": [{"path": "starter:rl_prompts.jsonl"}], "grpo": grpo,
-        "train": train(options, batch_size=8, seq_len=min(options.seq_len, 512))})
-    variants = {"single": (spec, [sys.executable])}
-    for name, config in ACCELERATE.items():
-        if name == "zero3" and importlib.util.find_spec("deepspeed") is None:
+    variants = {}
+    for run in options.align_runs:
+        launcher, precision, lr = run.split("/")
+        if launcher == "zero3" and importlib.util.find_spec("deepspeed") is None:
+            print(f"align {run}: skipped, deepspeed is not installed", flush=True)
             continue
-        variants[name] = (spec, [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                                 "--num_processes", "1", *(["--cpu"] if options.tiny else [])])
+        settings = train(options, batch_size=8, seq_len=min(options.seq_len, 512), learning_rate=float(lr),
+                         bf16=precision == "bf16")
+        spec = recipe("gpu-align", model, align={"datasets": [{"path": "starter:rl_prompts.jsonl"}], "grpo": grpo,
+                                                 "train": settings})
+        command = [sys.executable]
+        if launcher != "single":
+            command += ["-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE[launcher]),
+                        "--num_processes", "1", *(["--cpu"] if options.tiny else [])]
+        variants[run.replace("/", "_")] = (spec, command)
     results = run_variants("align", variants, out, record)
-    print_table(["GRPO under", "peak GPU (MB)", "steps", "train s", "generation", "held-out reward before -> after"],
+    for name in results:  # the per-step curves, kept by a diverged stage too: where a NaN came from
+        history = out / f"align_{name}" / "align" / "log_history.json"
+        if history.exists():
+            steps = json.loads(history.read_text(encoding="utf-8"))
+            results[name]["curve"] = [{k: row.get(k) for k in ("step", "loss", "grad_norm", "kl", "reward")}
+                                      for row in steps if "loss" in row]
+            print(f"align {name} per step: {json.dumps(results[name]['curve'])}", flush=True)
+    record("align", results)
+    print_table(["GRPO run", "peak GPU (MB)", "steps", "train s", "generation", "held-out reward before -> after"],
                 results, lambda r: [r["peak_gpu_mb"], r["train_steps"], r["train_seconds"], r["generation"],
                                     f"{r['heldout_reward_before']} -> {r['heldout_reward_after']}"])
     return results
@@ -154,6 +169,10 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--completion-tokens", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4, help="train.learning_rate of the SFT runs")
+    parser.add_argument("--align-runs", nargs="+", default=["single/bf16/1e-4", "fsdp/bf16/1e-4", "zero3/bf16/1e-4"],
+                        metavar="LAUNCHER/PRECISION/LR",
+                        help="align runs: launcher single|fsdp|zero3, precision bf16|fp32, learning rate")
     parser.add_argument("--parts", nargs="+", choices=["sft", "align"], default=["sft", "align"])
     parser.add_argument("--tiny", action="store_true", help="a tiny model on the CPU: checks the path, measures nothing")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,

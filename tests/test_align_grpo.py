@@ -19,6 +19,7 @@ from finloom.align.rewards import RewardCombination
 from finloom.llm.chat_template import tokenize_with_assistant_mask
 from finloom.llm.client import LLMClient
 from finloom.llm.loading import load_causal_lm, load_tokenizer
+from finloom.llm.padded_attention import NAME as PADDED_SDPA
 from finloom.llm.reward_scorer import LocalRewardScorer
 from finloom.recipe import ClientSection, GRPOArgs, Reweighting
 
@@ -70,6 +71,7 @@ def rollout():
 
 def test_the_rollout_kl_is_exact_over_the_references_top_k_and_the_full_kl_at_k_vocabulary(sft_model, tmp_path):
     trainer, policy, reference = make_trainer(sft_model, tmp_path)
+    assert policy.config._attn_implementation == PADDED_SDPA  # left-padded prompts: no query row attends to nothing
     batch = rollout()
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)

@@ -12,6 +12,8 @@ vLLM generation, is TRL's):
   advantage is unchanged, so ``kl_beta`` is in units of a normalised advantage.
 - ``sft_kl_gamma`` > 0 adds gamma x the mean exact top-k ``KL(pi || pi_ref)`` over the assistant tokens of an
   SFT batch to every micro-batch's loss (with gradient; the report's replacement for PTX).
+- The policy computes attention with ``finloom.llm.padded_attention`` (SDPA whose left-padding rows attend to
+  something): on a GPU in bfloat16 PyTorch's SDPA backward gave NaN gradients for those rows.
 - With ``prompt_categories`` the prompt sampler draws categories by weights a callback can change
   (``finloom.align.categories``), keeping TRL's grouping of each prompt's samples.
 
@@ -28,6 +30,7 @@ from trl.models import prepare_deepspeed, prepare_fsdp
 
 from finloom.align.categories import CategorySampler
 from finloom.llm.kl import token_kl
+from finloom.llm.padded_attention import use_padded_sdpa
 
 
 @dataclass
@@ -91,6 +94,7 @@ class FinloomGRPOTrainer(GRPOTrainer):
                  **kwargs):
         self.prompt_categories, self.category_weights = prompt_categories, category_weights
         super().__init__(*args, **kwargs)
+        use_padded_sdpa(self.model)
         config: FinloomGRPOConfig = self.args
         needs_reference = config.kl_beta > 0 or config.sft_kl_gamma > 0
         if needs_reference and ref_model is None:
