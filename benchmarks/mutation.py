@@ -37,7 +37,7 @@ CONFIG = """[cosmic-ray]
 module-path = "{module}"
 timeout = {timeout}
 excluded-modules = []
-test-command = "{python} -m pytest -x -q -p no:cacheprovider {tests}"
+test-command = "{python} -m pytest -n 0 -x -q -p no:cacheprovider {tests}"
 
 [cosmic-ray.distributor]
 name = "local"
