@@ -95,13 +95,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(TARGETS), help="paths as in TARGETS")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run")
+    parser.add_argument("--tests", help="the pytest arguments to run instead of TARGETS' (one module)")
     parser.add_argument("--sample", type=int, help="run a seeded random sample of this many mutants per module")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     options = parser.parse_args()
     print("| module | mutants | killed | survived | incompetent | killed share |\n|---|---|---|---|---|---|")
     results = []
     for module in options.modules:
-        result = run_module(module, TARGETS[module], options.timeout, options.sample, options.seed)
+        result = run_module(module, options.tests or TARGETS[module], options.timeout, options.sample, options.seed)
         results.append(result)
         sampled = f" (of {result['sampled_from']})" if result["sampled_from"] else ""
         print(f"| {module}{sampled} | {result['mutants']} | {result['killed']} | {result['survived']} | "
