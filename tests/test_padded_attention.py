@@ -80,3 +80,11 @@ def test_other_attentions_are_left_alone_and_the_saved_config_names_none(tmp_pat
     model.save_pretrained(tmp_path)
     assert NAME not in (tmp_path / "config.json").read_text(encoding="utf-8")
     assert "attn_implementation" not in json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+
+
+def test_a_lora_policy_switches_the_model_under_its_adapters():
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    use_padded_sdpa(policy)
+    assert policy.get_base_model().config._attn_implementation == NAME

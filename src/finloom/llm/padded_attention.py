@@ -36,6 +36,5 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 def use_padded_sdpa(model) -> None:
     """Switch ``model`` from SDPA to the padding-safe SDPA above; any other attention (eager, flash) is left as is.
     Not saved: ``save_pretrained`` writes no attention implementation, so the exported model loads as usual."""
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the model under LoRA
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(NAME)
