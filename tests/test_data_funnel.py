@@ -200,6 +200,7 @@ def test_step_rows_names_counts_and_skips():
                                                         "out_x": 3, "doc_len": {"total": 12345.0, "mean": 12.5}}},
         {"name": "no type prefix", "stats": {"total": 2, "forwarded": 2, "doc_len": {"mean": 3.0}}},
         {"name": "✂️ - SPLIT: 🔤 🔤  spaced ", "stats": {"total": 1, "forwarded": 1}},
+        {"name": "🔻 - FILTER: kept nothing", "stats": {"total": 3, "forwarded": 0, "dropped": 3, "doc_len": 0}},
     ]
     rows = step_rows(stats)
     assert rows == [
@@ -207,6 +208,7 @@ def test_step_rows_names_counts_and_skips():
          "chars_kept": 12345},
         {"step": "no type prefix", "in": 2, "kept": 2, "removed": {}, "set_aside": {}, "chars_kept": None},
         {"step": "spaced", "in": 1, "kept": 1, "removed": {}, "set_aside": {}, "chars_kept": None},
+        {"step": "kept nothing", "in": 3, "kept": 0, "removed": {}, "set_aside": {}, "chars_kept": 0},
     ]
     assert isinstance(rows[0]["chars_kept"], int)
     assert step_rows([]) == []

@@ -48,7 +48,7 @@ def step_rows(stats: list[dict]) -> list[dict]:
         if name in DEDUP_STEPS:
             name, reason = DEDUP_STEPS[name]
             removed = {reason: stat_total(values["dropped"])} if values.get("dropped") else {}
-        doc_len = values.get("doc_len", {})
+        doc_len = values.get("doc_len", {})  # datatrove writes 0, not a summary, for a step that kept nothing
         rows.append({
             "step": name,
             "in": stat_total(values["total"]),
@@ -56,7 +56,7 @@ def step_rows(stats: list[dict]) -> list[dict]:
             "removed": removed,
             "set_aside": {key.removeprefix("out_"): stat_total(value) for key, value in values.items()
                           if key.startswith("out_")},
-            "chars_kept": int(doc_len["total"]) if isinstance(doc_len, dict) and "total" in doc_len else None,
+            "chars_kept": stat_total(doc_len) if not isinstance(doc_len, dict) or "total" in doc_len else None,
         })
     return rows
 
