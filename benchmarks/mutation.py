@@ -34,6 +34,7 @@ TARGETS = {
     "src/finloom/grading/rewards.py": "tests/test_grading_rewards.py",
     "src/finloom/checks.py": "tests/test_checks.py",
     "src/finloom/data/pii.py": "tests/test_data_pii.py",
+    "src/finloom/data/funnel.py": "tests/test_data_funnel.py",
     "src/finloom/eval/scenarios.py": "tests/test_scenario_scoring.py",
     "src/finloom/grading/rubric.py": "tests/test_scenario_scoring.py tests/test_grading_rewards.py",
     "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from or rejection'",
