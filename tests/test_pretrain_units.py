@@ -61,7 +61,7 @@ class Bigram(nn.Module):
         self.seen = {}
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
-        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask}
+        self.seen = {"input_ids": input_ids, "attention_mask": attention_mask, "grad": torch.is_grad_enabled()}
         return type("Output", (), {"logits": self.table[input_ids]})()
 
 
@@ -212,6 +212,15 @@ def test_single_token_and_fully_masked_batches_by_hand(tmp_path):
     assert dict(trainer._metrics) == {"finance_ce": [0.0], "general_kl": [0.0], "general_ce": [0.0], "lambda": [0.5]}
 
 
+def test_a_large_all_finance_batch_has_no_general_part(tmp_path):
+    """300 finance rows (past CPython's small-int cache, so the row counts are compared by value): CE only."""
+    policy = Bigram(POLICY)
+    trainer = _trainer(tmp_path, policy, ref_model=Bigram(REFERENCE), general_ce_weight=0.25)
+    loss = trainer.compute_loss(policy, _batch([[0, 1, 2]] * 300, [0] * 300))
+    assert loss.item() == pytest.approx((ce(0, 1) + ce(1, 2)) / 2, abs=1e-6)
+    _assert_metrics(trainer, {"finance_ce": [(ce(0, 1) + ce(1, 2)) / 2], "lambda": [1.0]})
+
+
 def test_return_outputs_gives_the_model_outputs_too(tmp_path):
     policy = Bigram(POLICY)
     trainer = _trainer(tmp_path, policy, ref_model=Bigram(REFERENCE))
@@ -310,14 +319,19 @@ def test_precompute_stores_the_reference_top_k_of_every_general_block(tmp_path, 
 
 
 def test_precompute_records_grad_free_values(tmp_path):
-    """Called outside ``torch.no_grad`` with a trainable model, the stored values still come out (no autograd)."""
+    """Called outside ``torch.no_grad`` with a trainable model, the reference pass still runs without autograd
+    (no graph is kept for a frozen pass), in one shard by default."""
     shards = _shards(tmp_path / "shards", ROWS, DOMAINS, per_shard=4)
-    index = precompute_reference(Bigram(REFERENCE), shards, tmp_path / "store", top_k=2, finance_domain=1)
+    model = Bigram(REFERENCE)
+    assert torch.is_grad_enabled()
+    index = precompute_reference(model, shards, tmp_path / "store", top_k=2, finance_domain=1)
+    assert model.seen["grad"] is False and not model.training
     assert index["blocks"] == 5 and index["shards"] == [{"file": "ref-00000.safetensors", "blocks": 5}]
 
 
 def test_precompute_shard_size_and_batch_defaults(tmp_path):
-    """264 general blocks: 256 to a file by default, in batches of 8 (33 of them), so 256 and 8."""
+    """264 general blocks: 256 to a file by default, in batches of 8 (33 of them), so 256 and 8; in batches of 3 with
+    4 to a file, 6 to a file."""
     rows = [[v % 4, (v // 4) % 4] for v in range(266)]
     domains = [1, 1] + [0] * 264
     shards = _shards(tmp_path / "shards", rows, domains, per_shard=100)
@@ -326,6 +340,10 @@ def test_precompute_shard_size_and_batch_defaults(tmp_path):
     assert [s["blocks"] for s in by_default["shards"]] == [256, 8]
     one_at_a_time = precompute_reference(model, shards, tmp_path / "b", top_k=1, finance_domain=1, batch_size=1)
     assert [s["blocks"] for s in one_at_a_time["shards"]] == [256, 8]
+    # a file is closed once it holds at least blocks_per_shard blocks, even when a batch goes past that number
+    overshooting = precompute_reference(model, shards, tmp_path / "c", top_k=1, finance_domain=1, batch_size=3,
+                                        blocks_per_shard=4)
+    assert [s["blocks"] for s in overshooting["shards"]] == [6] * 44
 
 
 def test_precompute_over_no_blocks_writes_an_empty_store(tmp_path):
