@@ -28,6 +28,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_UNITS = ("tests/test_pretrain_units.py tests/test_pretrain_objective.py::test_loss_equals_hand_computed_value "
+                  "tests/test_pretrain_objective.py::test_ce_only_settings_reduce_to_plain_cross_entropy "
+                  "tests/test_pretrain_objective.py::test_an_online_reference_gets_its_inputs_on_its_own_device")
 # module -> the tests that hold it (the fast ones: each mutant runs them once)
 TARGETS = {
     "src/finloom/align/categories.py": "tests/test_align_grpo.py -k 'sampler or reweighting'",
@@ -38,6 +41,8 @@ TARGETS = {
     "src/finloom/eval/scenarios.py": "tests/test_scenario_scoring.py",
     "src/finloom/grading/rubric.py": "tests/test_scenario_scoring.py tests/test_grading_rewards.py",
     "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from or rejection'",
+    "src/finloom/pretrain/self_constraint.py": PRETRAIN_UNITS,
+    "src/finloom/pretrain/reference.py": PRETRAIN_UNITS,
     "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
 }
 CONFIG = """[cosmic-ray]
@@ -53,8 +58,10 @@ name = "local"
 
 def keep_sample(session: Path, size: int, seed: int) -> int:
     """Delete all but a seeded random ``size`` of the session's mutants; returns how many there were."""
-    with sqlite3.connect(session) as db:
-        jobs = sorted(row[0] for row in db.execute("SELECT job_id FROM work_items"))
+    with sqlite3.connect(session) as db:  # job ids are random: order mutants by what they change, for the seed
+        specs = sorted(db.execute("SELECT operator_name, occurrence, start_pos_row, start_pos_col, job_id "
+                                  "FROM mutation_specs"))
+        jobs = [spec[-1] for spec in specs]
         kept = set(random.Random(seed).sample(jobs, min(size, len(jobs))))
         dropped = [(job,) for job in jobs if job not in kept]
         for table in ("mutation_specs", "work_items"):
