@@ -519,6 +519,8 @@ def test_step_adds_to_counts_already_in_metadata():
 def test_resolve_overlaps_keeps_spans_that_only_touch():
     spans = [Span(0, 13, "EMAIL"), Span(13, 24, "PHONE"), Span(24, 30, "IP")]  # longest first, then the later ones
     assert resolve_overlaps(spans) == spans
+    spans = [Span(0, 5, "IP"), Span(8, 21, "EMAIL"), Span(21, 32, "PHONE")]  # a shorter one before, apart or touching
+    assert resolve_overlaps(spans) == spans
 
 
 def test_window_edge_still_sees_two_characters_past_a_match():
