@@ -458,6 +458,7 @@ def test_phone_lengths_one_short_are_kept():
 def test_cn_id_birth_year_and_date_limits():
     assert cn_id_valid("11010519000101001X")  # 1 January 1900, the first year
     assert cn_id_valid("110105209912310010", today=date(2100, 1, 1))  # 31 December 2099, the last
+    assert not cn_id_valid("110105209912310011", today=date(2100, 1, 1))  # check character 1 where 0 is right
     # 1899 and 2100 are out whatever the check character (one of the eleven is right for each)
     for body in ("11010518991231001", "11010521000101001"):
         assert not any(cn_id_valid(body + char, today=date(2101, 1, 1)) for char in "0123456789X"), body
@@ -529,3 +530,8 @@ def test_window_edge_still_sees_two_characters_past_a_match():
     text = "mail a@" + "b" * 326 + ".com-b"
     assert detect(text) == [] == sorted(span for detector in DETECTORS for span in detector.spans(text))
     assert scrub("mail a@" + "b" * 326 + ".com b") == "mail <EMAIL> b"
+
+
+def test_a_detector_scans_from_the_start_of_the_text_by_default():
+    email = next(detector for detector in DETECTORS if detector.type == "EMAIL")
+    assert email.spans("a@example.com, b@example.org") == [Span(0, 13, "EMAIL"), Span(15, 28, "EMAIL")]
