@@ -522,6 +522,9 @@ def test_resolve_overlaps_keeps_spans_that_only_touch():
     assert resolve_overlaps(spans) == spans
     spans = [Span(0, 5, "IP"), Span(8, 21, "EMAIL"), Span(21, 32, "PHONE")]  # a shorter one before, apart or touching
     assert resolve_overlaps(spans) == spans
+    # length before specificity: a card number that is the local part of an e-mail address goes with the address
+    assert resolve_overlaps([Span(0, 16, "BANK_CARD"), Span(0, 28, "EMAIL")]) == [Span(0, 28, "EMAIL")]
+    assert scrub("4539148803436467@example.com") == "<EMAIL>"
 
 
 def test_window_edge_still_sees_two_characters_past_a_match():
