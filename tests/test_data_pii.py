@@ -3,6 +3,7 @@ Chinese text without spaces, counts in stats and metadata, idempotence, and the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -359,3 +360,181 @@ def test_card_shaped_numbers_failing_luhn_are_kept_wherever_they_stand():
     for template in ("The card number is {}.", "卡号{}已挂失", "Record {} next to the total."):
         assert not any(detect(template.format(number)) for number in failing), template
         assert all(detect(template.format(number)) for number in valid if card_number_valid(number)), template
+
+
+# --- exact limits: registry lengths, issuer lengths, numbering plans, windows ---------------------------
+
+# The SWIFT IBAN registry's length per country, written out here independently of pii.IBAN_LENGTHS.
+IBAN_REGISTRY = (
+    "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DJ27 DK18 DO28 EE20 EG29 "
+    "ES24 FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 "
+    "LB28 LC32 LI21 LT20 LU20 LV21 LY25 MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 "
+    "PT25 QA29 RO24 RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20 "
+    "YE30"
+)
+
+
+def _iban_of_length(country: str, length: int) -> str:
+    """An IBAN of ``length`` characters with ISO 7064 check digits (98 - n mod 97); the bank code holds a Z, the
+    last letter of base 36."""
+    bban = ("ZABK" + "0123456789" * 3)[:length - 4]
+    check = 98 - int("".join(str(int(char, 36)) for char in bban + country + "00")) % 97
+    return f"{country}{check:02d}{bban}"
+
+
+def test_iban_every_registry_country_at_its_exact_length():
+    registry = {item[:2]: int(item[2:]) for item in IBAN_REGISTRY.split()}
+    assert len(registry) == 89
+    for country, length in registry.items():
+        iban = _iban_of_length(country, length)
+        assert iban_valid(iban), iban
+        assert not iban_valid(_iban_of_length(country, length - 1)), country  # check digits right, one short
+        assert not iban_valid(_iban_of_length(country, length + 1)), country  # and one long
+        grouped = " ".join(iban[i:i + 4] for i in range(0, length, 4))
+        assert scrub(f"IBAN {iban}, or {grouped}.") == "IBAN <IBAN>, or <IBAN>.", country
+
+
+def test_iban_check_digits_must_be_digits():
+    # both pass mod 97 (letters count 10..35 there as elsewhere), but positions 3-4 of an IBAN are two digits
+    for iban in ("GB0ZWEST12345698765432", "GBB9WEST12345698765436"):
+        rotated = iban[4:] + iban[:4]
+        assert int("".join(str(int(char, 36)) for char in rotated)) % 97 == 1
+        assert not iban_valid(iban), iban
+    assert iban_valid("GB82WEST12345698765432")
+
+
+# (issuer, prefix, lengths it issues): each length right is a card, one either side that no issuer of the
+# prefix issues is not.
+CARD_LENGTHS = [
+    ("Visa", "4", {13, 16, 19}), ("Mastercard", "51", {16}), ("Mastercard 2-series", "2221", {16}),
+    ("Amex", "37", {15}), ("JCB", "3528", {16, 17, 18, 19}), ("Diners", "36", {14, 16, 19}),
+    ("UnionPay", "62", {16, 17, 18, 19}), ("Discover", "6011", {16, 19}), ("domestic debit", "9558", {16, 19}),
+]
+
+
+@pytest.mark.parametrize(("issuer", "prefix", "lengths"), CARD_LENGTHS)
+def test_card_issuer_lengths_exactly(issuer, prefix, lengths):
+    for length in range(12, 21):
+        number = _with_check_digit((prefix + "000012345678901234567")[:length - 1])
+        assert len(number) == length and luhn_valid(number)
+        assert card_number_valid(number) == (length in lengths), (issuer, length)
+
+
+def test_card_lengths_seen_in_text():
+    visa13, diners14 = _with_check_digit("422222222222"), _with_check_digit("3056930902590")
+    assert scrub(f"card {visa13} and {diners14}") == "card <BANK_CARD> and <BANK_CARD>"
+    # 14 digits can be an amount (at most MAX_AMOUNT_DIGITS); 15 cannot
+    assert detect(f"Total: {diners14}") == []
+    assert scrub("Total: 378282246310005") == "Total: <BANK_CARD>"
+
+
+# (number, what stays): fixed national lengths per calling code, the 7-12 default, E.164's 15 digits.
+PHONE_LENGTHS = [
+    ("+7 495 123-45-67", ""), ("+33 1 42 68 53 00", ""), ("+44 1946 75432", ""), ("+44 20 7946 0958", ""),
+    ("+61 2 9876 5432", ""), ("+65 6123 4567", ""), ("+81 45 123 4567", ""), ("+81 3-1234-5678", ""),
+    ("+86 10 1234 5678", ""), ("+86 138 1234 5678", ""), ("+91 98765 43210", ""), ("+852 2123 4567", ""),
+    ("+853 2888 1234", ""), ("+886 7 123 4567", ""), ("+886 2 2345 6789", ""),
+    ("+1 415-555-0132 2023", " 2023"),  # 10 national digits, then a year
+    ("+49 30 12345", ""), ("+49 1512 3456 7890", ""),  # 7 and 12 national digits: the default's ends
+    ("+49 1512 3456 78901", " 78901"),  # 13 is too many: the last group is dropped
+    ("+380 1234 5678 9012", ""),  # 3-digit code + 12 = 15 digits, E.164's limit
+    ("+4420 7946 0958", ""),  # an unspaced first group longer than a code
+]
+
+
+@pytest.mark.parametrize(("number", "rest"), PHONE_LENGTHS)
+def test_phone_national_number_lengths(number, rest):
+    assert scrub(f"call {number} now") == f"call <PHONE>{rest} now"
+
+
+def test_phone_lengths_one_short_are_kept():
+    for number in ("+7 495 123-45-6", "+33 1 42 68 53 0", "+44 1946 7543", "+61 2 9876 543", "+65 6123 456",
+                   "+81 45 123 456", "+86 10 1234 567", "+91 98765 4321", "+852 2123 456", "+886 7 123 456",
+                   "+49 30 1234",  # 6 national digits
+                   "+441 234 567 890"):  # a spaced first group must be the calling code itself
+        assert detect(f"call {number} now") == [], number
+
+
+def test_cn_id_birth_year_and_date_limits():
+    assert cn_id_valid("11010519000101001X")  # 1 January 1900, the first year
+    assert cn_id_valid("110105209912310010", today=date(2100, 1, 1))  # 31 December 2099, the last
+    assert not cn_id_valid("110105209912310011", today=date(2100, 1, 1))  # check character 1 where 0 is right
+    # 1899 and 2100 are out whatever the check character (one of the eleven is right for each)
+    for body in ("11010518991231001", "11010521000101001"):
+        assert not any(cn_id_valid(body + char, today=date(2101, 1, 1)) for char in "0123456789X"), body
+    assert cn_id_valid("11010519491231002X", today=date(1949, 12, 31))  # born today
+    assert not cn_id_valid("1101051949123100XX")  # the 17th character is a letter
+
+
+def test_bic_neighbours_are_the_one_word_either_side():
+    assert scrub("Pay in USD to HSBCGB2L today") == "Pay in USD to <SWIFT_BIC> today"  # USD is two words back
+    assert scrub("wire to HSBCGB2L in EUR") == "wire to <SWIFT_BIC> in EUR"  # EUR is two words on
+    for text in ("TO HSBCGB2L", "see ABCDUS2X SERIES", "Ask the desk for HSBCGB2L LONDON", "THE ABCDUS2X series"):
+        assert detect(text) == [], text  # a capitalised word right before or after: part of a heading
+
+
+def test_bic_neighbour_window_is_24_characters():
+    # a capitalised word 24 characters away is still a neighbour, 25 away it is out of sight
+    assert detect(f"{'AB':<24}HSBCGB2L") == []
+    assert scrub(f"{'AB':<25}HSBCGB2L") == f"{'AB':<25}<SWIFT_BIC>"  # only the "B" is within 24
+    assert detect(f"HSBCGB2L{'':<22}AB") == []
+    assert scrub(f"HSBCGB2L{'':<23}AB") == f"<SWIFT_BIC>{'':<23}AB"
+
+
+def test_bic_label_window_is_32_characters():
+    assert scrub(f"{'SWIFT':<32}DEUTDEFF") == f"{'SWIFT':<32}<SWIFT_BIC>"
+    assert detect(f"{'SWIFT':<33}DEUTDEFF") == []  # no digit, no XXX: only a label makes it a code
+
+
+def test_require_label_looks_32_characters_back():
+    card = "4539148803436467"
+    # a fixed-width table: the column title "card" 32 characters before the number labels it, 33 does not
+    assert desensitize(f"{'card':<32}{card}", require_label=True)[0] == f"{'card':<32}<BANK_CARD>"
+    for width in (33, 64, 96):
+        assert desensitize(f"{'card':<{width}}{card}", require_label=True)[0] == f"{'card':<{width}}{card}", width
+
+
+def test_record_label_window_is_32_characters():
+    card = "4539148803436467"
+    assert detect(f"{'Order':<31}#{card}") == []  # "Order" starts 32 characters back
+    assert scrub(f"{'Order':<32}#{card}") == f"{'Order':<32}#<BANK_CARD>"  # 33 back: out of the window
+
+
+def test_detectors_are_immutable_shared_data():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DETECTORS[0].reach = 1_000
+
+
+def test_step_rejects_a_placeholder_alphanumeric_at_either_end():
+    for placeholder in ("{type}>", "<{type}", "{type}"):
+        with pytest.raises(ValueError, match="placeholder"):
+            PIIDesensitizer(placeholder=placeholder)
+    assert PIIDesensitizer(placeholder="[{type}]").placeholder == "[{type}]"
+
+
+def test_step_adds_to_counts_already_in_metadata():
+    doc = Document(text="mail a@example.com, b@example.org", id="1", metadata={"pii": {"EMAIL": 3, "PHONE": 1}})
+    assert next(PIIDesensitizer().run([doc])).metadata["pii"] == {"EMAIL": 5, "PHONE": 1}
+
+
+def test_resolve_overlaps_keeps_spans_that_only_touch():
+    spans = [Span(0, 13, "EMAIL"), Span(13, 24, "PHONE"), Span(24, 30, "IP")]  # longest first, then the later ones
+    assert resolve_overlaps(spans) == spans
+    spans = [Span(0, 5, "IP"), Span(8, 21, "EMAIL"), Span(21, 32, "PHONE")]  # a shorter one before, apart or touching
+    assert resolve_overlaps(spans) == spans
+    # length before specificity: a card number that is the local part of an e-mail address goes with the address
+    assert resolve_overlaps([Span(0, 16, "BANK_CARD"), Span(0, 28, "EMAIL")]) == [Span(0, 28, "EMAIL")]
+    assert scrub("4539148803436467@example.com") == "<EMAIL>"
+
+
+def test_window_edge_still_sees_two_characters_past_a_match():
+    # an e-mail ending exactly where its seed's window does (330 after the @), followed by "-b": the right
+    # boundary check must see both characters, as the full scan does, and reject it
+    text = "mail a@" + "b" * 326 + ".com-b"
+    assert detect(text) == [] == sorted(span for detector in DETECTORS for span in detector.spans(text))
+    assert scrub("mail a@" + "b" * 326 + ".com b") == "mail <EMAIL> b"
+
+
+def test_a_detector_scans_from_the_start_of_the_text_by_default():
+    email = next(detector for detector in DETECTORS if detector.type == "EMAIL")
+    assert email.spans("a@example.com, b@example.org") == [Span(0, 13, "EMAIL"), Span(15, 28, "EMAIL")]
