@@ -85,6 +85,7 @@ def test_cn_id_by_hand():
     assert cn_id_valid("11010519491231002X")
     assert cn_id_valid("11010519491231002x")
     assert not cn_id_valid("110105194912310021")  # check character
+    assert not cn_id_valid("11010519491231002X0") and not cn_id_valid("11010519491231002")  # 19 and 17 characters
     assert not cn_id_valid("110105194902300020")  # 30 February, with the check character right for it
     assert not cn_id_valid("910105194912310029")  # no province 91
     assert not cn_id_valid("11010519491231002X", today=date(1949, 12, 30))  # born tomorrow
