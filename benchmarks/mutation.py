@@ -33,6 +33,7 @@ PRETRAIN_UNITS = ("tests/test_pretrain_units.py tests/test_pretrain_objective.py
                   "tests/test_pretrain_objective.py::test_an_online_reference_gets_its_inputs_on_its_own_device")
 # module -> the tests that hold it (the fast ones: each mutant runs them once)
 TARGETS = {
+    "src/finloom/align/rewards.py": "tests/test_align_rewards.py",
     "src/finloom/align/categories.py": "tests/test_align_grpo.py -k 'sampler or reweighting'",
     "src/finloom/grading/rewards.py": "tests/test_grading_rewards.py",
     "src/finloom/checks.py": "tests/test_checks.py",

@@ -306,3 +306,12 @@ def test_without_an_rm_weight_or_a_scorer_the_reward_model_is_skipped(reward_mod
     totals = call(RewardCombination(weights(format=1.0, rm=1.0)), ["What is a bond?"], ["A loan."], [{}],
                   log_metric=log_metric)
     assert totals == [1.0] and logged == [("rewards/format", 1.0)]
+
+
+def test_an_extreme_reward_model_score_saturates_instead_of_overflowing(reward_model):
+    class Extreme(type(recording_scorer(reward_model))):
+        def score(self, conversations):
+            return [-1000.0, 1000.0]
+
+    reward = RewardCombination(weights(rm=1.0), scorer=Extreme(reward_model))
+    assert call(reward, ["Is it safe?", "Is it safe?"], ["Yes.", "No."], [{}, {}]) == [0.0, 1.0]

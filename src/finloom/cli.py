@@ -211,7 +211,8 @@ def data_train_classifier(
     rejects: list[dict] = []
     records = read_records(labels, (text_field,), rejects)
     metrics = train_classifier(records, label_field, out, text_field=text_field, seed=seed, holdout=holdout)
-    table = Table(title=f"{out}  ({metrics['n_train']} examples, {len(rejects)} malformed lines skipped)")
+    _console().print(f"{out}: {metrics['n_train']} examples, {len(rejects)} malformed lines skipped")
+    table = Table()
     for column in ("label", "examples", "held-out precision", "recall", "F1"):
         table.add_column(column)
     per_label = metrics.get("heldout", {}).get("per_label", {})

@@ -51,7 +51,7 @@ class RewardCombination:
                              else [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
                              for p, r in zip(prompts, replies)]
             for row, score in zip(found, self.scorer.score(conversations)):
-                row["rm"] = 1 / (1 + math.exp(-score))
+                row["rm"] = 0.5 * (1 + math.tanh(score / 2))  # the sigmoid, finite for any score
         if self.weights["rubric"] and self.judge is not None:
             judged = [i for i, task in enumerate(tasks) if task.get("weights")]
             rows = [{"scenario": {**tasks[i], "prompt": prompt_text(prompts[i])}, "answer": replies[i]} for i in judged]
