@@ -18,19 +18,7 @@ from finloom.files import hash_json, hash_path
 from finloom.llm.kl import reference_top_k
 from finloom.pretrain.reference import FORMAT, PrecomputedReference, precompute_reference, reference_key
 from finloom.pretrain.self_constraint import KLBudget, SelfConstraintConfig, SelfConstraintTrainer, evaluating
-
-POLICY = [[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [-2.0, 1.0, 0.5, 3.0], [0.0, 0.0, 0.0, 1.0]]
-REFERENCE = [[1.0, 0.9, 0.0, -1.0], [0.5, -0.5, 0.2, 0.0], [0.0, 2.0, 1.0, 0.7], [1.0, 0.0, -1.0, 0.5]]  # no ties
-
-
-def _softmax(row):
-    top = max(row)
-    exp = [math.exp(v - top) for v in row]
-    return [e / sum(exp) for e in exp]
-
-
-def _kl(p, q):
-    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+from test_pretrain_objective import POLICY, REFERENCE, _kl, _softmax  # the hand-computed objective's data
 
 
 def ce(token, target):
