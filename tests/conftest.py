@@ -133,9 +133,11 @@ def write_recipe(folder: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     return path
 
 
-def finloom_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def finloom_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``finloom ARGS`` in a fresh process; ``env`` adds to (not replaces) this process's environment."""
     return subprocess.run([sys.executable, "-m", "finloom", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")
