@@ -93,7 +93,10 @@ def run_module(module: str, tests: str, timeout: float, sample: int | None = Non
         outcomes[outcome] += 1
         if outcome == "survived":
             mutation = work["mutations"][0]
-            survivors.append(f"{mutation['module_path']}:{mutation['start_pos'][0]} {mutation['operator_name']}")
+            changed = [line for line in (result.get("diff") or "").splitlines()
+                       if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+            survivors.append(f"{mutation['module_path']}:{mutation['start_pos'][0]} {mutation['operator_name']} "
+                             f"{' / '.join(line.strip() for line in changed)}")
     total = sum(outcomes.values())
     return {"module": module, "mutants": total, "killed": outcomes["killed"], "survived": outcomes["survived"],
             "incompetent": outcomes["incompetent"], "killed_share": round(outcomes["killed"] / max(1, total), 3),
