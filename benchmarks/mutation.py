@@ -9,6 +9,9 @@ pass is a survivor. cosmic-ray edits the files it mutates, so every module runs 
     python benchmarks/mutation.py [MODULE ...]        # default: every module in TARGETS; prints survivors too
     python benchmarks/mutation.py src/finloom/data/pii.py --sample 300    # a seeded random 300 of its mutants
 
+The selected tests first run once on the unmutated copy: they must pass (else every mutant would count as
+killed), and a tiny pipeline run they read is built then and kept for every mutant (``FINLOOM_TEST_KEPT_RUN``).
+
 ``--sample`` keeps a seeded random subset of a module's mutants (the rest are deleted from cosmic-ray's session
 before it runs): a large module's killed share estimated in a fraction of the time, reported as a sample.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -78,7 +82,12 @@ def run_module(module: str, tests: str, timeout: float, sample: int | None = Non
         shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
         (copy / "mutation.toml").write_text(CONFIG.format(module=module, tests=tests.replace('"', '\\"'),
                                                           timeout=timeout, python=sys.executable), encoding="utf-8")
-        env = dict(os.environ, PYTHONPATH=str(copy / "src"))
+        # tests that read the tiny pipeline's run build it once, here, with the unmutated tree (tests/conftest.py)
+        env = dict(os.environ, PYTHONPATH=str(copy / "src"), FINLOOM_TEST_KEPT_RUN=str(Path(tmp) / "kept"))
+        baseline = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-x", "-q", "-p", "no:cacheprovider",
+                                   *shlex.split(tests)], cwd=copy, env=env, capture_output=True, text=True)
+        if baseline.returncode != 0:  # every mutant would count as killed
+            raise SystemExit(f"{module}: the selected tests fail before any mutation:\n{baseline.stdout[-3000:]}")
         subprocess.run(["cosmic-ray", "init", "mutation.toml", "session.sqlite"], cwd=copy, env=env, check=True,
                        capture_output=True)
         generated = keep_sample(copy / "session.sqlite", sample, seed) if sample else None

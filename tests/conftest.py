@@ -140,10 +140,28 @@ def finloom_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+KEPT_RUN = "FINLOOM_TEST_KEPT_RUN"
+"""A folder where ``tiny_data`` and ``tiny_run`` are built once and kept across pytest processes. Only for
+benchmarks/mutation.py, which builds them with the unmutated tree and then runs the tests once per mutant: a
+mutant of a stage is then tested where a test re-runs that stage, not by rebuilding the whole pipeline each time."""
+
+
+def _kept(name: str) -> tuple[Path, Path] | None:
+    """(folder, its done-marker) under FINLOOM_TEST_KEPT_RUN, if set; the marker lies beside the folder."""
+    root = os.environ.get(KEPT_RUN)
+    return (Path(root) / name, Path(root) / f"{name}.done") if root else None
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_data")
+    kept = _kept("tiny_data")
+    if kept and kept[1].exists():
+        return kept[0]
+    folder = kept[0] if kept else tmp_path_factory.mktemp("tiny_data")
+    folder.mkdir(parents=True, exist_ok=True)
     write_tiny_data(folder)
+    if kept:
+        kept[1].touch()
     return folder
 
 
@@ -154,8 +172,13 @@ def tiny_run(tiny_data) -> Path:
     from finloom.runner import Runner
 
     run_dir = tiny_data / "runs" / "shared"
+    kept = _kept("tiny_run")
+    if kept and kept[1].exists():
+        return run_dir
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(), "shared.yaml"))
     Runner(recipe, run_dir).run()
+    if kept:
+        kept[1].touch()
     return run_dir
 
 

@@ -107,7 +107,7 @@ def tokenizer_hash(tokenizer: PreTrainedTokenizerBase) -> str:
 def token_blocks(texts: list[str], tokenizer, seq_len: int, separator_id: int) -> list[list[int]]:
     """Documents joined by the separator and cut into ``seq_len`` blocks, as pre-training packs them."""
     stream: list[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:  # no texts: fast tokenizers fail
         stream.extend(ids)
         stream.append(separator_id)
     return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
