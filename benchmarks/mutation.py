@@ -48,6 +48,10 @@ TARGETS = {
     "src/finloom/pas/critique.py": "tests/test_pas.py -k 'rule or critique or read_from or rejection'",
     "src/finloom/pretrain/self_constraint.py": PRETRAIN_UNITS,
     "src/finloom/pretrain/reference.py": PRETRAIN_UNITS,
+    "src/finloom/pretrain/stage.py": ("tests/test_pretrain_stage.py tests/test_wiring.py -k 'pretrain or precomputed "
+                                      "or plain_ce' tests/test_pretrain_objective.py::"
+                                      "test_precompute_ref_command_then_pretrain_reads_the_store"),
+    "src/finloom/align/stage.py": "tests/test_align_stage.py tests/test_wiring.py -k 'align_stage or dpo or kto or grpo or ppo or vllm'",
     "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
 }
 CONFIG = """[cosmic-ray]

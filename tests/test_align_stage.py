@@ -1,0 +1,140 @@
+"""The align stage around its trainers: which prompts train and which are held out per category, what each method
+reports in the manifest, which conversations feed the KL-to-SFT term, and the errors of a data set that cannot train.
+
+Each stage test re-runs the stage on a copy of the tiny run (the method's settings reaching the trainer are in
+tests/test_wiring.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from collections import Counter
+
+import pytest
+
+from conftest import tiny_recipe, write_recipe
+from finloom.align.stage import prompt_rows, split_heldout
+from finloom.errors import BadInput
+from finloom.recipe import ChatSource, load_recipe
+from finloom.runner import Runner
+from finloom.stages import read_manifest
+from finloom.training import load_log_history
+from test_wiring import Caught, catch
+
+SHORT = {"align.train": {"max_steps": 2, "batch_size": 4, "seq_len": 96, "save_steps": 2, "logging_steps": 1}}
+
+
+def _align(tiny_data, tiny_run, tmp_path, name: str, **overrides):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**SHORT, **overrides), f"{name}.yaml"))
+    return run_dir, Runner(recipe, run_dir)
+
+
+def _last(history: list[dict], key: str) -> float:
+    return round([entry[key] for entry in history if key in entry][-1], 4)
+
+
+def _rows(categories: dict[str, int]) -> list[dict]:
+    return [{"id": f"{name}-{i}", "category": name} for name, count in categories.items() for i in range(count)]
+
+
+@pytest.mark.parametrize(("share", "counts", "held"), [
+    (0.2, {"mcq": 16, "constraints": 8, "single": 1}, {"mcq": 3, "constraints": 2}),  # round(3.2), round(1.6)
+    (0.01, {"mcq": 16, "pair": 2}, {"mcq": 1, "pair": 1}),  # at least one where a category has two
+    (0.5, {"mcq": 5}, {"mcq": 2}),  # round half to even
+])
+def test_each_category_holds_out_its_share(share, counts, held):
+    rows = _rows(counts)
+    train, heldout = split_heldout(rows, share, seed=1)
+    assert {name: len(members) for name, members in heldout.items()} == held
+    assert all(row["category"] == name for name, members in heldout.items() for row in members)
+    held_ids = [row["id"] for members in heldout.values() for row in members]
+    assert sorted(held_ids + [row["id"] for row in train]) == sorted(row["id"] for row in rows)
+    assert Counter(row["category"] for row in train) == Counter(counts) - Counter(held)
+    assert split_heldout(rows, share, seed=1) == (train, heldout)  # the seed fixes the draw
+    assert any(split_heldout(rows, share, seed=seed)[1] != heldout for seed in range(2, 6))
+
+
+def test_prompt_rows_carry_the_task_fields_and_a_default_category(tmp_path):
+    path = tmp_path / "rl.jsonl"
+    records = [{"id": "a", "category": "mcq", "answer": "B", "prompt": [{"role": "user", "content": "Pick one."}]},
+               {"id": "b", "checks": [{"type": "max_words", "value": 3}], "prompt": "Be brief."},
+               {"id": "c", "prompt": []}]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    rows, rejects = prompt_rows([ChatSource(path=str(path))], Path)
+    assert [row["id"] for row in rows] == ["a", "b"] and [reject["id"] for reject in rejects] == ["c"]
+    assert rows[0]["prompt"] == records[0]["prompt"] and rows[1]["prompt"] == [{"role": "user", "content": "Be brief."}]
+    assert [row["category"] for row in rows] == ["mcq", "general"]
+    assert json.loads(rows[0]["reward_task"]) == {"category": "mcq", "answer": "B"}
+    assert json.loads(rows[1]["reward_task"]) == {"checks": [{"type": "max_words", "value": 3}], "category": "general"}
+
+
+def test_the_grpo_stage_reports_its_prompts_and_the_heldout_rewards_before_and_after(tiny_data, tiny_run, tmp_path):
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_grpo_metrics")
+    (run_dir / "align" / "rewards.jsonl").write_text('{"left": "by an earlier run"}\n')
+    assert runner.run(only="align", force=True) == {"align": "done"}
+    metrics = read_manifest(run_dir, "align")["metrics"]
+    rows = [json.loads(line) for line in (run_dir / "align" / "categories.jsonl").read_text().splitlines()]
+    history = load_log_history(run_dir / "align" / "log_history.json")
+    assert (metrics["method"], metrics["generation"]) == ("grpo", "hf")
+    assert (metrics["prompts"], metrics["heldout_prompts"]) == (24 - 3 - 2, 3 + 2)
+    assert metrics["heldout_reward_before"] == rows[0]["scores"] and metrics["heldout_reward_after"] == rows[-1]["scores"]
+    assert [row["step"] for row in rows] == [0, 2]
+    for name in ("reward", "kl", "kl_penalty", "sft_kl"):
+        assert metrics[name] == _last(history, name), name
+    logged = [json.loads(line) for line in (run_dir / "align" / "rewards.jsonl").read_text().splitlines()]
+    assert logged and all("left" not in entry for entry in logged)  # a fresh run starts a fresh log
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_methods_report_their_data_and_last_logged_rewards(tiny_data, tiny_run, tmp_path, method):
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, f"align_{method}_metrics",
+                             **{"align.method": method, "align.datasets": [{"path": "prefs.jsonl"}]})
+    assert runner.run(only="align", force=True) == {"align": "done"}
+    metrics = read_manifest(run_dir, "align")["metrics"]
+    history = load_log_history(run_dir / "align" / "log_history.json")
+    pairs = len((tiny_data / "prefs.jsonl").read_text().splitlines())
+    assert metrics["method"] == method
+    if method == "dpo":
+        assert metrics["pairs"] == pairs
+        assert metrics["reward_accuracy"] == _last(history, "rewards/accuracies")
+    else:
+        assert (metrics["answers"], metrics["good_answers"]) == (2 * pairs, pairs)
+        assert metrics["kl"] == _last(history, "kl")
+    assert metrics["reward_margin"] == _last(history, "rewards/margins")
+
+
+@pytest.mark.parametrize(("extra", "expected"), [({}, 17 - 1), ({"align.grpo.sft_datasets": [{"path": "own_sft.jsonl"}]}, 3)])
+def test_the_sft_kl_reads_the_sft_stages_data_unless_given_its_own(tiny_data, tiny_run, tmp_path, monkeypatch, extra,
+                                                                   expected):
+    """The tiny recipe's sft.jsonl has 17 conversations, one without an answer; the prompt system is off."""
+    import finloom.align.stage as stage
+
+    own = [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"A{i}"}]}
+           for i in range(3)]
+    (tiny_data / "own_sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in own), encoding="utf-8")
+    seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    _, runner = _align(tiny_data, tiny_run, tmp_path, "align_sft_rows", **extra)
+    with pytest.raises(Caught):
+        runner.run(only="align", force=True)
+    assert len((tiny_data / "sft.jsonl").read_text().splitlines()) == 17
+    assert len(seen["sft_rows"]) == expected
+
+
+def test_data_that_cannot_train_names_the_field(tiny_data, tiny_run, tmp_path):
+    (tiny_data / "rl_broken.jsonl").write_text('{"id": "x", "prompt": []}\n{"id": "y"}\n', encoding="utf-8")
+    (tiny_data / "rl_single.jsonl").write_text(
+        '{"id": "s", "category": "mcq", "answer": "A", "prompt": "A or B?"}\n'
+        '{"id": "t", "category": "mcq", "answer": "B", "prompt": "B or A?"}\n', encoding="utf-8")
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_broken",
+                             **{"align.datasets": [{"path": "rl_broken.jsonl"}]})
+    with pytest.raises(BadInput, match=r"align\.datasets: no usable prompts \(2 rejected, see .*rejects\.jsonl\)"):
+        runner.run(only="align", force=True)
+    assert len((run_dir / "align" / "rejects.jsonl").read_text().splitlines()) == 2
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path / "all_held", "align_all_held",
+                             **{"align.datasets": [{"path": "rl_single.jsonl"}],
+                                "align.grpo.reweighting": {"holdout": 0.75}})  # round(1.5) of 2
+    with pytest.raises(BadInput, match="align.datasets: every prompt was held out"):
+        runner.run(only="align", force=True)
