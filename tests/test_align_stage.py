@@ -72,7 +72,8 @@ def test_prompt_rows_carry_the_task_fields_and_a_default_category(tmp_path):
 
 
 def test_the_grpo_stage_reports_its_prompts_and_the_heldout_rewards_before_and_after(tiny_data, tiny_run, tmp_path):
-    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_grpo_metrics")
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_grpo_metrics",
+                             **{"align.train.learning_rate": 0.05, "align.grpo.reweighting.eval_every": 1})
     (run_dir / "align" / "rewards.jsonl").write_text('{"left": "by an earlier run"}\n')
     assert runner.run(only="align", force=True) == {"align": "done"}
     metrics = read_manifest(run_dir, "align")["metrics"]
@@ -81,7 +82,7 @@ def test_the_grpo_stage_reports_its_prompts_and_the_heldout_rewards_before_and_a
     assert (metrics["method"], metrics["generation"]) == ("grpo", "hf")
     assert (metrics["prompts"], metrics["heldout_prompts"]) == (24 - 3 - 2, 3 + 2)
     assert metrics["heldout_reward_before"] == rows[0]["scores"] and metrics["heldout_reward_after"] == rows[-1]["scores"]
-    assert [row["step"] for row in rows] == [0, 2]
+    assert [row["step"] for row in rows] == [0, 1, 2] and rows[-1]["final"]
     for name in ("reward", "kl", "kl_penalty", "sft_kl"):
         assert metrics[name] == _last(history, name), name
     logged = [json.loads(line) for line in (run_dir / "align" / "rewards.jsonl").read_text().splitlines()]
@@ -138,3 +139,30 @@ def test_data_that_cannot_train_names_the_field(tiny_data, tiny_run, tmp_path):
                                 "align.grpo.reweighting": {"holdout": 0.75}})  # round(1.5) of 2
     with pytest.raises(BadInput, match="align.datasets: every prompt was held out"):
         runner.run(only="align", force=True)
+
+
+def test_an_rm_weight_scores_with_the_reward_stages_model(tiny_data, tiny_run, tmp_path, monkeypatch):
+    import finloom.align.stage as stage
+    from finloom.llm.reward_scorer import LocalRewardScorer
+
+    seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_rm", **{"align.grpo.rewards": {"rm": 0.5}})
+    with pytest.raises(Caught):
+        runner.run(only="align", force=True)
+    reward = seen["reward_funcs"][0]
+    assert reward.weights["rm"] == 0.5
+    conversations = [[{"role": "user", "content": "What is a bond?"}, {"role": "assistant", "content": answer}]
+                     for answer in ("A loan that pays interest.", "No idea.")]
+    assert reward.scorer.score(conversations) == LocalRewardScorer(run_dir / "reward" / "model").score(conversations)
+
+
+def test_vllm_installed_without_a_gpu_samples_with_hf_generate(tiny_data, tiny_run, tmp_path, monkeypatch):
+    """align.grpo.vllm: auto needs both vLLM and a GPU; vLLM alone (a CPU machine with the gpu extra) is not enough."""
+    import finloom.align.stage as stage
+
+    monkeypatch.setattr(stage, "is_vllm_available", lambda: True)
+    seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    _, runner = _align(tiny_data, tiny_run, tmp_path, "align_vllm_auto")
+    with pytest.raises(Caught):
+        runner.run(only="align", force=True)
+    assert seen["args"].use_vllm is False

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import tiny_recipe, write_recipe
 from finloom.data.mixing import default_separator_id
@@ -147,14 +149,22 @@ def test_the_finance_domain_is_found_by_name():
     assert [finance_domain_index(Shards(d)) for d in (["general", "finance"], ["finance"], ["general"])] == [1, 0, -1]
 
 
-def test_shards_of_another_tokenizer_are_refused_naming_the_mix(tiny_run):
+def test_shards_of_another_tokenizer_are_refused_naming_the_mix(tiny_run, tmp_path):
+    """Both ways round (the tiny run's shards with another tokenizer, and the other's shards with the run's): the
+    check is equality of the two tokenizers, whichever hash sorts first."""
+    from finloom.data.mixing import write_token_shards
     from finloom.llm.scratch import train_tokenizer
 
-    other = train_tokenizer(["a quite different corpus of words"] * 20, vocab_size=300)
-    shards = tiny_run / "data" / "shards" / "pretrain"
-    with pytest.raises(BadInput, match=r"^pretrain\.mix: the shards in .* another tokenizer"):
-        shard_dataset(shards, other, seed=0, label="pretrain")
-    assert len(shard_dataset(shards, load_tokenizer(tiny_run / "base" / "model"), seed=0, label="pretrain")) == 190
+    own = load_tokenizer(tiny_run / "base" / "model")
+    other = train_tokenizer(["a different corpus of words"] * 20, vocab_size=300)
+    texts = ["a different corpus of words " * 8] * 4
+    write_token_shards({"finance": texts, "general": texts}, other, tmp_path / "other",
+                       {"finance": 0.5, "general": 0.5}, seq_len=16)
+    for shards, tokenizer in ((tiny_run / "data" / "shards" / "pretrain", other), (tmp_path / "other", own)):
+        with pytest.raises(BadInput, match=r"^pretrain\.mix: the shards in .* another tokenizer"):
+            shard_dataset(shards, tokenizer, seed=0, label="pretrain")
+    assert len(shard_dataset(tiny_run / "data" / "shards" / "pretrain", own, seed=0, label="pretrain")) == 190
+    assert len(shard_dataset(tmp_path / "other", other, seed=0, label="pretrain")) > 0
 
 
 @pytest.mark.parametrize("objective", [{"type": "ce"}, {"type": "self_constraint", "kl_top_k": None}])
@@ -162,3 +172,27 @@ def test_precomputing_a_reference_needs_self_constraint_with_top_k(tiny_data, ti
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"pretrain.objective": objective}), "precompute.yaml"))
     with pytest.raises(BadInput, match=r"^pretrain\.objective: precomputing the reference needs"):
         precompute_for_run(tiny_run, recipe, batch_size=4)
+
+
+@pytest.mark.parametrize(("save_steps", "resumed_from"), [(1, 1), (2, None)])
+def test_a_run_killed_after_its_last_checkpoint_resumes_from_the_one_before(tiny_data, tiny_run, tmp_path, save_steps,
+                                                                           resumed_from):
+    """The kill came after the checkpoint at max_steps but before the model was saved. transformers' Trainer would
+    train a step past max_steps from that checkpoint; the stage resumes from the one before it (or starts again
+    where there is none) and ends with the uninterrupted run's weights."""
+    _, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_resume_at_end",
+                                **{"pretrain.eval_every": None,
+                                   "pretrain.train": {"max_steps": 2, "batch_size": 2, "seq_len": 64,
+                                                      "save_steps": save_steps, "logging_steps": 1}})
+    assert runner.run(only="pretrain", force=True) == {"pretrain": "done"}
+    straight = load_file(run_dir / "pretrain" / "model" / "model.safetensors")
+    manifest_path = run_dir / "pretrain" / "manifest.json"
+    manifest_path.write_text(json.dumps(json.loads(manifest_path.read_text()) | {"status": "interrupted"}))
+    shutil.rmtree(run_dir / "pretrain" / "model")
+    assert runner.run(only="pretrain") == {"pretrain": "done"}
+    metrics = read_manifest(run_dir, "pretrain")["metrics"]
+    assert (metrics["resumed_from_step"], metrics["train_steps"]) == (resumed_from, 2)
+    assert metrics["step_time_s"] == round(metrics["train_seconds"] / (2 - (resumed_from or 0)), 4)
+    assert math.isfinite(metrics["train_loss"])
+    resumed = load_file(run_dir / "pretrain" / "model" / "model.safetensors")
+    assert all(torch.equal(weight, resumed[name]) for name, weight in straight.items())

@@ -144,7 +144,9 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
     group = train.checkpoint_group() if train is not None else None
     if group is not None:
         group = checkpoint_every_k_layers(trainer.model, group)
-    checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir)) if resume else None
+    # Not from a checkpoint at max_steps (a kill between the last checkpoint and the model's save): transformers'
+    # Trainer (5.x) trains one step past max_steps from there. The one before it is resumed from, exactly.
+    checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir), trainer.args.max_steps) if resume else None
     # ZeRO-3 loads parameters partitioned (numel 0 here); ds_numel is their full size.
     trainable = sum(getattr(p, "ds_numel", p.numel()) for p in trainer.model.parameters() if p.requires_grad)
     quantized = quantization_of(trainer.model)  # read before the save merges LoRA adapters away
@@ -167,7 +169,7 @@ def train_and_save(trainer: Trainer, stage_dir: Path, resume: bool, label: str,
     metrics = {
         "train_steps": trainer.state.global_step,
         # The Trainer averages a resumed run's loss over the resumed steps only; the log has every step.
-        "train_loss": round(output.training_loss if checkpoint is None else logged_mean_loss(history), 5),
+        "train_loss": round(output.training_loss if checkpoint is None or not losses else logged_mean_loss(history), 5),
         "final_loss": round(losses[-1], 5) if losses else None,
         "resumed_from_step": int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None,
         "train_seconds": round(train_seconds, 2),
@@ -216,17 +218,18 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return [path for path, complete in _checkpoints(output_dir) if complete]
 
 
-def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete checkpoint; incomplete newer ones are removed (call it only when no trainer is
-    writing there).
+def last_complete_checkpoint(output_dir: Path, before_step: int | None = None) -> str | None:
+    """The newest complete checkpoint (before step ``before_step``, if given); incomplete newer ones are removed
+    (call it only when no trainer is writing there).
 
     An incomplete checkpoint cannot be resumed from, and left in place it would be picked as "latest" and
     could push a complete checkpoint out of the rotation.
     """
     for path, complete in reversed(_checkpoints(output_dir)):
-        if complete:
+        if not complete:
+            shutil.rmtree(path, ignore_errors=True)
+        elif before_step is None or int(path.name.split("-")[-1]) < before_step:
             return str(path)
-        shutil.rmtree(path, ignore_errors=True)
     return None
 
 
