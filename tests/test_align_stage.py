@@ -12,9 +12,10 @@ from pathlib import Path
 from collections import Counter
 
 import pytest
+import torch
 
 from conftest import tiny_recipe, write_recipe
-from finloom.align.stage import prompt_rows, split_heldout
+from finloom.align.stage import prompt_rows, split_heldout, vllm_sampling
 from finloom.errors import BadInput
 from finloom.recipe import ChatSource, load_recipe
 from finloom.runner import Runner
@@ -156,8 +157,23 @@ def test_an_rm_weight_scores_with_the_reward_stages_model(tiny_data, tiny_run, t
     assert reward.scorer.score(conversations) == LocalRewardScorer(run_dir / "reward" / "model").score(conversations)
 
 
-def test_vllm_installed_without_a_gpu_samples_with_hf_generate(tiny_data, tiny_run, tmp_path, monkeypatch):
-    """align.grpo.vllm: auto needs both vLLM and a GPU; vLLM alone (a CPU machine with the gpu extra) is not enough."""
+@pytest.mark.parametrize(("gpu", "installed", "auto"), [(True, True, True), (True, False, False),
+                                                      (False, True, False), (False, False, False)])
+def test_vllm_samples_where_asked_and_possible(gpu, installed, auto):
+    """auto needs both a GPU and vLLM (vLLM alone, on a CPU machine with the gpu extra, is not enough); on without
+    them is an error naming what is missing; off never samples with it."""
+    assert vllm_sampling("auto", gpu, installed) is auto
+    assert vllm_sampling("off", gpu, installed) is False
+    if gpu and installed:
+        assert vllm_sampling("on", gpu, installed) is True
+    else:
+        with pytest.raises(BadInput, match="align.grpo.vllm: on, but " + ("vLLM is not installed" if gpu
+                                                                            else "no GPU is visible")):
+            vllm_sampling("on", gpu, installed)
+
+
+def test_the_stage_samples_with_hf_generate_here_and_logs_no_completion_tables(tiny_data, tiny_run, tmp_path,
+                                                                              monkeypatch):
     import finloom.align.stage as stage
 
     monkeypatch.setattr(stage, "is_vllm_available", lambda: True)
@@ -165,4 +181,28 @@ def test_vllm_installed_without_a_gpu_samples_with_hf_generate(tiny_data, tiny_r
     _, runner = _align(tiny_data, tiny_run, tmp_path, "align_vllm_auto")
     with pytest.raises(Caught):
         runner.run(only="align", force=True)
-    assert seen["args"].use_vllm is False
+    assert seen["args"].use_vllm is False  # this machine has no GPU
+    assert seen["args"].log_completions is False  # TRL's table of every completion would flood the console
+
+
+def test_a_given_reward_model_is_scored_with_not_the_reward_stages(tiny_data, tiny_run, tmp_path, monkeypatch):
+    """align.grpo.reward_model names a directory; the reward stage's model is only the default."""
+    import finloom.align.stage as stage
+    from finloom.llm.reward_scorer import LocalRewardScorer
+
+    other = tmp_path / "other_rm"
+    shutil.copytree(tiny_run / "reward" / "model", other)
+    scorer = LocalRewardScorer(other)
+    with torch.no_grad():
+        for parameter in scorer.model.parameters():
+            parameter.mul_(-1.0)
+    scorer.model.save_pretrained(other)
+    seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    _, runner = _align(tiny_data, tiny_run, tmp_path, "align_given_rm",
+                       **{"align.grpo.rewards": {"rm": 0.5}, "align.grpo.reward_model": str(other)})
+    with pytest.raises(Caught):
+        runner.run(only="align", force=True)
+    conversations = [[{"role": "user", "content": "What is a bond?"}, {"role": "assistant", "content": "A loan."}]]
+    scores = seen["reward_funcs"][0].scorer.score(conversations)
+    assert scores == LocalRewardScorer(other).score(conversations)
+    assert scores != LocalRewardScorer(tiny_run / "reward" / "model").score(conversations)

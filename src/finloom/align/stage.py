@@ -163,6 +163,16 @@ def _ppo(section, ctx, policy, reference, tokenizer) -> tuple[FinloomPPOTrainer,
                  {"gae_lambda": ppo.gae_lambda, "value_coef": ppo.value_coef, "value_clip": ppo.value_clip})
 
 
+def vllm_sampling(setting: str, gpu: bool, vllm_installed: bool) -> bool:
+    """Whether online RL samples with vLLM (colocated): ``on`` insists (an error where it cannot run), ``auto`` uses
+    it where both a GPU and vLLM are here, ``off`` never does; otherwise HF generate samples."""
+    if setting == "on" and not (gpu and vllm_installed):
+        raise BadInput("align.grpo.vllm: on, but " + ("vLLM is not installed (pip install -e '.[gpu]')" if gpu
+                                                     else "no GPU is visible")
+                       + "; use auto to sample with HF generate where vLLM cannot run")
+    return setting == "on" or (setting == "auto" and gpu and vllm_installed)
+
+
 def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config_class=None,
           extra: dict | None = None) -> tuple[FinloomGRPOTrainer, Finish]:
     """GRPO, or (with PPO's trainer, config and its settings in ``extra``) PPO: the same loop."""
@@ -171,12 +181,7 @@ def _grpo(section, ctx, policy, reference, tokenizer, trainer_class=None, config
     rows, heldout = split_heldout(grpo_prompts(section, ctx), grpo.reweighting.holdout, ctx.recipe.seed)
     if not rows:
         raise BadInput("align.datasets: every prompt was held out for the per-category evaluation; add prompts")
-    vllm_here = torch.cuda.is_available() and is_vllm_available()
-    if grpo.vllm == "on" and not vllm_here:
-        raise BadInput("align.grpo.vllm: on, but " + ("vLLM is not installed (pip install -e '.[gpu]')"
-                                                     if torch.cuda.is_available() else "no GPU is visible")
-                       + "; use auto to sample with HF generate where vLLM cannot run")
-    use_vllm = grpo.vllm == "on" or (grpo.vllm == "auto" and vllm_here)
+    use_vllm = vllm_sampling(grpo.vllm, torch.cuda.is_available(), is_vllm_available())
     config = config_class(
         **_base_config(section, ctx), **(extra or {}), num_generations=grpo.group_size,
         max_completion_length=grpo.max_completion_tokens, temperature=grpo.temperature, kl_beta=grpo.beta,
