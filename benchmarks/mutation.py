@@ -45,6 +45,9 @@ TARGETS = {
     "src/finloom/pretrain/self_constraint.py": PRETRAIN_UNITS,
     "src/finloom/pretrain/reference.py": PRETRAIN_UNITS,
     "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
+    "src/finloom/grading/answers.py": "tests/test_eval_parts.py tests/test_grading_rewards.py",
+    "src/finloom/eval/tasks/utils.py": "tests/test_eval_units.py",
+    "src/finloom/eval/mcq.py": "tests/test_eval_parts.py",
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"
