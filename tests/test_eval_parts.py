@@ -41,8 +41,26 @@ def test_flame_questions_as_published_parse_with_exact_options(question, stem, o
     assert items[0]["question"] == stem and items[0]["options"] == options and items[0]["answer"] == "AB"
 
 
-def test_flame_record_without_a_stem_is_rejected_for_that():
-    _, rejects = convert([{"task_name": "FRM", "question": "A.一\nB.二\nC.三", "answer": "A"}], "flame")
+@pytest.mark.parametrize(("question", "options"), [
+    # a stray "B. 3" after a space, later than the real "B." at a line start: the line start wins
+    ("Which rule applies?\nA. Rule 1\nB. Rule 2 or annex B. 3\nC. None",
+     {"A": "Rule 1", "B": "Rule 2 or annex B. 3", "C": "None"}),
+    # and after a space outranks after another character ("表B）")
+    ("Which applies? A. rule 1 B. rule 2（见附表B）", {"A": "rule 1", "B": "rule 2（见附表B）"}),
+    # wrapped lines: joined without a space only between two CJK characters
+    ("会计处理（ ）\nA.按IFRS 9准\n则处理\nB.适用于\nIFRS 17", {"A": "按IFRS 9准则处理", "B": "适用于 IFRS 17"}),
+    # a letter glued to a digit is no marker ("3D)")
+    ("Which is additive?\nA. Offset\nB. Digital\nC. Uses 3D) printing",
+     {"A": "Offset", "B": "Digital", "C": "Uses 3D) printing"}),
+    ("Pick one\nA.a\nB.b\nC.c\nD.d\nE.e\nF.f\nG.g\nH.h", dict(zip("ABCDEFGH", "abcdefgh"))),  # all eight letters
+])
+def test_option_boundaries_and_wrapped_lines(question, options):
+    assert parse_question(question)[1] == options
+
+
+@pytest.mark.parametrize("question", ["A.一\nB.二\nC.三", "A. yes\nB. no"])  # a marker at the very start
+def test_flame_record_without_a_stem_is_rejected_for_that(question):
+    _, rejects = convert([{"task_name": "FRM", "question": question, "answer": "A"}], "flame")
     assert [reason for _, reason in rejects] == ["no question stem"]
 
 
