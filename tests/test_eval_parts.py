@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finloom.grading.answers import answer_value, extract_letters, numbers_match
+from finloom.grading.answers import answer_value, chinese_numeral, extract_letters, numbers_match
 from finloom.eval.layouts import convert
 from finloom.eval.mcq import normalize_answer, parse_question
 from finloom.grading.rubric import checklist_metrics, final_score, is_usable, judge_prompt, parse_judgement
@@ -41,8 +41,26 @@ def test_flame_questions_as_published_parse_with_exact_options(question, stem, o
     assert items[0]["question"] == stem and items[0]["options"] == options and items[0]["answer"] == "AB"
 
 
-def test_flame_record_without_a_stem_is_rejected_for_that():
-    _, rejects = convert([{"task_name": "FRM", "question": "A.一\nB.二\nC.三", "answer": "A"}], "flame")
+@pytest.mark.parametrize(("question", "options"), [
+    # a stray "B. 3" after a space, later than the real "B." at a line start: the line start wins
+    ("Which rule applies?\nA. Rule 1\nB. Rule 2 or annex B. 3\nC. None",
+     {"A": "Rule 1", "B": "Rule 2 or annex B. 3", "C": "None"}),
+    # and after a space outranks after another character ("表B）")
+    ("Which applies? A. rule 1 B. rule 2（见附表B）", {"A": "rule 1", "B": "rule 2（见附表B）"}),
+    # wrapped lines: joined without a space only between two CJK characters
+    ("会计处理（ ）\nA.按IFRS 9准\n则处理\nB.适用于\nIFRS 17", {"A": "按IFRS 9准则处理", "B": "适用于 IFRS 17"}),
+    # a letter glued to a digit is no marker ("3D)")
+    ("Which is additive?\nA. Offset\nB. Digital\nC. Uses 3D) printing",
+     {"A": "Offset", "B": "Digital", "C": "Uses 3D) printing"}),
+    ("Pick one\nA.a\nB.b\nC.c\nD.d\nE.e\nF.f\nG.g\nH.h", dict(zip("ABCDEFGH", "abcdefgh"))),  # all eight letters
+])
+def test_option_boundaries_and_wrapped_lines(question, options):
+    assert parse_question(question)[1] == options
+
+
+@pytest.mark.parametrize("question", ["A.一\nB.二\nC.三", "A. yes\nB. no"])  # a marker at the very start
+def test_flame_record_without_a_stem_is_rejected_for_that(question):
+    _, rejects = convert([{"task_name": "FRM", "question": question, "answer": "A"}], "flame")
     assert [reason for _, reason in rejects] == ["no question stem"]
 
 
@@ -98,6 +116,53 @@ def test_numbers_are_extracted_in_the_answer_unit(reply, unit, expected):
 def test_numeric_tolerance_is_relative():
     assert numbers_match(100.4, 100.0, 0.005) and not numbers_match(100.6, 100.0, 0.005)
     assert not numbers_match(None, 1.0)
+
+
+@pytest.mark.parametrize(("predicted", "expected", "relative", "match"), [
+    (101.0, 100.0, 0.01, True),      # exactly at the tolerance still matches
+    (200.0, 100.0, 0.005, False),    # a multiple of the answer is not the answer
+    (1e-7, 0.0, 0.005, True),        # an answer of 0 is matched within the absolute tolerance
+    (1e-5, 0.0, 0.005, False),
+])
+def test_numeric_tolerance_bounds(predicted, expected, relative, match):
+    assert numbers_match(predicted, expected, relative) is match
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("1 thousand", 1e3), ("2 million", 2e6), ("3 billion", 3e9), ("4k", 4e3), ("5m", 5e6), ("6bn", 6e9),
+    ("7亿", 7e8), ("8万", 8e4), ("9万亿", 9e12), ("10 rmb", 10.0), ("11 CNY", 11.0),
+])
+def test_every_unit_word_multiplies_exactly(reply, expected):
+    assert answer_value(reply) == expected
+
+
+@pytest.mark.parametrize(("reply", "unit", "expected"), [
+    ("答案：3.5亿元", "100m_yuan", 3.5),
+    ("Answer: 12, up from 10 last year", "", 12.0),         # the first number after the marker
+    ("Answer: first 10. Final answer: 12", "", 12.0),       # after the last marker
+    ("we got 3, then 4; answer: unclear", "", 4.0),         # nothing after the marker: the last number before it
+    ("Costs 3 then 4; answer: unclear", "", 4.0),
+    ("先算得一百，最终为二百", "", 200.0),                    # no marker, no digits: the last Chinese numeral
+])
+def test_the_final_number_is_the_one_after_the_last_marker(reply, unit, expected):
+    assert answer_value(reply, unit) == expected
+
+
+@pytest.mark.parametrize(("numeral", "value"), [
+    ("零", 0), ("〇", 0), ("一", 1), ("两百", 200), ("十", 10), ("十二", 12), ("二十三", 23), ("四千", 4000),
+    ("六", 6), ("七", 7), ("八", 8), ("九十九", 99), ("三千零五十", 3050), ("三元", None), ("", None),
+])
+def test_chinese_numerals(numeral, value):
+    assert chinese_numeral(numeral) == value
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("答案：(B)\n解析：选项A错误", "B"),          # the letter one character after the marker, not the explanation's
+    ("答案：B。选择A是常见错误。", "B"),           # an explicit marker outranks a later weak one
+    ("答案：B。解析：有人认为答案是A，但这不对。", "B"),  # the first explicit marker, not a later one
+])
+def test_the_explicit_answer_marker_decides(reply, expected):
+    assert extract_letters(reply) == expected
 
 
 SCENARIO = {"id": "s1", "task": "Minutes summary", "prompt": "Summarise the meeting.", "high_stakes": False,
