@@ -53,6 +53,8 @@ TARGETS = {
                                       "test_precompute_ref_command_then_pretrain_reads_the_store"),
     "src/finloom/align/stage.py": "tests/test_align_stage.py tests/test_wiring.py -k 'align_stage or dpo or kto or grpo or ppo or vllm'",
     "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
+    "src/finloom/reward/trainer.py": "tests/test_reward.py",
+    "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"

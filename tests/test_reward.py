@@ -1,4 +1,4 @@
-"""The reward model's loss (Bradley-Terry + MSE to scores), score handling and calibration."""
+"""The reward model's loss (Bradley-Terry + MSE to scores) and score handling (calibration: test_reward_calibration.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from trl import RewardConfig, RewardTrainer
 
 from finloom.errors import BadInput
 from finloom.llm.scratch import train_tokenizer
-from finloom.reward.calibration import calibration
 from finloom.reward.stage import with_scores
 from finloom.reward.trainer import ScoredRewardConfig, ScoredRewardTrainer, score_error
 
@@ -85,16 +84,3 @@ def test_scores_are_mapped_to_unit_range_and_out_of_range_named():
     assert mapped[1]["scored"] is False and mapped[1]["score_chosen"] == 0.0
     with pytest.raises(BadInput, match=r"reward.score_range: a score of 8.5 in u.jsonl lies outside \[0.0, 1.0\]"):
         with_scores(rows, (0.0, 1.0))
-
-
-def test_calibration_from_heldout_rewards():
-    rows = [{"source": "a", "reward_chosen": 0.9, "reward_rejected": 0.1, "score_chosen": 0.8, "score_rejected": 0.2},
-            {"source": "a", "reward_chosen": 0.4, "reward_rejected": 0.6, "score_chosen": 0.6, "score_rejected": 0.3},
-            {"source": "b", "reward_chosen": 2.0, "reward_rejected": 1.0, "score_chosen": None, "score_rejected": None}]
-    result = calibration(rows)
-    assert result["eval_accuracy"] == round(2 / 3, 4) and result["scored_answers"] == 4
-    assert result["score_spearman"] == pytest.approx(0.8)  # ranks: rewards 4,1,2,3 vs scores 4,1,3,2
-    assert result["score_mae"] == pytest.approx((0.1 + 0.1 + 0.2 + 0.3) / 4)
-    assert result["by_source"]["b"] == {"pairs": 1, "accuracy": 1.0, "reward_mean": 1.5, "reward_std": 0.5,
-                                        "chosen_mean": 2.0, "rejected_mean": 1.0}
-    assert result["by_source"]["a"]["accuracy"] == 0.5
