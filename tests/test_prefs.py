@@ -12,7 +12,7 @@ import pytest
 from conftest import scripted_chat, tiny_recipe, write_recipe
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection, load_recipe
-from finloom.reward.judging import judged_scores
+from finloom.reward.judging import judged_scores, mode_for
 from finloom.reward.prefs import near_duplicates
 from finloom.runner import Runner
 from finloom.stages import RunContext, read_manifest, upstream_stages
@@ -24,6 +24,22 @@ def test_near_duplicates_by_rouge_l_in_chinese_and_english():
                "A bond pays interest until maturity.", "Equity is ownership."]
     assert near_duplicates(answers, 0.7) == [1, 4]
     assert near_duplicates(answers, 0.99) == []
+
+
+@pytest.mark.parametrize("prompt, configured, mode", [
+    ({"answer": "A", "golden": "ref"}, "auto", "verified"),  # something to verify beats a reference
+    ({"expected": 4}, "checks", "verified"),
+    ({"checks": [{"kind": "contains", "value": "x"}]}, "absolute", "absolute"),  # a judge named in the recipe wins
+    ({"kind": "reasoning"}, "checks", "checks"),  # nothing to verify: the stage rejects it
+    ({"golden": "ref", "kind": "reasoning"}, "auto", "golden"),
+    ({"golden": "", "kind": "reasoning"}, "auto", "pairwise"),  # an empty reference is none
+    ({"kind": "open"}, "auto", "absolute"),
+    ({}, "auto", "absolute"),
+    ({"golden": "ref"}, "pairwise", "pairwise"),
+], ids=["answer-beats-reference", "expected-under-checks", "configured-judge-wins", "checks-with-nothing-to-verify",
+        "reference-beats-reasoning", "empty-reference-reasoning", "open-kind", "bare-prompt", "configured-pairwise"])
+def test_judge_mode_of_a_prompt(prompt, configured, mode):
+    assert mode_for(prompt, configured) == mode
 
 
 def scripted_judge(prompt: str, body: dict) -> str:
