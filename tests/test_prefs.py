@@ -12,7 +12,7 @@ import pytest
 from conftest import scripted_chat, tiny_recipe, write_recipe
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection, load_recipe
-from finloom.reward.judging import judged_scores, mode_for
+from finloom.reward.judging import judged_scores, mode_for, verified_scores
 from finloom.reward.prefs import near_duplicates
 from finloom.runner import Runner
 from finloom.stages import RunContext, read_manifest, upstream_stages
@@ -40,6 +40,12 @@ def test_near_duplicates_by_rouge_l_in_chinese_and_english():
         "reference-beats-reasoning", "empty-reference-reasoning", "open-kind", "bare-prompt", "configured-pairwise"])
 def test_judge_mode_of_a_prompt(prompt, configured, mode):
     assert mode_for(prompt, configured) == mode
+
+
+def test_verified_scores_weigh_format_option_and_number_equally():
+    prompt = {"answer": "B", "expected": 12.5}
+    # format, option and number all right: 1; well formed but wrong option and number: (1 + 0 + 0) / 3
+    assert verified_scores(prompt, ["Answer: B. The result is 12.5.", "A, 3"]) == [1.0, pytest.approx(1 / 3)]
 
 
 def scripted_judge(prompt: str, body: dict) -> str:
