@@ -55,6 +55,7 @@ TARGETS = {
     "src/finloom/llm/kl.py": "tests/test_pretrain_objective.py -k 'by_hand or vocabulary or warms or precomputed_top_k'",
     "src/finloom/reward/trainer.py": "tests/test_reward.py",
     "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
+    "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores'",
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"
