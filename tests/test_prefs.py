@@ -12,7 +12,7 @@ import pytest
 from conftest import scripted_chat, tiny_recipe, write_recipe
 from finloom.llm.client import LLMClient
 from finloom.recipe import ClientSection, load_recipe
-from finloom.reward.judging import judged_scores
+from finloom.reward.judging import judged_scores, mode_for, verified_scores
 from finloom.reward.prefs import near_duplicates
 from finloom.runner import Runner
 from finloom.stages import RunContext, read_manifest, upstream_stages
@@ -26,11 +26,36 @@ def test_near_duplicates_by_rouge_l_in_chinese_and_english():
     assert near_duplicates(answers, 0.99) == []
 
 
+@pytest.mark.parametrize("prompt, configured, mode", [
+    ({"answer": "A", "golden": "ref"}, "auto", "verified"),  # something to verify beats a reference
+    ({"expected": 4}, "checks", "verified"),
+    ({"checks": [{"kind": "contains", "value": "x"}]}, "absolute", "absolute"),  # a judge named in the recipe wins
+    ({"kind": "reasoning"}, "checks", "checks"),  # nothing to verify: the stage rejects it
+    ({"golden": "ref", "kind": "reasoning"}, "auto", "golden"),
+    ({"golden": "", "kind": "reasoning"}, "auto", "pairwise"),  # an empty reference is none
+    ({"kind": "open"}, "auto", "absolute"),
+    ({}, "auto", "absolute"),
+    ({"golden": "ref"}, "pairwise", "pairwise"),
+], ids=["answer-beats-reference", "expected-under-checks", "configured-judge-wins", "checks-with-nothing-to-verify",
+        "reference-beats-reasoning", "empty-reference-reasoning", "open-kind", "bare-prompt", "configured-pairwise"])
+def test_judge_mode_of_a_prompt(prompt, configured, mode):
+    assert mode_for(prompt, configured) == mode
+
+
+def test_verified_scores_weigh_format_option_and_number_equally():
+    prompt = {"answer": "B", "expected": 12.5}
+    # format, option and number all right: 1; well formed but wrong option and number: (1 + 0 + 0) / 3
+    assert verified_scores(prompt, ["Answer: B. The result is 12.5.", "A, 3"]) == [1.0, pytest.approx(1 / 3)]
+
+
 def scripted_judge(prompt: str, body: dict) -> str:
     """Absolute / golden: 9 for an answer containing 'good', 2 for 'bad', no JSON for 'broken'; pairwise: the
-    answer containing 'good' wins; otherwise (a tiny model's random answers) a score from the answer's length."""
+    answer containing 'good' wins, no JSON where either is 'broken'; otherwise (a tiny model's random answers) a
+    score from the answer's length."""
     if "Answer A:" in prompt:
         a, b = (re.search(rf"Answer {side}:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1) for side in "AB")
+        if "broken" in a + b:
+            return "I like both."
         return json.dumps({"same_result": False, "better": "A" if "good" in a else "B" if "good" in b else "tie"})
     answer = re.search(r"Response:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
     if "broken" in answer:
@@ -59,6 +84,14 @@ def test_judge_modes(judge):
         assert pairwise == [1.0, 0.25, 0.25] and len(replies) == 6  # both orders of 3 pairs; ties are half a win
         assert absolute == [pytest.approx(1 / 9), pytest.approx(8 / 9)]
         assert judge.requests - asked == 2 + 6 + 2  # every request of the three prompts, each once
+
+
+def test_pairwise_comparisons_that_never_parse_count_for_neither_answer(judge):
+    items = [{"mode": "pairwise", "prompt": "2+2?", "answers": ["good: 4", "broken", "5"], "golden": None}]
+    with LLMClient(ClientSection(base_url=judge.url)) as client:
+        (scores, replies), = judged_scores(client, items, retries=0)
+    # "good: 4" beats "5" in both orders (2 of 2); "broken" is in no comparison that parsed
+    assert scores == [1.0, None, 0.0] and len(replies) == 6
 
 
 def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny_data, tiny_run, tmp_path, judge):

@@ -1,4 +1,4 @@
-"""The reward model's loss (Bradley-Terry + MSE to scores), score handling and calibration."""
+"""The reward model's loss (Bradley-Terry + MSE to scores) and score handling (calibration: test_reward_calibration.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForSequenceClassification
 from trl import RewardConfig, RewardTrainer
+from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from finloom.errors import BadInput
 from finloom.llm.scratch import train_tokenizer
-from finloom.reward.calibration import calibration
 from finloom.reward.stage import with_scores
 from finloom.reward.trainer import ScoredRewardConfig, ScoredRewardTrainer, score_error
 
@@ -49,33 +49,67 @@ def reward_parts(tmp_path_factory):
     return tokenizer, model, tmp_path_factory.mktemp("reward")
 
 
-def trainer_loss(trainer_class, config_class, parts, alpha=None):
+def trainer_loss(trainer_class, config_class, parts, alpha=None, collator=None, training=True):
+    """The trainer's loss on the three pairs as one batch from its own data loader (its column filter, then its
+    collator), with the model in training or eval mode; the model's rewards on that batch; the trainer."""
     tokenizer, model, folder = parts
     extra = {} if alpha is None else {"score_alpha": alpha}
-    config = config_class(output_dir=str(folder), per_device_train_batch_size=3, report_to="none", use_cpu=True,
+    config = config_class(output_dir=str(folder), per_device_eval_batch_size=3, report_to="none", use_cpu=True,
                           bf16=False, max_length=64, **extra)
-    trainer = trainer_class(model=model, args=config, processing_class=tokenizer, train_dataset=Dataset.from_list(PAIRS))
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
-    with torch.no_grad():
-        loss = trainer.compute_loss(model, dict(batch))
-        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
-    return float(loss), rewards
+    trainer = trainer_class(model=model, args=config, processing_class=tokenizer, data_collator=collator,
+                            train_dataset=Dataset.from_list(PAIRS), eval_dataset=Dataset.from_list(PAIRS))
+    batch = next(iter(trainer.get_eval_dataloader()))  # in order, unlike the train loader
+    model.train(training)
+    try:
+        with torch.no_grad():
+            loss = trainer.compute_loss(model, dict(batch))
+            rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    finally:
+        model.train(True)
+    return float(loss), rewards, trainer
 
 
-def test_loss_is_bradley_terry_plus_alpha_times_squared_error(reward_parts):
-    loss, rewards = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=0.7)
+def bt_and_mse_by_hand(rewards):
+    """Mean -log sigmoid(r_w - r_l) and mean (r_w - s_w)^2 + (r_l - s_l)^2 of PAIRS' scored pairs (0 for the
+    unscored one, which still counts in the mean)."""
     chosen, rejected = rewards[:3].tolist(), rewards[3:].tolist()
     bt = sum(-math.log(1 / (1 + math.exp(-(w - l)))) for w, l in zip(chosen, rejected)) / 3
     mse = sum(p["scored"] * ((w - p["score_chosen"]) ** 2 + (l - p["score_rejected"]) ** 2)
               for p, w, l in zip(PAIRS, chosen, rejected)) / 3
+    return bt, mse
+
+
+@pytest.mark.parametrize("alpha, weight", [(None, 1.0), (0.7, 0.7)], ids=["default-alpha-is-1", "alpha-0.7"])
+def test_loss_is_bradley_terry_plus_alpha_times_squared_error(reward_parts, alpha, weight):
+    loss, rewards, _ = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=alpha)
+    bt, mse = bt_and_mse_by_hand(rewards)
     assert mse > 1e-3
-    assert loss == pytest.approx(bt + 0.7 * mse, abs=1e-5)
+    assert loss == pytest.approx(bt + weight * mse, abs=1e-5)
 
 
 def test_with_alpha_zero_the_loss_is_trls(reward_parts):
-    ours, _ = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=0.0)
-    stock, _ = trainer_loss(RewardTrainer, RewardConfig, reward_parts)
+    ours, _, _ = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=0.0)
+    stock, _, _ = trainer_loss(RewardTrainer, RewardConfig, reward_parts)
     assert ours == pytest.approx(stock, abs=1e-6)
+
+
+def test_batches_without_score_columns_get_trls_loss_and_no_score_metric(reward_parts):
+    """A collator of its own that adds no score columns (TRL's here): Bradley-Terry alone, whatever the alpha."""
+    tokenizer = reward_parts[0]
+    ours, _, trainer = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=1.0,
+                                    collator=DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
+    stock, _, _ = trainer_loss(RewardTrainer, RewardConfig, reward_parts)
+    assert ours == pytest.approx(stock, abs=1e-6)
+    assert "score_mse" not in trainer._metrics["train"]
+
+
+@pytest.mark.parametrize("training, mode, other", [(True, "train", "eval"), (False, "eval", "train")])
+def test_score_mse_is_logged_under_the_models_mode(reward_parts, training, mode, other):
+    _, rewards, trainer = trainer_loss(ScoredRewardTrainer, ScoredRewardConfig, reward_parts, alpha=0.7,
+                                       training=training)
+    _, mse = bt_and_mse_by_hand(rewards)
+    assert trainer._metrics[mode]["score_mse"] == [pytest.approx(mse, abs=1e-6)]
+    assert "score_mse" not in trainer._metrics[other]
 
 
 def test_scores_are_mapped_to_unit_range_and_out_of_range_named():
@@ -85,16 +119,3 @@ def test_scores_are_mapped_to_unit_range_and_out_of_range_named():
     assert mapped[1]["scored"] is False and mapped[1]["score_chosen"] == 0.0
     with pytest.raises(BadInput, match=r"reward.score_range: a score of 8.5 in u.jsonl lies outside \[0.0, 1.0\]"):
         with_scores(rows, (0.0, 1.0))
-
-
-def test_calibration_from_heldout_rewards():
-    rows = [{"source": "a", "reward_chosen": 0.9, "reward_rejected": 0.1, "score_chosen": 0.8, "score_rejected": 0.2},
-            {"source": "a", "reward_chosen": 0.4, "reward_rejected": 0.6, "score_chosen": 0.6, "score_rejected": 0.3},
-            {"source": "b", "reward_chosen": 2.0, "reward_rejected": 1.0, "score_chosen": None, "score_rejected": None}]
-    result = calibration(rows)
-    assert result["eval_accuracy"] == round(2 / 3, 4) and result["scored_answers"] == 4
-    assert result["score_spearman"] == pytest.approx(0.8)  # ranks: rewards 4,1,2,3 vs scores 4,1,3,2
-    assert result["score_mae"] == pytest.approx((0.1 + 0.1 + 0.2 + 0.3) / 4)
-    assert result["by_source"]["b"] == {"pairs": 1, "accuracy": 1.0, "reward_mean": 1.5, "reward_std": 0.5,
-                                        "chosen_mean": 2.0, "rejected_mean": 1.0}
-    assert result["by_source"]["a"]["accuracy"] == 0.5
