@@ -12,6 +12,10 @@ pass is a survivor. cosmic-ray edits the files it mutates, so every module runs 
 The selected tests first run once on the unmutated copy: they must pass (else every mutant would count as
 killed), and a tiny pipeline run they read is built then and kept for every mutant (``FINLOOM_TEST_KEPT_RUN``).
 
+Mutants inside parameter and return annotations of a module with ``from __future__ import annotations`` are
+dropped before the run and counted (those annotations are never evaluated, so no test can kill them);
+``--keep-annotations`` runs them too.
+
 ``--sample`` keeps a seeded random subset of a module's mutants (the rest are deleted from cosmic-ray's session
 before it runs): a large module's killed share estimated in a fraction of the time, reported as a sample.
 """
@@ -19,6 +23,7 @@ before it runs): a large module's killed share estimated in a fraction of the ti
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import random
@@ -71,6 +76,38 @@ name = "local"
 """
 
 
+def signature_annotations(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) (row, column) of every parameter and return annotation and every annotated assignment outside a
+    class body, if the module has ``from __future__ import annotations``: those are kept as strings and never
+    evaluated, so a mutant inside one (``str | None`` to ``str ** None``) can never be killed. Class-body annotations
+    are left in: dataclasses and pydantic read them."""
+    tree = ast.parse(source)
+    if not any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+               and any(alias.name == "annotations" for alias in node.names) for node in tree.body):
+        return []
+    in_classes = {id(item) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for item in node.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+            found.append(node.returns)
+        elif isinstance(node, ast.arg) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, ast.AnnAssign) and id(node) not in in_classes:
+            found.append(node.annotation)
+    return [((node.lineno, node.col_offset), (node.end_lineno, node.end_col_offset)) for node in found]
+
+
+def drop_annotation_mutants(session: Path, source: str) -> int:
+    """Delete the mutants that lie inside unevaluated annotations; returns how many."""
+    spans = signature_annotations(source)
+    with sqlite3.connect(session) as db:
+        specs = db.execute("SELECT start_pos_row, start_pos_col, job_id FROM mutation_specs").fetchall()
+        dropped = [(job,) for row, col, job in specs if any(start <= (row, col) < end for start, end in spans)]
+        for table in ("mutation_specs", "work_items"):
+            db.executemany(f"DELETE FROM {table} WHERE job_id = ?", dropped)
+    return len(dropped)
+
+
 def keep_sample(session: Path, size: int, seed: int) -> int:
     """Delete all but a seeded random ``size`` of the session's mutants; returns how many there were."""
     with sqlite3.connect(session) as db:  # job ids are random: order mutants by what they change, for the seed
@@ -84,7 +121,8 @@ def keep_sample(session: Path, size: int, seed: int) -> int:
     return len(jobs)
 
 
-def run_module(module: str, tests: str, timeout: float, sample: int | None = None, seed: int = 0) -> dict:
+def run_module(module: str, tests: str, timeout: float, sample: int | None = None, seed: int = 0,
+               keep_annotations: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "tree"
         for part in ("src", "tests"):
@@ -100,6 +138,8 @@ def run_module(module: str, tests: str, timeout: float, sample: int | None = Non
             raise SystemExit(f"{module}: the selected tests fail before any mutation:\n{baseline.stdout[-3000:]}")
         subprocess.run(["cosmic-ray", "init", "mutation.toml", "session.sqlite"], cwd=copy, env=env, check=True,
                        capture_output=True)
+        annotations = (0 if keep_annotations else
+                       drop_annotation_mutants(copy / "session.sqlite", (ROOT / module).read_text(encoding="utf-8")))
         generated = keep_sample(copy / "session.sqlite", sample, seed) if sample else None
         subprocess.run(["cosmic-ray", "exec", "mutation.toml", "session.sqlite"], cwd=copy, env=env, check=True,
                        capture_output=True)
@@ -119,7 +159,7 @@ def run_module(module: str, tests: str, timeout: float, sample: int | None = Non
     total = sum(outcomes.values())
     return {"module": module, "mutants": total, "killed": outcomes["killed"], "survived": outcomes["survived"],
             "incompetent": outcomes["incompetent"], "killed_share": round(outcomes["killed"] / max(1, total), 3),
-            "sampled_from": generated, "survivors": survivors}
+            "sampled_from": generated, "annotation_mutants_dropped": annotations, "survivors": survivors}
 
 
 def main() -> int:
@@ -129,15 +169,20 @@ def main() -> int:
     parser.add_argument("--tests", help="the pytest arguments to run instead of TARGETS' (one module)")
     parser.add_argument("--sample", type=int, help="run a seeded random sample of this many mutants per module")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    parser.add_argument("--keep-annotations", action="store_true",
+                        help="also run the mutants inside unevaluated annotations (dropped by default: none can die)")
     options = parser.parse_args()
-    print("| module | mutants | killed | survived | incompetent | killed share |\n|---|---|---|---|---|---|")
+    print("| module | mutants | killed | survived | incompetent | killed share | annotation mutants dropped |\n"
+          "|---|---|---|---|---|---|---|")
     results = []
     for module in options.modules:
-        result = run_module(module, options.tests or TARGETS[module], options.timeout, options.sample, options.seed)
+        result = run_module(module, options.tests or TARGETS[module], options.timeout, options.sample, options.seed,
+                            options.keep_annotations)
         results.append(result)
         sampled = f" (of {result['sampled_from']})" if result["sampled_from"] else ""
         print(f"| {module}{sampled} | {result['mutants']} | {result['killed']} | {result['survived']} | "
-              f"{result['incompetent']} | {result['killed_share']:.1%} |", flush=True)
+              f"{result['incompetent']} | {result['killed_share']:.1%} | {result['annotation_mutants_dropped']} |",
+              flush=True)
     for result in results:
         for survivor in result["survivors"]:
             print("survivor:", survivor)
