@@ -76,6 +76,21 @@ def test_without_eval_every_the_stage_neither_evaluates_nor_reports_heldout_loss
     assert seen["eval_dataset"] is None and seen["args"].eval_strategy == "no"
 
 
+def test_eval_every_without_heldout_texts_trains_without_evaluating(tiny_run, tmp_path, monkeypatch):
+    """A data stage that kept no held-out texts: the schedule asks for evaluations there is nothing to run on."""
+    import finloom.pretrain.stage as stage
+    from finloom.recipe import ModelLoading, PretrainSection
+
+    seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
+    section = PretrainSection(eval_every=2, train={"max_steps": 2, "batch_size": 2, "seq_len": 64})
+    inputs = stage.CPTInputs(shards=tiny_run / "data" / "shards" / "pretrain", seed=7, loading=ModelLoading(),
+                             start=tiny_run / "base" / "model", heldout={})
+    with pytest.raises(Caught):
+        stage.train_causal_lm(load_causal_lm(tiny_run / "base" / "model"), load_tokenizer(tiny_run / "base" / "model"),
+                              section, inputs, tmp_path, resume=False, label="pretrain")
+    assert seen["eval_dataset"] is None and seen["args"].eval_strategy == "no"
+
+
 @pytest.mark.parametrize(("objective", "lora", "expected"), [
     ({"reference": "online", "reference_device": "cpu"}, False, "ref_model"),
     ({"reference": "online"}, True, None),  # LoRA: the start model is the policy with its adapters off

@@ -130,8 +130,7 @@ def train_causal_lm(model, tokenizer, section: BaseSection | PretrainSection, in
     train = section.train
     dataset = shard_dataset(inputs.shards, tokenizer, inputs.seed, label)
     eval_every = getattr(section, "eval_every", None)
-    heldout = (heldout_datasets(inputs.heldout, tokenizer, train.seq_len, getattr(section, "eval_max_tokens", 8192))
-               if eval_every else {})
+    heldout = heldout_datasets(inputs.heldout, tokenizer, train.seq_len, section.eval_max_tokens) if eval_every else {}
     objective = getattr(section, "objective", None)
     self_constraint = objective is not None and objective.type == "self_constraint"
     lora = isinstance(section, PretrainSection) and section.lora.enabled
