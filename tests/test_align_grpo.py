@@ -21,7 +21,8 @@ from finloom.llm.client import LLMClient
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.llm.padded_attention import NAME as PADDED_SDPA
 from finloom.llm.reward_scorer import LocalRewardScorer
-from finloom.recipe import ClientSection, GRPOArgs, Reweighting
+from finloom.llm.scratch import build_model, train_tokenizer
+from finloom.recipe import ClientSection, GRPOArgs, Reweighting, ScratchModel
 
 PROMPTS = [{"prompt": [{"role": "user", "content": f"Which is the bond? A. bond B. tree {i}"}],
             "reward_task": json.dumps({"answer": "A", "category": "mcq"}), "category": "mcq"} for i in range(4)]
@@ -43,8 +44,20 @@ def _topk_kl(policy_logits, reference_logits, k):
 
 
 @pytest.fixture(scope="module")
-def sft_model(tiny_run):
-    return tiny_run / "sft" / "model"
+def sft_model(tmp_path_factory):
+    """An SFT-like model in seconds, not the tiny pipeline's: a from-scratch Llama and ChatML BPE tokenizer (as the
+    base stage builds them) saved as a model directory. The tests compare against their own by-hand values, so
+    untrained weights serve (the policy is moved off the reference by noise anyway)."""
+    texts = [message["content"] for messages in SFT for message in messages]
+    texts += [message["content"] for row in PROMPTS for message in row["prompt"]]
+    tokenizer = train_tokenizer(texts * 5, 300)
+    torch.manual_seed(0)
+    model = build_model(ScratchModel(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+                                     num_kv_heads=1, max_position_embeddings=256), tokenizer)
+    folder = tmp_path_factory.mktemp("scratch_sft")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def make_trainer(sft_model, tmp_path, **config):
