@@ -104,9 +104,9 @@ def test_the_rollout_kl_is_exact_over_the_references_top_k_and_the_full_kl_at_k_
 
 def test_the_rollout_kl_in_chunks_of_the_per_device_batch_is_the_kl_of_one_pass(sft_model, tmp_path):
     trainer, policy, reference = make_trainer(sft_model, tmp_path)
-    ids = torch.randint(5, 200, (8, 5), generator=torch.Generator().manual_seed(4))  # more answers than tokens
+    ids = torch.randint(5, 200, (8, 6), generator=torch.Generator().manual_seed(4))  # more answers than tokens
     batch = {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(8, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
-             "completion_mask": torch.ones(8, 2, dtype=torch.long)}
+             "completion_mask": torch.ones(8, 3, dtype=torch.long)}  # an odd number of completion tokens
     with torch.no_grad():
         one_pass = _topk_kl(policy(input_ids=ids).logits[:, 2:-1], reference(input_ids=ids).logits[:, 2:-1], 8)
     trainer.args.per_device_train_batch_size = 3  # chunks of 3, 3 and 2 answers
@@ -217,6 +217,8 @@ def test_conversation_batches_by_hand():
         batch = batches[index]
         assert batch["input_ids"].tolist() == ids and batch["labels"].tolist() == labels
         assert batch["attention_mask"].tolist() == mask
+    threes = ConversationBatches(rows, batch_size=3, pad_id=9, seed=0)  # batch 1: positions 3, 4, 5 -> order 0, 1, 2
+    assert threes[1]["input_ids"].tolist() == [[6, 9, 9], [1, 2, 3], [4, 5, 9]]
     with pytest.raises(ValueError, match="no SFT conversations"):
         ConversationBatches([], batch_size=2, pad_id=9, seed=0)
 
