@@ -124,17 +124,22 @@ def test_kl_shaped_advantages_by_hand(advantages, per_token):
     assert shaped.shape == (2, 3) and torch.allclose(shaped, torch.tensor(per_token) - 0.5 * to_go)
 
 
-def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tool_mask, scored", [
+    (None, [[1, 1, 1, 1], [1, 1, 1, 0]]),
+    ([[1, 0, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 1], [1, 1, 1, 0]]),  # a tool's output (token 1 of answer 0): no KL
+], ids=["no-tools", "tool-output"])
+def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch, tool_mask, scored):
     trainer, policy, _ = make_trainer(sft_model, tmp_path)
     policy.train()
-    batch = rollout()
+    batch = rollout() | ({"tool_mask": torch.tensor(tool_mask)} if tool_mask else {})
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
-    kl = trainer.rollout_kl(batch) * batch["completion_mask"]
+    kl = trainer.rollout_kl(batch) * torch.tensor(scored)
     shaped = trainer._generate_and_score_completions([])["advantages"]
     assert shaped.shape == (2, 4)
     assert torch.allclose(shaped, kl_shaped_advantages(batch["advantages"], kl, 0.1))
-    assert (shaped[0] < 0.7).all() and shaped[1, 3] == -0.7  # a penalty on every token; none past the end
-    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(float(kl.sum() / 7), rel=1e-5)
+    assert (shaped[0] < 0.7).all() and shaped[1, 3] == -0.7  # a penalty up to the last token; none past the end
+    scored_tokens = sum(map(sum, scored))
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(float(kl.sum() / scored_tokens), rel=1e-5)
 
 
 def test_the_sft_kl_is_over_assistant_tokens_with_gradient_and_gamma_scales_it_into_the_loss(sft_model, tmp_path,
@@ -376,11 +381,14 @@ def make_ppo(sft_model, tmp_path):
 
 
 def tall_rollout():
-    """Eight two-token answers after three prompt tokens: more answers than tokens; one answer is empty."""
+    """Eight two-token answers after three prompt tokens: more answers than tokens; one answer is empty, the last
+    one's first token is a tool's output."""
     ids = torch.randint(5, 200, (8, 5), generator=torch.Generator().manual_seed(4))
+    tool_mask = torch.ones(8, 2, dtype=torch.long)
+    tool_mask[7, 0] = 0
     return {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(8, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
             "completion_mask": torch.tensor([[1, 1], [1, 0], [1, 1], [0, 0], [1, 1], [1, 1], [1, 0], [1, 1]]),
-            "advantages": torch.zeros(8)}
+            "tool_mask": tool_mask, "advantages": torch.zeros(8)}
 
 
 @pytest.mark.parametrize("make_batch, totals, last_tokens, chunk", [
@@ -400,7 +408,7 @@ def test_ppo_advantages_are_gae_of_the_kl_and_the_answers_reward(sft_model, tmp_
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
     trainer.reward_funcs[0].last_totals = totals
     out = trainer._generate_and_score_completions([])
-    mask = batch["completion_mask"].float()
+    mask = (batch["completion_mask"] * batch.get("tool_mask", 1)).float()  # the answers' tokens, less tools' output
     kl = trainer.rollout_kl(batch) * mask
     rewards = -0.1 * kl
     for row, (total, last) in enumerate(zip(totals, last_tokens)):
