@@ -243,7 +243,7 @@ def test_a_reference_is_required_exactly_when_a_kl_term_is_on(sft_model, tmp_pat
     assert (trainer.sft_batches is not None) == (gamma > 0)
 
 
-def test_prompt_categories_swap_trls_sampler_for_the_category_sampler_with_the_same_layout(sft_model, tmp_path):
+def test_prompt_categories_replace_trls_prompt_order_with_category_draws_of_the_same_layout(sft_model, tmp_path):
     settings = dict(num_iterations=3, steps_per_generation=2)  # 8 prompts a generation: 4 prompts x 2 samples
     plain, _, _ = make_trainer(sft_model, tmp_path, **settings)
     weights = {"mcq": 1.0}
@@ -437,17 +437,22 @@ def test_whiten_by_hand(values, mask, expected):
     assert torch.allclose(whiten(torch.tensor(values), torch.tensor(mask).float()), torch.tensor(expected), atol=1e-6)
 
 
-@pytest.mark.parametrize("value, target, error", [
-    (0.5, 1.0, 0.64),  # the clipped value 0.2 is further from the return: its error (0.8 ** 2) counts
-    (0.5, 0.0, 0.25),  # the unclipped value is further: 0.5 ** 2
-    (-0.5, -1.0, 0.64),  # clipped to -0.2 from below
-], ids=["clipped-error", "unclipped-error", "clipped-below"])
+ROLLOUT_MASK = [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+@pytest.mark.parametrize("value, target, completion_mask, error", [
+    (0.5, 1.0, ROLLOUT_MASK, 0.64),  # the clipped value 0.2 is further from the return: its error (0.8 ** 2) counts
+    (0.5, 0.0, ROLLOUT_MASK, 0.25),  # the unclipped value is further: 0.5 ** 2
+    (-0.5, -1.0, ROLLOUT_MASK, 0.64),  # clipped to -0.2 from below
+    (0.5, 1.0, [[1, 0, 0, 0], [0, 0, 0, 0]], 0.64),  # the mean over one token
+    (0.5, 1.0, [[0, 0, 0, 0], [0, 0, 0, 0]], 0.0),  # no tokens: 0, not NaN
+], ids=["clipped-error", "unclipped-error", "clipped-below", "one-token", "no-tokens"])
 def test_ppo_value_loss_by_hand_is_the_larger_of_the_clipped_and_unclipped_errors(sft_model, tmp_path, monkeypatch,
-                                                                                 value, target, error):
+                                                                                 value, target, completion_mask, error):
     trainer, policy = make_ppo(sft_model, tmp_path)  # value_clip at its default, 0.2
     policy.train()
     monkeypatch.setattr(FinloomGRPOTrainer, "auxiliary_loss", lambda self, model, inputs: 0.125)  # the SFT-KL term
-    batch = rollout()
+    batch = rollout() | {"completion_mask": torch.tensor(completion_mask)}
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     hidden = policy.base_model(input_ids=ids).last_hidden_state
     trainer._keep_hidden(policy.base_model, (), (hidden, None))  # a backbone returning a tuple: the states first
