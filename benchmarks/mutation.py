@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN_UNITS = ("tests/test_pretrain_units.py tests/test_pretrain_objective.py::test_loss_equals_hand_computed_value "
                   "tests/test_pretrain_objective.py::test_ce_only_settings_reduce_to_plain_cross_entropy "
                   "tests/test_pretrain_objective.py::test_an_online_reference_gets_its_inputs_on_its_own_device")
+# the GRPO/PPO trainer tests on a from-scratch model (not the tiny pipeline's reward model or the category sampler's)
+ALIGN_TRAINERS = "tests/test_align_grpo.py -k 'not combination and not rubric and not sampler and not reweighting'"
 # module -> the tests that hold it (the fast ones: each mutant runs them once)
 TARGETS = {
     "src/finloom/align/rewards.py": "tests/test_align_rewards.py",
@@ -64,6 +66,8 @@ TARGETS = {
     "src/finloom/reward/trainer.py": "tests/test_reward.py",
     "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
     "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores'",
+    "src/finloom/align/grpo.py": ALIGN_TRAINERS,
+    "src/finloom/align/ppo.py": ALIGN_TRAINERS,
 }
 CONFIG = """[cosmic-ray]
 module-path = "{module}"

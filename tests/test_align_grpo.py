@@ -14,14 +14,16 @@ from trl import GRPOTrainer
 
 from conftest import scripted_chat
 from finloom.align.categories import CategorySampler, reweighted, shares
-from finloom.align.grpo import FinloomGRPOConfig, FinloomGRPOTrainer, completion_logits, kl_shaped_advantages
+from finloom.align.grpo import (ConversationBatches, FinloomGRPOConfig, FinloomGRPOTrainer, completion_logits,
+                                kl_shaped_advantages)
 from finloom.align.rewards import RewardCombination
 from finloom.llm.chat_template import tokenize_with_assistant_mask
 from finloom.llm.client import LLMClient
 from finloom.llm.loading import load_causal_lm, load_tokenizer
 from finloom.llm.padded_attention import NAME as PADDED_SDPA
 from finloom.llm.reward_scorer import LocalRewardScorer
-from finloom.recipe import ClientSection, GRPOArgs, Reweighting
+from finloom.llm.scratch import build_model, train_tokenizer
+from finloom.recipe import ClientSection, GRPOArgs, Reweighting, ScratchModel
 
 PROMPTS = [{"prompt": [{"role": "user", "content": f"Which is the bond? A. bond B. tree {i}"}],
             "reward_task": json.dumps({"answer": "A", "category": "mcq"}), "category": "mcq"} for i in range(4)]
@@ -43,11 +45,25 @@ def _topk_kl(policy_logits, reference_logits, k):
 
 
 @pytest.fixture(scope="module")
-def sft_model(tiny_run):
-    return tiny_run / "sft" / "model"
+def sft_model(tmp_path_factory):
+    """An SFT-like model in seconds, not the tiny pipeline's: a from-scratch Llama and ChatML BPE tokenizer (as the
+    base stage builds them) saved as a model directory. The tests compare against their own by-hand values, so
+    untrained weights serve (the policy is moved off the reference by noise anyway)."""
+    texts = [message["content"] for messages in SFT for message in messages]
+    texts += [message["content"] for row in PROMPTS for message in row["prompt"]]
+    tokenizer = train_tokenizer(texts * 5, 300)
+    torch.manual_seed(0)
+    model = build_model(ScratchModel(vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+                                     num_kv_heads=1, max_position_embeddings=256), tokenizer)
+    folder = tmp_path_factory.mktemp("scratch_sft")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
-def make_trainer(sft_model, tmp_path, **config):
+def make_trainer(sft_model, tmp_path, options: dict | None = None, **config):
+    """The trainer on a noised copy of ``sft_model`` with that model as reference; ``options`` replace trainer
+    arguments (``ref_model``, ``prompt_categories``...), ``config`` the config's settings."""
     tokenizer = load_tokenizer(sft_model)
     policy, reference = load_causal_lm(sft_model), load_causal_lm(sft_model)
     with torch.no_grad():  # a policy that has moved away from the reference
@@ -59,7 +75,8 @@ def make_trainer(sft_model, tmp_path, **config):
     sft_rows = [tokenize_with_assistant_mask(tokenizer, messages, 64) for messages in SFT]
     trainer = FinloomGRPOTrainer(model=policy, reward_funcs=[RewardCombination(GRPOArgs())],
                                  args=FinloomGRPOConfig(**(settings | config)), train_dataset=Dataset.from_list(PROMPTS),
-                                 processing_class=tokenizer, ref_model=reference, sft_rows=sft_rows)
+                                 processing_class=tokenizer, **(dict(ref_model=reference, sft_rows=sft_rows)
+                                                                 | (options or {})))
     return trainer, policy, reference
 
 
@@ -85,24 +102,44 @@ def test_the_rollout_kl_is_exact_over_the_references_top_k_and_the_full_kl_at_k_
     assert not torch.allclose(full, _topk_kl(p_logits, q_logits, 8), atol=1e-4)  # k = 8 is an approximation
 
 
-def test_kl_shaped_advantages_by_hand():
+def test_the_rollout_kl_in_chunks_of_the_per_device_batch_is_the_kl_of_one_pass(sft_model, tmp_path):
+    trainer, policy, reference = make_trainer(sft_model, tmp_path)
+    ids = torch.randint(5, 200, (8, 6), generator=torch.Generator().manual_seed(4))  # more answers than tokens
+    batch = {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(8, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
+             "completion_mask": torch.ones(8, 3, dtype=torch.long)}  # an odd number of completion tokens
+    with torch.no_grad():
+        one_pass = _topk_kl(policy(input_ids=ids).logits[:, 2:-1], reference(input_ids=ids).logits[:, 2:-1], 8)
+    trainer.args.per_device_train_batch_size = 3  # chunks of 3, 3 and 2 answers
+    assert torch.allclose(trainer.rollout_kl(batch), one_pass, atol=1e-6)
+
+
+@pytest.mark.parametrize("advantages, per_token", [
+    ([1.0, -1.0], [[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]),  # one outcome advantage per answer, as GRPO's
+    ([[1.0, 0.5, 0.0], [-1.0, -2.0, -3.0]], [[1.0, 0.5, 0.0], [-1.0, -2.0, -3.0]]),  # already per token: kept so
+], ids=["per-answer", "per-token"])
+def test_kl_shaped_advantages_by_hand(advantages, per_token):
     kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.0, 0.0]])
-    shaped = kl_shaped_advantages(torch.tensor([1.0, -1.0]), kl, beta=0.5)
-    expected = torch.tensor([[1 - 0.5 * 0.6, 1 - 0.5 * 0.5, 1 - 0.5 * 0.3], [-1 - 0.5 * 0.4, -1.0, -1.0]])
-    assert torch.allclose(shaped, expected)
+    shaped = kl_shaped_advantages(torch.tensor(advantages), kl, beta=0.5)
+    to_go = torch.tensor([[0.6, 0.5, 0.3], [0.4, 0.0, 0.0]])  # this token's KL and every later one's
+    assert shaped.shape == (2, 3) and torch.allclose(shaped, torch.tensor(per_token) - 0.5 * to_go)
 
 
-def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("tool_mask, scored", [
+    (None, [[1, 1, 1, 1], [1, 1, 1, 0]]),
+    ([[1, 0, 1, 1], [1, 1, 1, 1]], [[1, 0, 1, 1], [1, 1, 1, 0]]),  # a tool's output (token 1 of answer 0): no KL
+], ids=["no-tools", "tool-output"])
+def test_the_kl_enters_the_advantages_of_every_generated_batch(sft_model, tmp_path, monkeypatch, tool_mask, scored):
     trainer, policy, _ = make_trainer(sft_model, tmp_path)
     policy.train()
-    batch = rollout()
+    batch = rollout() | ({"tool_mask": torch.tensor(tool_mask)} if tool_mask else {})
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
-    kl = trainer.rollout_kl(batch) * batch["completion_mask"]
+    kl = trainer.rollout_kl(batch) * torch.tensor(scored)
     shaped = trainer._generate_and_score_completions([])["advantages"]
     assert shaped.shape == (2, 4)
     assert torch.allclose(shaped, kl_shaped_advantages(batch["advantages"], kl, 0.1))
-    assert (shaped[0] < 0.7).all() and shaped[1, 3] == -0.7  # a penalty on every token; none past the end
-    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(float(kl.sum() / 7), rel=1e-5)
+    assert (shaped[0] < 0.7).all() and shaped[1, 3] == -0.7  # a penalty up to the last token; none past the end
+    scored_tokens = sum(map(sum, scored))
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(float(kl.sum() / scored_tokens), rel=1e-5)
 
 
 def test_the_sft_kl_is_over_assistant_tokens_with_gradient_and_gamma_scales_it_into_the_loss(sft_model, tmp_path,
@@ -128,6 +165,38 @@ def test_the_sft_kl_is_over_assistant_tokens_with_gradient_and_gamma_scales_it_i
     assert float(loss.detach()) == pytest.approx(0.25 + 0.5 * value_now / 2, rel=1e-5)
 
 
+@pytest.mark.parametrize("scored_tokens", [1, 0])
+def test_the_sft_kl_of_a_batch_with_at_most_one_assistant_token(sft_model, tmp_path, scored_tokens):
+    trainer, policy, reference = make_trainer(sft_model, tmp_path)
+    batch = trainer.sft_batches[0]
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    batch["labels"][1, 5:5 + scored_tokens] = 7  # predicted from position 4
+    with torch.no_grad():
+        p = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        q = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    expected = float(_topk_kl(p, q, 8)[1, 4]) if scored_tokens else 0.0  # none: 0, not NaN
+    assert trainer.sft_kl(policy, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_micro_batch_k_of_step_s_takes_sft_batch_s_times_accumulation_plus_k(sft_model, tmp_path):
+    trainer, policy, _ = make_trainer(sft_model, tmp_path)
+    batches, asked = trainer.sft_batches, []
+
+    class Recording:
+        def __getitem__(self, index):
+            asked.append(index)
+            return batches[index]
+
+    trainer.sft_batches = Recording()
+    trainer.current_gradient_accumulation_steps = 2
+    trainer.state.global_step, trainer._step = 3, 5  # TRL counts micro-batches in _step: the second of step 3
+    term = trainer.auxiliary_loss(policy, {})
+    assert asked == [3 * 2 + 1]
+    sft_kl = trainer.sft_kl(policy, batches[7]).item()
+    assert term.item() == pytest.approx(0.5 * sft_kl, rel=1e-5)
+    assert trainer._metrics["train"]["sft_kl"] == [pytest.approx(sft_kl, rel=1e-5)]
+
+
 def test_sft_batches_are_fixed_per_index_and_cycle(sft_model, tmp_path):
     trainer, _, _ = make_trainer(sft_model, tmp_path)
     first, again = trainer.sft_batches[0], trainer.sft_batches[0]
@@ -136,6 +205,73 @@ def test_sft_batches_are_fixed_per_index_and_cycle(sft_model, tmp_path):
     assert len(rows) == 2  # four rows from two conversations: each twice
     smaller, _, _ = make_trainer(sft_model, tmp_path, sft_kl_batch_size=3)
     assert smaller.sft_batches[0]["input_ids"].size(0) == 3
+
+
+def test_conversation_batches_by_hand():
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [-100, 5]},
+            {"input_ids": [6], "labels": [6]}]
+    batches = ConversationBatches(rows, batch_size=2, pad_id=9, seed=0)
+    assert batches.order == [2, 0, 1]  # torch.randperm(3) under seed 0: batch i is order[2i], order[2i + 1] mod 3
+    expected = [  # input_ids, labels, attention_mask: right-padded with pad_id, -100 and 0
+        ([[6, 9, 9], [1, 2, 3]], [[6, -100, -100], [-100, 2, 3]], [[1, 0, 0], [1, 1, 1]]),  # rows 2, 0
+        ([[4, 5], [6, 9]], [[-100, 5], [6, -100]], [[1, 1], [1, 0]]),  # rows 1, 2
+        ([[1, 2, 3], [4, 5, 9]], [[-100, 2, 3], [-100, 5, -100]], [[1, 1, 1], [1, 1, 0]]),  # rows 0, 1
+    ]
+    for index in range(6):  # then the cycle again
+        ids, labels, mask = expected[index % 3]
+        batch = batches[index]
+        assert batch["input_ids"].tolist() == ids and batch["labels"].tolist() == labels
+        assert batch["attention_mask"].tolist() == mask
+    threes = ConversationBatches(rows, batch_size=3, pad_id=9, seed=0)  # batch 1: positions 3, 4, 5 -> order 0, 1, 2
+    assert threes[1]["input_ids"].tolist() == [[6, 9, 9], [1, 2, 3], [4, 5, 9]]
+    with pytest.raises(ValueError, match="no SFT conversations"):
+        ConversationBatches([], batch_size=2, pad_id=9, seed=0)
+
+
+@pytest.mark.parametrize("kl_beta, gamma, needs_reference", [(0.1, 0.0, True), (0.0, 0.5, True), (0.0, 0.0, False)])
+def test_a_reference_is_required_exactly_when_a_kl_term_is_on(sft_model, tmp_path, kl_beta, gamma, needs_reference):
+    settings = dict(kl_beta=kl_beta, sft_kl_gamma=gamma)
+    if needs_reference:
+        with pytest.raises(ValueError, match="needs ref_model"):
+            make_trainer(sft_model, tmp_path, options=dict(ref_model=None), **settings)
+        trainer, _, reference = make_trainer(sft_model, tmp_path, **settings)
+        assert trainer.ref_model is reference and not reference.training
+    else:
+        trainer, _, _ = make_trainer(sft_model, tmp_path, **settings)
+        assert trainer.ref_model is None  # given one but nothing needs it: not even prepared
+        assert make_trainer(sft_model, tmp_path, options=dict(ref_model=None), **settings)[0].ref_model is None
+    assert (trainer.sft_batches is not None) == (gamma > 0)
+
+
+def test_prompt_categories_replace_trls_prompt_order_with_category_draws_of_the_same_layout(sft_model, tmp_path):
+    settings = dict(num_iterations=3, steps_per_generation=2)  # 8 prompts a generation: 4 prompts x 2 samples
+    plain, _, _ = make_trainer(sft_model, tmp_path, **settings)
+    weights = {"mcq": 1.0}
+    trainer, _, _ = make_trainer(sft_model, tmp_path, options=dict(prompt_categories=["mcq"] * 4,
+                                                                   category_weights=weights), **settings)
+    for sampler in (plain._get_train_sampler(), trainer._get_train_sampler()):
+        assert (sampler.mini_repeat_count, sampler.repeat_count) == (2, 3 * 2)
+        assert sampler.batch_size == 4 and type(sampler.batch_size) is int
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, CategorySampler) and trainer.category_sampler is sampler
+    assert not isinstance(plain._get_train_sampler(), CategorySampler)
+    assert sampler.weights == weights and sampler.generator.initial_seed() == 3
+    assert len(list(sampler)) == len(sampler) == 4 * 2 * 6
+
+
+@pytest.mark.parametrize("kl, mask, mean_kl, penalty", [
+    ([[0.3, 0.1, 0.0], [0.2, 0.0, 0.0]], [[1, 1, 0], [1, 0, 0]], 0.6 / 3, 0.1 * 0.6 / 2),
+    ([[0.3, 0.0, 0.0], [0.0, 0.0, 0.0]], [[1, 0, 0], [0, 0, 0]], 0.3, 0.1 * 0.3 / 2),  # one token
+    ([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0, 0, 0], [0, 0, 0]], 0.0, 0.0),  # no tokens at all: 0, not NaN
+], ids=["three-tokens", "one-token", "no-tokens"])
+def test_log_kl_is_the_mean_per_token_and_the_penalty_the_mean_per_answer(sft_model, tmp_path, kl, mask, mean_kl,
+                                                                          penalty):
+    trainer, policy, _ = make_trainer(sft_model, tmp_path)
+    for mode, training in (("train", True), ("eval", False)):
+        policy.train(training)
+        trainer.log_kl(torch.tensor(kl), torch.tensor(mask))
+        assert trainer._metrics[mode]["kl"] == [pytest.approx(mean_kl)]
+        assert trainer._metrics[mode]["kl_penalty"] == [pytest.approx(penalty)]
 
 
 def test_the_trainer_keeps_trls_own_kl_off():
@@ -244,27 +380,97 @@ def make_ppo(sft_model, tmp_path):
     return trainer, policy
 
 
-def test_ppo_advantages_are_gae_of_the_kl_and_the_answers_reward(sft_model, tmp_path, monkeypatch):
+def tall_rollout():
+    """Eight two-token answers after three prompt tokens: more answers than tokens; one answer is empty, the last
+    one's first token is a tool's output."""
+    ids = torch.randint(5, 200, (8, 5), generator=torch.Generator().manual_seed(4))
+    tool_mask = torch.ones(8, 2, dtype=torch.long)
+    tool_mask[7, 0] = 0
+    return {"prompt_ids": ids[:, :3], "prompt_mask": torch.ones(8, 3, dtype=torch.long), "completion_ids": ids[:, 3:],
+            "completion_mask": torch.tensor([[1, 1], [1, 0], [1, 1], [0, 0], [1, 1], [1, 1], [1, 0], [1, 1]]),
+            "tool_mask": tool_mask, "advantages": torch.zeros(8)}
+
+
+@pytest.mark.parametrize("make_batch, totals, last_tokens, chunk", [
+    (rollout, [0.8, None], [3, 2], 4),  # a reward, and an answer nothing could score
+    (tall_rollout, [0.1, 0.2, 0.3, 0.4, 0.5, None, 0.7, 0.8], [1, 0, 1, 0, 1, 1, 0, 1], 3),  # in chunks of 3
+], ids=["one-pass", "chunked"])
+def test_ppo_advantages_are_gae_of_the_kl_and_the_answers_reward(sft_model, tmp_path, monkeypatch, make_batch, totals,
+                                                                 last_tokens, chunk):
     from finloom.align.ppo import gae, whiten
 
     trainer, policy = make_ppo(sft_model, tmp_path)
     policy.train()
+    trainer.args.per_device_train_batch_size = chunk
     with torch.no_grad():
         trainer.value_head.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
-    batch = rollout()
+    batch = make_batch()
     monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: dict(batch))
-    trainer.reward_funcs[0].last_totals = [0.8, None]  # a reward, and an answer nothing could score
+    trainer.reward_funcs[0].last_totals = totals
     out = trainer._generate_and_score_completions([])
-    mask = batch["completion_mask"].float()
-    rewards = -0.1 * trainer.rollout_kl(batch) * mask
-    rewards[0, 3] += 0.8  # on each answer's last token
+    mask = (batch["completion_mask"] * batch.get("tool_mask", 1)).float()  # the answers' tokens, less tools' output
+    kl = trainer.rollout_kl(batch) * mask
+    rewards = -0.1 * kl
+    for row, (total, last) in enumerate(zip(totals, last_tokens)):
+        rewards[row, last] += total or 0.0  # on each answer's last token
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    start = batch["prompt_ids"].size(1) - 1  # the states before each completion token
     with torch.no_grad():
         hidden = policy.base_model(input_ids=ids, attention_mask=torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1))
-        values = trainer.value_head(hidden.last_hidden_state[:, 2:-1]).squeeze(-1) * mask
+        values = trainer.value_head(hidden.last_hidden_state[:, start:-1]).squeeze(-1) * mask
     advantages, returns = gae(rewards, values, mask, 0.9)
     assert torch.allclose(out["old_values"], values, atol=1e-5) and torch.allclose(out["returns"], returns, atol=1e-5)
     assert torch.allclose(out["advantages"], whiten(advantages, mask), atol=1e-5)
+    assert trainer._metrics["train"]["value_mean"] == [pytest.approx(float(values.sum() / mask.sum()), abs=1e-6)]
+    assert trainer._metrics["train"]["kl"] == [pytest.approx(float(kl.sum() / mask.sum()), rel=1e-5)]
+
+
+@pytest.mark.parametrize("values, mask, expected", [
+    ([[1.0, 2.0, 3.0], [4.0, 7.0, 7.0]], [[1, 1, 1], [1, 0, 0]],  # mean 2.5, variance (2.25 + 0.25 + 0.25 + 2.25) / 4
+     [[-1.5 / 1.25 ** 0.5, -0.5 / 1.25 ** 0.5, 0.5 / 1.25 ** 0.5], [1.5 / 1.25 ** 0.5, 0.0, 0.0]]),
+    ([[3.0, 5.0]], [[1, 0]], [[0.0, 0.0]]),  # one value: its own mean, variance 0
+    ([[3.0, 5.0]], [[0, 0]], [[0.0, 0.0]]),  # none: zeros, not NaN
+], ids=["four-values", "one-value", "no-values"])
+def test_whiten_by_hand(values, mask, expected):
+    from finloom.align.ppo import whiten
+
+    assert torch.allclose(whiten(torch.tensor(values), torch.tensor(mask).float()), torch.tensor(expected), atol=1e-6)
+
+
+ROLLOUT_MASK = [[1, 1, 1, 1], [1, 1, 1, 0]]
+
+
+@pytest.mark.parametrize("value, target, completion_mask, error", [
+    (0.5, 1.0, ROLLOUT_MASK, 0.64),  # the clipped value 0.2 is further from the return: its error (0.8 ** 2) counts
+    (0.5, 0.0, ROLLOUT_MASK, 0.25),  # the unclipped value is further: 0.5 ** 2
+    (-0.5, -1.0, ROLLOUT_MASK, 0.64),  # clipped to -0.2 from below
+    (0.5, 1.0, [[1, 0, 0, 0], [0, 0, 0, 0]], 0.64),  # the mean over one token
+    (0.5, 1.0, [[0, 0, 0, 0], [0, 0, 0, 0]], 0.0),  # no tokens: 0, not NaN
+], ids=["clipped-error", "unclipped-error", "clipped-below", "one-token", "no-tokens"])
+def test_ppo_value_loss_by_hand_is_the_larger_of_the_clipped_and_unclipped_errors(sft_model, tmp_path, monkeypatch,
+                                                                                 value, target, completion_mask, error):
+    trainer, policy = make_ppo(sft_model, tmp_path)  # value_clip at its default, 0.2
+    policy.train()
+    monkeypatch.setattr(FinloomGRPOTrainer, "auxiliary_loss", lambda self, model, inputs: 0.125)  # the SFT-KL term
+    batch = rollout() | {"completion_mask": torch.tensor(completion_mask)}
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    hidden = policy.base_model(input_ids=ids).last_hidden_state
+    trainer._keep_hidden(policy.base_model, (), (hidden, None))  # a backbone returning a tuple: the states first
+    with torch.no_grad():
+        trainer.value_head.bias.fill_(value)  # every value is the bias: the head's weight is zero
+    returns = torch.full((2, 4), target)
+    returns[1, 3] = 100.0  # past the second answer's end: not scored
+    loss = trainer.auxiliary_loss(policy, dict(batch, old_values=torch.zeros(2, 4), returns=returns))
+    assert loss.item() == pytest.approx(0.5 * 0.5 * error + 0.125)  # value_coef x half the mean error, plus GRPO's
+    assert trainer._metrics["train"]["value_loss"] == [pytest.approx(0.5 * error)]
+
+
+def test_the_configs_defaults():
+    from finloom.align.ppo import FinloomPPOConfig
+
+    config = FinloomPPOConfig(output_dir="unused", use_cpu=True, report_to="none")
+    assert (config.kl_beta, config.kl_top_k, config.sft_kl_gamma, config.sft_kl_batch_size) == (0.05, 500, 0.0, None)
+    assert (config.gae_lambda, config.value_coef, config.value_clip) == (0.95, 0.1, 0.2)
 
 
 def test_ppo_value_loss_trains_the_head_and_the_export_leaves_it_out(sft_model, tmp_path, monkeypatch):

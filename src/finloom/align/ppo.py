@@ -78,7 +78,7 @@ class FinloomPPOTrainer(FinloomGRPOTrainer):
         rewards = -self.args.kl_beta * kl
         outcome = torch.tensor([r if r is not None else 0.0 for r in self.reward_funcs[0].last_totals],
                                device=mask.device)
-        last = (mask.sum(-1).long() - 1).clamp(min=0)
+        last = (mask * torch.arange(1, tokens + 1, device=mask.device)).argmax(-1)  # the last scored token
         rewards[torch.arange(mask.size(0)), last] += outcome
         ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
