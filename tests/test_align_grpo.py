@@ -473,6 +473,15 @@ def test_the_configs_defaults():
     assert (config.gae_lambda, config.value_coef, config.value_clip) == (0.95, 0.1, 0.2)
 
 
+@pytest.mark.parametrize("name", ["kl_beta", "sft_kl_gamma"])
+def test_a_negative_kl_weight_is_refused(name):
+    """Used outside a recipe (whose schema also refuses it), the config still refuses a weight that would reward
+    drifting from the reference; zero (the term off) is allowed."""
+    FinloomGRPOConfig(output_dir="unused", use_cpu=True, report_to="none", **{name: 0.0})
+    with pytest.raises(ValueError, match=f"{name} must be >= 0, got -0.1"):
+        FinloomGRPOConfig(output_dir="unused", use_cpu=True, report_to="none", **{name: -0.1})
+
+
 def test_ppo_value_loss_trains_the_head_and_the_export_leaves_it_out(sft_model, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

@@ -45,6 +45,9 @@ class FinloomGRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.beta:
             raise ValueError("FinloomGRPOConfig: set kl_beta (the KL in the reward), not TRL's beta (its loss term)")
+        for name in ("kl_beta", "sft_kl_gamma"):  # a negative weight would reward moving away from the reference
+            if getattr(self, name) < 0:
+                raise ValueError(f"FinloomGRPOConfig: {name} must be >= 0, got {getattr(self, name)}")
 
 
 def completion_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_tokens: int):
