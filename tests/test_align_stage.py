@@ -185,12 +185,15 @@ def test_the_stage_samples_with_hf_generate_here_and_logs_no_completion_tables(t
     assert seen["args"].log_completions is False  # TRL's table of every completion would flood the console
 
 
-def test_a_given_reward_model_is_scored_with_not_the_reward_stages(tiny_data, tiny_run, tmp_path, monkeypatch):
-    """align.grpo.reward_model names a directory; the reward stage's model is only the default."""
+@pytest.mark.parametrize("where", ["absolute", "zz_rm"])  # "zz_rm" sorts after "stage:reward", "/..." before
+def test_a_given_reward_model_is_scored_with_not_the_reward_stages(tiny_data, tiny_run, tmp_path, monkeypatch, where):
+    """align.grpo.reward_model names a directory (absolute, or relative to the recipe); the reward stage's model is
+    only the default."""
     import finloom.align.stage as stage
     from finloom.llm.reward_scorer import LocalRewardScorer
 
-    other = tmp_path / "other_rm"
+    other = tmp_path / "other_rm" if where == "absolute" else tiny_data / where
+    shutil.rmtree(other, ignore_errors=True)
     shutil.copytree(tiny_run / "reward" / "model", other)
     scorer = LocalRewardScorer(other)
     with torch.no_grad():
@@ -199,7 +202,8 @@ def test_a_given_reward_model_is_scored_with_not_the_reward_stages(tiny_data, ti
     scorer.model.save_pretrained(other)
     seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
     _, runner = _align(tiny_data, tiny_run, tmp_path, "align_given_rm",
-                       **{"align.grpo.rewards": {"rm": 0.5}, "align.grpo.reward_model": str(other)})
+                       **{"align.grpo.rewards": {"rm": 0.5},
+                          "align.grpo.reward_model": str(other) if where == "absolute" else where})
     with pytest.raises(Caught):
         runner.run(only="align", force=True)
     conversations = [[{"role": "user", "content": "What is a bond?"}, {"role": "assistant", "content": "A loan."}]]

@@ -182,7 +182,8 @@ def test_shards_of_another_tokenizer_are_refused_naming_the_mix(tiny_run, tmp_pa
     assert len(shard_dataset(tmp_path / "other", other, seed=0, label="pretrain")) > 0
 
 
-@pytest.mark.parametrize("objective", [{"type": "ce"}, {"type": "self_constraint", "kl_top_k": None}])
+@pytest.mark.parametrize("objective", [{"type": "ce"}, {"type": "ce", "kl_top_k": 16},
+                                       {"type": "self_constraint", "kl_top_k": None}])
 def test_precomputing_a_reference_needs_self_constraint_with_top_k(tiny_data, tiny_run, objective):
     recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**{"pretrain.objective": objective}), "precompute.yaml"))
     with pytest.raises(BadInput, match=r"^pretrain\.objective: precomputing the reference needs"):
