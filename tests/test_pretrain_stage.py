@@ -20,7 +20,13 @@ from finloom.data.mixing import default_separator_id
 from finloom.errors import BadInput
 from finloom.files import iter_texts
 from finloom.llm.loading import load_causal_lm, load_tokenizer
-from finloom.pretrain.stage import finance_domain_index, heldout_datasets, precompute_for_run, shard_dataset
+from finloom.pretrain.stage import (
+    finance_domain_index,
+    frozen_copy_device,
+    heldout_datasets,
+    precompute_for_run,
+    shard_dataset,
+)
 from finloom.recipe import load_recipe
 from finloom.runner import Runner
 from finloom.stages import read_manifest
@@ -154,6 +160,12 @@ def test_heldout_sets_keep_at_least_one_block_and_skip_empty_domains(tiny_run):
     assert set(sets) == {"finance"}  # a domain with no blocks gets no dataset
     assert sets["finance"]["input_ids"] == [ids[:16], ids[16:32]]  # 40 tokens allow two whole blocks
     assert heldout_datasets({"finance": [text]}, tokenizer, 16, max_tokens=5)["finance"]["input_ids"] == [ids[:16]]
+
+
+@pytest.mark.parametrize(("setting", "gpu", "device"), [("same", True, "cuda"), ("same", False, "cpu"),
+                                                         ("cpu", True, "cpu"), ("cpu", False, "cpu")])
+def test_the_frozen_copy_lives_beside_the_policy_unless_sent_to_the_cpu(setting, gpu, device):
+    assert frozen_copy_device(setting, gpu) == device
 
 
 def test_the_finance_domain_is_found_by_name():

@@ -97,12 +97,16 @@ def _reference(inputs: CPTInputs, objective: ObjectiveSettings, finance_domain: 
         return {"reference": PrecomputedReference(ensure_reference(inputs, objective, finance_domain, batch_size))}
     if lora:
         return {}
-    ref_model = load_causal_lm(inputs.start, inputs.loading)
-    if objective.reference_device == "same":
-        import torch
+    import torch
 
-        ref_model.to("cuda" if torch.cuda.is_available() else "cpu")
-    return {"ref_model": ref_model}
+    ref_model = load_causal_lm(inputs.start, inputs.loading)
+    return {"ref_model": ref_model.to(frozen_copy_device(objective.reference_device, torch.cuda.is_available()))}
+
+
+def frozen_copy_device(setting: str, gpu: bool) -> str:
+    """Where the online reference lives: ``same`` as the policy (the GPU where there is one), or ``cpu`` (slower,
+    but the GPU holds only the policy)."""
+    return "cuda" if setting == "same" and gpu else "cpu"
 
 
 def ensure_reference(inputs: CPTInputs, objective: ObjectiveSettings, finance_domain: int, batch_size: int) -> Path:
