@@ -45,7 +45,8 @@ ALIGN_TRAINERS = "tests/test_align_grpo.py -k 'not combination and not rubric an
 # module -> the tests that hold it (the fast ones: each mutant runs them once)
 TARGETS = {
     "src/finloom/align/rewards.py": "tests/test_align_rewards.py",
-    "src/finloom/align/categories.py": "tests/test_align_grpo.py -k 'sampler or reweighting'",
+    "src/finloom/align/categories.py": ("tests/test_align_grpo.py tests/test_align_stage.py "
+                                        "-k 'sampler or reweighting or categor or grpo_stage'"),
     "src/finloom/grading/rewards.py": "tests/test_grading_rewards.py",
     "src/finloom/checks.py": "tests/test_checks.py",
     "src/finloom/data/pii.py": "tests/test_data_pii.py",
