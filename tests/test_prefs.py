@@ -36,8 +36,10 @@ def test_near_duplicates_by_rouge_l_in_chinese_and_english():
     ({"kind": "open"}, "auto", "absolute"),
     ({}, "auto", "absolute"),
     ({"golden": "ref"}, "pairwise", "pairwise"),
+    ({"golden": "ref", "kind": "reasoning"}, "absolute", "absolute"),  # a configured judge ignores the reference too
 ], ids=["answer-beats-reference", "expected-under-checks", "configured-judge-wins", "checks-with-nothing-to-verify",
-        "reference-beats-reasoning", "empty-reference-reasoning", "open-kind", "bare-prompt", "configured-pairwise"])
+        "reference-beats-reasoning", "empty-reference-reasoning", "open-kind", "bare-prompt", "configured-pairwise",
+        "configured-absolute"])
 def test_judge_mode_of_a_prompt(prompt, configured, mode):
     assert mode_for(prompt, configured) == mode
 
@@ -49,7 +51,8 @@ def test_verified_scores_weigh_format_option_and_number_equally():
 
 
 def scripted_judge(prompt: str, body: dict) -> str:
-    """Absolute / golden: 9 for an answer containing 'good', 2 for 'bad', no JSON for 'broken'; pairwise: the
+    """Absolute / golden: 10 for an answer containing the reference it is shown, 9 for one containing 'good', 2 for
+    'bad', no JSON for 'broken'; pairwise: the
     answer containing 'good' wins, no JSON where either is 'broken'; otherwise (a tiny model's random answers) a
     score from the answer's length."""
     if "Answer A:" in prompt:
@@ -58,6 +61,9 @@ def scripted_judge(prompt: str, body: dict) -> str:
             return "I like both."
         return json.dumps({"same_result": False, "better": "A" if "good" in a else "B" if "good" in b else "tie"})
     answer = re.search(r"Response:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
+    reference = re.search(r"Reference answer:\n<<<\n(.*?)\n>>>", prompt, re.S)
+    if reference and reference.group(1) in answer:  # golden mode: an answer that states the reference is best
+        return json.dumps({"score": 10})
     if "broken" in answer:
         return "I like it."
     return json.dumps({"score": 9 if "good" in answer else 2 if "bad" in answer else 1 + len(answer) % 10})
@@ -84,6 +90,17 @@ def test_judge_modes(judge):
         assert pairwise == [1.0, 0.25, 0.25] and len(replies) == 6  # both orders of 3 pairs; ties are half a win
         assert absolute == [pytest.approx(1 / 9), pytest.approx(8 / 9)]
         assert judge.requests - asked == 2 + 6 + 2  # every request of the three prompts, each once
+
+
+def test_only_golden_mode_shows_the_judge_the_reference(judge):
+    items = [{"mode": "golden", "prompt": "Explain bonds.", "answers": ["so: a bond is a loan", "a bad answer"],
+              "golden": "a bond is a loan"},
+             {"mode": "absolute", "prompt": "Explain bonds.", "answers": ["so: a bond is a loan, bad"],
+              "golden": "a bond is a loan"}]
+    with LLMClient(ClientSection(base_url=judge.url)) as client:
+        (golden, _), (absolute, _) = judged_scores(client, items, retries=0)
+    assert golden == [1.0, pytest.approx(1 / 9)]  # the judge saw the reference: 10 for the answer that states it
+    assert absolute == [pytest.approx(1 / 9)]  # absolute mode rates without it
 
 
 def test_pairwise_comparisons_that_never_parse_count_for_neither_answer(judge):
