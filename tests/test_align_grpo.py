@@ -347,6 +347,47 @@ def test_reweighting_moves_share_toward_the_categories_below_target():
     assert starved["y"] >= 0.1 - 1e-6
 
 
+@pytest.mark.parametrize(("every", "max_steps", "steps"), [(2, 5, [0, 2, 4, 5]), (3, 6, [0, 3, 6]), (1, 3, [0, 1, 2, 3])])
+def test_categories_are_evaluated_at_the_start_every_k_steps_and_once_at_the_end(every, max_steps, steps):
+    from transformers import TrainerControl, TrainerState
+
+    from finloom.align.categories import CategoryEvaluation
+
+    class Recorded(CategoryEvaluation):
+        def evaluate(self, step, final=False):
+            self.rows.append((step, final))
+
+    evaluation = Recorded(None, {}, None, Reweighting(eval_every=every), {}, 4, None)
+    state, control = TrainerState(global_step=0, max_steps=max_steps), TrainerControl()
+    evaluation.on_train_begin(None, state, control)
+    for state.global_step in range(1, max_steps + 1):
+        evaluation.on_step_end(None, state, control)
+    evaluation.on_train_end(None, state, control)
+    assert evaluation.rows == [(step, step == max_steps) for step in steps]  # the last step: once, as the final
+
+
+def test_a_resumed_run_keeps_the_evaluations_up_to_its_checkpoint_and_their_last_weights(sft_model, tmp_path):
+    """Resumed at step 3: the log's rows of steps 0 and 2 stay (not the killed run's step 4, nor a final row), and
+    the sampler draws with step 2's weights, the ones in force at the checkpoint."""
+    from transformers import TrainerControl, TrainerState
+
+    from finloom.align.categories import CategoryEvaluation
+
+    trainer, _, _ = make_trainer(sft_model, tmp_path, {"prompt_categories": ["mcq", "mcq", "calc", "calc"]})
+    trainer.get_train_dataloader()  # as train() does before on_train_begin: the category sampler now exists
+    log = tmp_path / "categories.jsonl"
+    rows = [{"step": step, "scores": {}, "weights": {"mcq": mcq, "calc": 1 - mcq}, "final": final, "examples": {}}
+            for step, mcq, final in [(0, 0.5, False), (2, 0.3, False), (3, 0.9, True), (4, 0.1, False)]]
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    evaluation = CategoryEvaluation(trainer, {}, None, Reweighting(), {"mcq": 0.5, "calc": 0.5}, 4, log)
+    evaluation.on_train_begin(trainer.args, TrainerState(global_step=3, max_steps=6), TrainerControl())
+    assert [row["step"] for row in evaluation.rows] == [0, 2]
+    assert trainer.category_sampler.weights == {"calc": pytest.approx(0.7), "mcq": pytest.approx(0.3)}
+    fresh = CategoryEvaluation(trainer, {}, None, Reweighting(), {"mcq": 0.5, "calc": 0.5}, 4, tmp_path / "none.jsonl")
+    fresh.on_train_begin(trainer.args, TrainerState(global_step=3, max_steps=6), TrainerControl())
+    assert fresh.rows == [] and trainer.category_sampler.weights["mcq"] == pytest.approx(0.3)  # nothing to restore
+
+
 # -- PPO: the GRPO loop plus a value head and GAE ----------------------------------------------------------------
 
 
