@@ -366,6 +366,40 @@ def test_categories_are_evaluated_at_the_start_every_k_steps_and_once_at_the_end
     assert evaluation.rows == [(step, step == max_steps) for step in steps]  # the last step: once, as the final
 
 
+def test_a_category_evaluation_scores_greedy_answers_reweights_and_logs(sft_model, tmp_path):
+    """Each category's score is the mean reward of the policy's greedy answers (a reward of None counts as 0); the
+    weights that follow are ``reweighted``'s, applied to the sampler, and the row is logged with two examples."""
+    from finloom.align.categories import CategoryEvaluation, reweighted
+
+    trainer, policy, _ = make_trainer(sft_model, tmp_path, {"prompt_categories": ["mcq", "mcq", "calc", "calc"]})
+    trainer.get_train_dataloader()
+    tokenizer = trainer.processing_class
+    heldout = {"mcq": [dict(PROMPTS[i], prompt=[{"role": "user", "content": f"Pick {i}. " + "x" * 200}])
+                       for i in range(3)], "calc": [PROMPTS[3]]}
+    given = iter([[1.0, 0.0, None], [None]])  # one call per category, in order
+
+    def score(prompts, completions, reward_task):
+        return next(given)
+
+    settings = Reweighting(target=0.8, strength=2.0)
+    log = tmp_path / "categories.jsonl"
+    evaluation = CategoryEvaluation(trainer, heldout, score, settings, {"mcq": 0.5, "calc": 0.5}, 3, log)
+    scores = evaluation.evaluate(2)
+    assert scores == {"mcq": round(1 / 3, 6), "calc": 0.0}
+    weights = reweighted({"mcq": 0.5, "calc": 0.5}, scores, settings)
+    assert trainer.category_sampler.weights == pytest.approx(weights)
+    [row] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (row["step"], row["final"], row["scores"], row["weights"]) == (2, False, scores, weights)
+    text = tokenizer.apply_chat_template(heldout["mcq"][0]["prompt"], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    policy.eval()
+    greedy = policy.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    reply = tokenizer.decode(greedy[0, ids.size(1):], skip_special_tokens=True)
+    first = row["examples"]["mcq"][0]
+    assert first == {"prompt": heldout["mcq"][0]["prompt"][-1]["content"][:160], "reply": reply[:160], "reward": 1.0}
+    assert [e["reward"] for e in row["examples"]["mcq"]] == [1.0, 0.0] and len(first["prompt"]) == 160
+
+
 def test_a_resumed_run_keeps_the_evaluations_up_to_its_checkpoint_and_their_last_weights(sft_model, tmp_path):
     """Resumed at step 3: the log's rows of steps 0 and 2 stay (not the killed run's step 4, nor a final row), and
     the sampler draws with step 2's weights, the ones in force at the checkpoint."""
