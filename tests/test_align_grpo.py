@@ -343,6 +343,8 @@ def test_reweighting_moves_share_toward_the_categories_below_target():
     assert weights["calc"] > base["calc"] and weights["mcq"] < base["mcq"]
     assert weights["calc"] / weights["rules"] == pytest.approx(2.718281828 ** (2 * 0.6), rel=1e-3)
     assert reweighted(base, {"mcq": 1.0, "calc": 1.0, "rules": 1.0}, settings) == pytest.approx(base)
+    # above the target by different margins: no shortfall, so neither gains on the other
+    assert reweighted(base, {"mcq": 0.85, "calc": 1.0, "rules": 0.95}, settings) == pytest.approx(base)
     starved = reweighted({"x": 0.999, "y": 0.001}, {"x": 0.0, "y": 1.0}, Reweighting(min_share=0.1, target=0.5))
     assert starved["y"] >= 0.1 - 1e-6
 
@@ -400,7 +402,7 @@ def test_a_category_evaluation_scores_greedy_answers_reweights_and_logs(sft_mode
     assert [e["reward"] for e in row["examples"]["mcq"]] == [1.0, 0.0] and len(first["prompt"]) == 160
 
 
-def test_a_resumed_run_keeps_the_evaluations_up_to_its_checkpoint_and_their_last_weights(sft_model, tmp_path):
+def test_a_resumed_run_keeps_the_category_evaluations_up_to_its_checkpoint_and_their_last_weights(sft_model, tmp_path):
     """Resumed at step 3: the log's rows of steps 0 and 2 stay (not the killed run's step 4, nor a final row), and
     the sampler draws with step 2's weights, the ones in force at the checkpoint."""
     from transformers import TrainerControl, TrainerState
