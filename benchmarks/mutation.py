@@ -107,10 +107,14 @@ def drop_annotation_mutants(session: Path, source: str) -> int:
     spans = signature_annotations(source)
     with sqlite3.connect(session) as db:
         specs = db.execute("SELECT start_pos_row, start_pos_col, job_id FROM mutation_specs").fetchall()
-        dropped = [(job,) for row, col, job in specs if any(start <= (row, col) < end for start, end in spans)]
-        for table in ("mutation_specs", "work_items"):
-            db.executemany(f"DELETE FROM {table} WHERE job_id = ?", dropped)
+        dropped = [job for row, col, job in specs if any(start <= (row, col) < end for start, end in spans)]
+        _delete_jobs(db, dropped)
     return len(dropped)
+
+
+def _delete_jobs(db: sqlite3.Connection, jobs: list[str]) -> None:
+    for table in ("mutation_specs", "work_items"):
+        db.executemany(f"DELETE FROM {table} WHERE job_id = ?", [(job,) for job in jobs])
 
 
 def keep_sample(session: Path, size: int, seed: int) -> int:
@@ -120,9 +124,7 @@ def keep_sample(session: Path, size: int, seed: int) -> int:
                                   "FROM mutation_specs"))
         jobs = [spec[-1] for spec in specs]
         kept = set(random.Random(seed).sample(jobs, min(size, len(jobs))))
-        dropped = [(job,) for job in jobs if job not in kept]
-        for table in ("mutation_specs", "work_items"):
-            db.executemany(f"DELETE FROM {table} WHERE job_id = ?", dropped)
+        _delete_jobs(db, [job for job in jobs if job not in kept])
     return len(jobs)
 
 

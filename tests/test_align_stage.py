@@ -14,23 +14,19 @@ from collections import Counter
 import pytest
 import torch
 
-from conftest import tiny_recipe, write_recipe
 from finloom.align.stage import prompt_rows, split_heldout, vllm_sampling
 from finloom.errors import BadInput
-from finloom.recipe import ChatSource, load_recipe
-from finloom.runner import Runner
+from finloom.recipe import ChatSource
 from finloom.stages import read_manifest
 from finloom.training import load_log_history
-from test_wiring import Caught, catch
+from test_wiring import Caught, catch, copy_of_run
 
 SHORT = {"align.train": {"max_steps": 2, "batch_size": 4, "seq_len": 96, "save_steps": 2, "logging_steps": 1}}
 
 
 def _align(tiny_data, tiny_run, tmp_path, name: str, **overrides):
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
-    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**SHORT, **overrides), f"{name}.yaml"))
-    return run_dir, Runner(recipe, run_dir)
+    """(run directory, runner) of a copy of the tiny run whose align stage trains two steps."""
+    return copy_of_run(tiny_data, tiny_run, tmp_path, name, **SHORT, **overrides)[1:]
 
 
 def _last(history: list[dict], key: str) -> float:

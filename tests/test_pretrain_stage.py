@@ -28,16 +28,8 @@ from finloom.pretrain.stage import (
     shard_dataset,
 )
 from finloom.recipe import load_recipe
-from finloom.runner import Runner
 from finloom.stages import read_manifest
-from test_wiring import Caught, catch
-
-
-def _rerun(tiny_data, tiny_run, tmp_path, stage: str, name: str, **overrides):
-    run_dir = tmp_path / "run"
-    shutil.copytree(tiny_run, run_dir)
-    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**overrides), f"{name}.yaml"))
-    return recipe, run_dir, Runner(recipe, run_dir)
+from test_wiring import Caught, catch, copy_of_run
 
 
 def test_the_pretrain_stage_hands_its_trainer_the_schedule_heldout_sets_and_names(tiny_data, tiny_run, tmp_path,
@@ -45,7 +37,7 @@ def test_the_pretrain_stage_hands_its_trainer_the_schedule_heldout_sets_and_name
     import finloom.pretrain.stage as stage
 
     seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
-    recipe, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_handover",
+    recipe, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "pretrain_handover",
                                      **{"pretrain.eval_every": 3, "pretrain.eval_max_tokens": 192,
                                         "pretrain.train.batch_size": 2})
     with pytest.raises(Caught):
@@ -75,7 +67,7 @@ def test_without_eval_every_the_stage_neither_evaluates_nor_reports_heldout_loss
     import finloom.pretrain.stage as stage
 
     seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
-    _, _, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_no_eval",
+    _, _, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "pretrain_no_eval",
                           **{"pretrain.eval_every": None})
     with pytest.raises(Caught):
         runner.run(only="pretrain", force=True)
@@ -107,7 +99,7 @@ def test_each_reference_mode_reaches_the_trainer(tiny_data, tiny_run, tmp_path, 
     import finloom.pretrain.stage as stage
 
     seen = catch(monkeypatch, stage, "SelfConstraintTrainer")
-    _, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_reference",
+    _, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "pretrain_reference",
                                 **{"pretrain.objective": objective, "pretrain.lora": {"enabled": lora, "r": 2}})
     with pytest.raises(Caught):
         runner.run(only="pretrain", force=True)
@@ -120,7 +112,7 @@ def test_each_reference_mode_reaches_the_trainer(tiny_data, tiny_run, tmp_path, 
 
 
 def test_the_pretrain_stage_reports_what_it_trained_on(tiny_data, tiny_run, tmp_path):
-    _, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_metrics",
+    _, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "pretrain_metrics",
                                 **{"pretrain.eval_every": 2, "pretrain.eval_max_tokens": 64,
                                    "pretrain.train": {"max_steps": 3, "batch_size": 2, "grad_accum": 2, "seq_len": 64,
                                                       "save_steps": 3}})
@@ -141,7 +133,7 @@ def test_the_pretrain_stage_reports_what_it_trained_on(tiny_data, tiny_run, tmp_
 
 
 def test_the_base_stage_reports_its_model_and_plain_ce(tiny_data, tiny_run, tmp_path):
-    _, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "base", "base_metrics",
+    _, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "base_metrics",
                                 **{"base.train": {"max_steps": 2, "batch_size": 2, "seq_len": 64, "save_steps": 2}})
     assert runner.run(only="base", force=True) == {"base": "done"}
     metrics = read_manifest(run_dir, "base")["metrics"]
@@ -208,7 +200,7 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_from_the_one_before(tiny
     """The kill came after the checkpoint at max_steps but before the model was saved. transformers' Trainer would
     train a step past max_steps from that checkpoint; the stage resumes from the one before it (or starts again
     where there is none) and ends with the uninterrupted run's weights."""
-    _, run_dir, runner = _rerun(tiny_data, tiny_run, tmp_path, "pretrain", "pretrain_resume_at_end",
+    _, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "pretrain_resume_at_end",
                                 **{"pretrain.eval_every": None,
                                    "pretrain.train": {"max_steps": 2, "batch_size": 2, "seq_len": 64,
                                                       "save_steps": save_steps, "logging_steps": 1}})

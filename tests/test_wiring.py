@@ -34,12 +34,19 @@ def catch(monkeypatch, module, name: str) -> dict:
     return seen
 
 
-def _run(tiny_data, tiny_run, tmp_path, stage: str, **overrides) -> None:
+def copy_of_run(tiny_data, tiny_run, tmp_path, name: str, **overrides):
+    """(recipe, run directory, runner): a copy of the tiny run under ``tmp_path`` with the tiny recipe plus
+    ``overrides`` (written as ``NAME.yaml``), for a test that re-runs one of its stages."""
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**overrides), f"wiring_{stage}.yaml"))
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(**overrides), f"{name}.yaml"))
+    return recipe, run_dir, Runner(recipe, run_dir)
+
+
+def _run(tiny_data, tiny_run, tmp_path, stage: str, **overrides) -> None:
+    _, _, runner = copy_of_run(tiny_data, tiny_run, tmp_path, f"wiring_{stage}", **overrides)
     with pytest.raises(Caught):
-        Runner(recipe, run_dir).run(only=stage, force=True)
+        runner.run(only=stage, force=True)
 
 
 @pytest.mark.parametrize("objective", [
