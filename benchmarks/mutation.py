@@ -66,7 +66,7 @@ TARGETS = {
     "src/finloom/eval/mcq.py": "tests/test_eval_parts.py",
     "src/finloom/reward/trainer.py": "tests/test_reward.py",
     "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
-    "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores or golden_mode'",
+    "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores or golden_mode or tie'",
     "src/finloom/align/grpo.py": ALIGN_TRAINERS,
     "src/finloom/align/ppo.py": ALIGN_TRAINERS,
 }

@@ -111,6 +111,20 @@ def test_pairwise_comparisons_that_never_parse_count_for_neither_answer(judge):
     assert scores == [1.0, None, 0.0] and len(replies) == 6
 
 
+def test_a_tie_is_half_a_win_for_each_answer_when_the_judge_ties_in_one_order_only():
+    """A position-biased judge: it ties when "steady" is shown first and otherwise prefers whichever answer comes
+    first. A consistent judge cannot tell a tie from a win for either side; this one can."""
+    def biased(prompt: str, body: dict) -> str:
+        first = re.search(r"Answer A:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
+        return json.dumps({"same_result": False, "better": "tie" if "steady" in first else "A"})
+
+    items = [{"mode": "pairwise", "prompt": "Which fund?", "answers": ["steady", "bold"], "golden": None}]
+    with scripted_chat(biased) as server, LLMClient(ClientSection(base_url=server.url)) as client:
+        (scores, replies), = judged_scores(client, items, retries=0)
+    # (steady, bold): a tie, half a win each; (bold, steady): bold wins
+    assert scores == [0.25, 0.75] and len(replies) == 2
+
+
 def test_prefs_stage_builds_scored_pairs_resumes_and_feeds_the_reward_model(tiny_data, tiny_run, tmp_path, judge):
     prompts = [{"id": f"open-{i}", "messages": [{"role": "user", "content": f"Explain {w} to a client."}]}
                for i, w in enumerate(["bond", "loan", "equity", "margin", "audit", "premium"])]
