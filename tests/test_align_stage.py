@@ -17,7 +17,7 @@ import torch
 from finloom.align.stage import prompt_rows, split_heldout, vllm_sampling
 from finloom.errors import BadInput
 from finloom.recipe import ChatSource
-from finloom.stages import read_manifest
+from finloom.stages import model_stage_before, read_manifest
 from finloom.training import load_log_history
 from test_wiring import Caught, catch, copy_of_run
 
@@ -104,21 +104,55 @@ def test_preference_methods_report_their_data_and_last_logged_rewards(tiny_data,
     assert metrics["reward_margin"] == _last(history, "rewards/margins")
 
 
-@pytest.mark.parametrize(("extra", "expected"), [({}, 17 - 1), ({"align.grpo.sft_datasets": [{"path": "own_sft.jsonl"}]}, 3)])
+def _conversations(path: Path, prefix: str, count: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{prefix} Q{i}"},
+                                                     {"role": "assistant", "content": f"{prefix} A{i}"}]}) + "\n"
+                            for i in range(count)), encoding="utf-8")
+
+
+OWN = {"align.grpo.sft_datasets": [{"path": "own_sft.jsonl"}]}
+PROMPTS = {"prompts.enabled": True, "prompts.sources": [{"path": "own_sft.jsonl"}]}  # its output is written below
+
+
+@pytest.mark.parametrize(("extra", "expected"), [({}, 17 - 1), (PROMPTS, 17 - 1 + 2), (OWN, 3), ({**OWN, **PROMPTS}, 3)])
 def test_the_sft_kl_reads_the_sft_stages_data_unless_given_its_own(tiny_data, tiny_run, tmp_path, monkeypatch, extra,
                                                                    expected):
-    """The tiny recipe's sft.jsonl has 17 conversations, one without an answer; the prompt system is off."""
+    """The tiny recipe's sft.jsonl has 17 conversations, one without an answer; the prompt system's 2 conversations
+    join them where it is on, and neither is read where the KL has its own data."""
     import finloom.align.stage as stage
 
-    own = [{"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": f"A{i}"}]}
-           for i in range(3)]
-    (tiny_data / "own_sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in own), encoding="utf-8")
+    _conversations(tiny_data / "own_sft.jsonl", "own", 3)
     seen = catch(monkeypatch, stage, "FinloomGRPOTrainer")
-    _, runner = _align(tiny_data, tiny_run, tmp_path, "align_sft_rows", **extra)
+    run_dir, runner = _align(tiny_data, tiny_run, tmp_path, "align_sft_rows", **extra)
+    _conversations(run_dir / "prompts" / "sft.jsonl", "prompt system", 2)
+    (run_dir / "prompts" / "manifest.json").write_text(json.dumps({"status": "done",
+                                                                  "outputs": {"sft": "prompts/sft.jsonl"}}))
     with pytest.raises(Caught):
         runner.run(only="align", force=True)
     assert len((tiny_data / "sft.jsonl").read_text().splitlines()) == 17
     assert len(seen["sft_rows"]) == expected
+
+
+def test_both_models_grow_to_a_tokenizer_with_more_tokens_than_their_embeddings(tiny_data, tiny_run, tmp_path,
+                                                                                monkeypatch):
+    """A tokenizer the chat template added tokens to (ChatML on a model without them) is longer than the model's
+    embeddings; the policy and the reference grow to it before training. Here the input model is cut 3 rows short."""
+    import finloom.align.stage as stage
+    from finloom.llm.loading import load_causal_lm, load_tokenizer
+
+    recipe, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "align_resize", **SHORT, **{
+        "align.method": "dpo", "align.datasets": [{"path": "prefs.jsonl"}]})
+    upstream = model_stage_before(recipe, "align")
+    model_dir = run_dir / read_manifest(run_dir, upstream)["outputs"]["model"]
+    model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
+    model.resize_token_embeddings(len(tokenizer) - 3)
+    model.save_pretrained(model_dir)
+    seen = catch(monkeypatch, stage, "DPOTrainer")
+    with pytest.raises(Caught):
+        runner.run(only="align", force=True)
+    for model in (seen["model"], seen["ref_model"]):
+        assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
 
 
 def test_data_that_cannot_train_names_the_field(tiny_data, tiny_run, tmp_path):
