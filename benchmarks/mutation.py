@@ -46,7 +46,7 @@ ALIGN_TRAINERS = "tests/test_align_grpo.py -k 'not combination and not rubric an
 TARGETS = {
     "src/finloom/align/rewards.py": "tests/test_align_rewards.py",
     "src/finloom/align/categories.py": ("tests/test_align_grpo.py tests/test_align_stage.py "
-                                        "-k 'sampler or reweighting or categor or grpo_stage'"),
+                                        "-k 'sampler or reweighting or categor or grpo_stage or greedy'"),
     "src/finloom/grading/rewards.py": "tests/test_grading_rewards.py",
     "src/finloom/checks.py": "tests/test_checks.py",
     "src/finloom/data/pii.py": "tests/test_data_pii.py",

@@ -368,38 +368,88 @@ def test_categories_are_evaluated_at_the_start_every_k_steps_and_once_at_the_end
     assert evaluation.rows == [(step, step == max_steps) for step in steps]  # the last step: once, as the final
 
 
-def test_a_category_evaluation_scores_greedy_answers_reweights_and_logs(sft_model, tmp_path):
+# One token's template for the generation prompt, so that a model reading only the last token answers differently
+# with and without it (ChatML's ends in "\n" either way).
+ONE_TOKEN_PROMPT = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
+                    "{% if add_generation_prompt %}<|im_start|>{% endif %}")
+
+
+def table_model(folder, follows: dict[str, str]):
+    """A model whose greedy answer is known: no layers, one-hot embeddings and an output matrix that maps each token in
+    ``follows`` to the token after it (every other token to ``<|im_end|>``, the end of the answer). Real ``generate``
+    runs it: left padding, stopping at the end token, decoding."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = [message["content"] for messages in SFT for message in messages] * 5
+    tokenizer = train_tokenizer(texts, 300)
+    tokenizer.chat_template = ONE_TOKEN_PROMPT
+    size = len(tokenizer)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=size, hidden_size=size, intermediate_size=8, num_hidden_layers=0,
+                                         num_attention_heads=1, num_key_value_heads=1, tie_word_embeddings=False,
+                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    ids = tokenizer.convert_tokens_to_ids
+    table = torch.zeros(size, size)
+    table[tokenizer.eos_token_id] = 1.0
+    for token, after in follows.items():
+        table[:, ids(token)] = 0.0
+        table[ids(after), ids(token)] = 1.0
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(torch.eye(size))
+        model.lm_head.weight.copy_(table)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_greedy_answers_follow_the_generation_prompt_and_are_decoded_without_special_tokens(tmp_path):
+    """After the generation prompt the model says " that" and ends; after a bare end of turn it would say " pay".
+    Rows of different lengths are left-padded; a reward of None counts as 0."""
+    from finloom.align.categories import greedy_rewards
+
+    folder = table_model(tmp_path / "table", {"<|im_start|>": "Ġthat", "<|im_end|>": "Ġpay"})
+    model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
+    rows = [PROMPTS[0], dict(PROMPTS[1], prompt=[{"role": "user", "content": "Short?"}])]
+    seen = {}
+
+    def score(prompts, completions, reward_task):
+        seen.update(prompts=prompts, completions=completions, reward_task=reward_task)
+        return [0.5, None]
+
+    replies, rewards = greedy_rewards(model, tokenizer, rows, score, max_tokens=5)
+    assert replies == [" that", " that"] and rewards == [0.5, 0.0]
+    assert seen == {"prompts": [row["prompt"] for row in rows], "reward_task": [row["reward_task"] for row in rows],
+                    "completions": [[{"role": "assistant", "content": " that"}]] * 2}
+    assert tokenizer.padding_side == "right"  # left padding only while generating
+
+
+def test_a_category_evaluation_scores_greedy_answers_reweights_and_logs(tmp_path):
     """Each category's score is the mean reward of the policy's greedy answers (a reward of None counts as 0); the
-    weights that follow are ``reweighted``'s, applied to the sampler, and the row is logged with two examples."""
+    weights that follow are ``reweighted``'s, applied to the sampler, and the row is logged with two examples, prompt
+    and reply cut at 160 characters (the table model answers " int pay" 50 times: 400 characters)."""
     from finloom.align.categories import CategoryEvaluation, reweighted
 
-    trainer, policy, _ = make_trainer(sft_model, tmp_path, {"prompt_categories": ["mcq", "mcq", "calc", "calc"]})
+    folder = table_model(tmp_path / "table", {"<|im_start|>": "Ġint", "Ġint": "Ġpay", "Ġpay": "Ġint"})
+    trainer, _, _ = make_trainer(folder, tmp_path, {"prompt_categories": ["mcq", "mcq", "calc", "calc"]})
     trainer.get_train_dataloader()
-    tokenizer = trainer.processing_class
     heldout = {"mcq": [dict(PROMPTS[i], prompt=[{"role": "user", "content": f"Pick {i}. " + "x" * 200}])
                        for i in range(3)], "calc": [PROMPTS[3]]}
     given = iter([[1.0, 0.0, None], [None]])  # one call per category, in order
 
     def score(prompts, completions, reward_task):
+        assert [c[0]["content"] for c in completions] == [" int pay" * 50] * len(prompts)
         return next(given)
 
     settings = Reweighting(target=0.8, strength=2.0)
     log = tmp_path / "categories.jsonl"
-    evaluation = CategoryEvaluation(trainer, heldout, score, settings, {"mcq": 0.5, "calc": 0.5}, 3, log)
+    evaluation = CategoryEvaluation(trainer, heldout, score, settings, {"mcq": 0.5, "calc": 0.5}, 100, log)
     scores = evaluation.evaluate(2)
     assert scores == {"mcq": round(1 / 3, 6), "calc": 0.0}
     weights = reweighted({"mcq": 0.5, "calc": 0.5}, scores, settings)
     assert trainer.category_sampler.weights == pytest.approx(weights)
     [row] = [json.loads(line) for line in log.read_text().splitlines()]
     assert (row["step"], row["final"], row["scores"], row["weights"]) == (2, False, scores, weights)
-    text = tokenizer.apply_chat_template(heldout["mcq"][0]["prompt"], tokenize=False, add_generation_prompt=True)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    policy.eval()
-    greedy = policy.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    reply = tokenizer.decode(greedy[0, ids.size(1):], skip_special_tokens=True)
-    first = row["examples"]["mcq"][0]
-    assert first == {"prompt": heldout["mcq"][0]["prompt"][-1]["content"][:160], "reply": reply[:160], "reward": 1.0}
-    assert [e["reward"] for e in row["examples"]["mcq"]] == [1.0, 0.0] and len(first["prompt"]) == 160
+    assert row["examples"]["mcq"] == [{"prompt": f"Pick {i}. " + "x" * 152, "reply": (" int pay" * 20), "reward": r}
+                                      for i, r in [(0, 1.0), (1, 0.0)]]
 
 
 def test_a_resumed_run_keeps_the_category_evaluations_up_to_its_checkpoint_and_their_last_weights(sft_model, tmp_path):
