@@ -49,9 +49,20 @@ def test_flame_questions_as_published_parse_with_exact_options(question, stem, o
     ("Which applies? A. rule 1 B. rule 2（见附表B）", {"A": "rule 1", "B": "rule 2（见附表B）"}),
     # wrapped lines: joined without a space only between two CJK characters
     ("会计处理（ ）\nA.按IFRS 9准\n则处理\nB.适用于\nIFRS 17", {"A": "按IFRS 9准则处理", "B": "适用于 IFRS 17"}),
-    # a letter glued to a digit is no marker ("3D)")
+    # a letter glued to a digit is no marker ("3D)"), at either parity of its place in the text
     ("Which is additive?\nA. Offset\nB. Digital\nC. Uses 3D) printing",
      {"A": "Offset", "B": "Digital", "C": "Uses 3D) printing"}),
+    ("Which is additive?\nA. Offset\nB. Digital\nC. Use 3D) printing",
+     {"A": "Offset", "B": "Digital", "C": "Use 3D) printing"}),
+    # a tab is a space, not a line start: the "B." at the line start wins over a later one after a tab
+    ("Q\nA. x\nB. y\tB. z", {"A": "x", "B": "y\tB. z"}),
+    # the chain with more options wins over a shorter one on stronger boundaries: options glued on one line
+    # (after other characters) and a note below them that starts with "B."
+    ("下列正确的是A.甲B.乙C.丙D.丁\nB. 注：见条款", {"A": "甲", "B": "乙", "C": "丙", "D": "丁 B. 注：见条款"}),
+    # letters in text order only: an "A." after the "B." starts the chain, and no "B." follows it
+    ("Q\nB. 乙\nA. 甲\nC. 丙", {"A": "甲 C. 丙"}),
+    # wrapped lines join without a space only where the joined text ends and the next line begins in CJK
+    ("会计处理（ ）\nA.按IFRS\n准则处理\nB.甲方\n乙B", {"A": "按IFRS 准则处理", "B": "甲方乙B"}),
     ("Pick one\nA.a\nB.b\nC.c\nD.d\nE.e\nF.f\nG.g\nH.h", dict(zip("ABCDEFGH", "abcdefgh"))),  # all eight letters
 ])
 def test_option_boundaries_and_wrapped_lines(question, options):
@@ -62,6 +73,16 @@ def test_option_boundaries_and_wrapped_lines(question, options):
 def test_flame_record_without_a_stem_is_rejected_for_that(question):
     _, rejects = convert([{"task_name": "FRM", "question": question, "answer": "A"}], "flame")
     assert [reason for _, reason in rejects] == ["no question stem"]
+
+
+@pytest.mark.parametrize(("question", "reason"), [
+    ("Q\nA、B、乙\nC、丙", "option A is empty"),  # an empty option is scored as the most likely continuation
+    ("Q\nA. 甲\nB.\nC. 丙", "option B is empty"),
+    ("Q\nB. 乙\nA. 甲\nC. 丙", "fewer than two options"),  # letters out of order
+])
+def test_malformed_flame_questions_are_rejected_with_their_reason(question, reason):
+    _, rejects = convert([{"task_name": "CPA", "question": question, "answer": "A"}], "flame")
+    assert [why for _, why in rejects] == [reason]
 
 
 def test_layouts_convert_public_formats_and_reject_with_reasons():

@@ -51,6 +51,8 @@ def canonical_mcq(question: str, options: list[str], answer: str, task_name: str
     if len(options) < 2:
         raise Unconvertible("fewer than two options")
     letters = list(LETTERS[: len(options)])
+    if empty := [letter for letter, option in zip(letters, options) if not option]:
+        raise Unconvertible(f"option {empty[0]} is empty")  # lm-eval would score "" as the likeliest answer
     answer = normalize_answer(str(answer))
     if not answer or any(letter not in letters for letter in answer):
         raise Unconvertible(f"answer {answer!r} is not among the options {''.join(letters)}")
