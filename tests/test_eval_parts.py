@@ -59,6 +59,9 @@ def test_flame_questions_as_published_parse_with_exact_options(question, stem, o
     # the chain with more options wins over a shorter one on stronger boundaries: options glued on one line
     # (after other characters) and a note below them that starts with "B."
     ("下列正确的是A.甲B.乙C.丙D.丁\nB. 注：见条款", {"A": "甲", "B": "乙", "C": "丙", "D": "丁 B. 注：见条款"}),
+    # and at the last letter: eight options on one line beat seven below them at line starts
+    ("Pick: A.a B.b C.c D.d E.e F.f G.g H.h\nA. 1\nB. 2\nC. 3\nD. 4\nE. 5\nF. 6\nG. 7",
+     {**dict(zip("ABCDEFG", "abcdefg")), "H": "h A. 1 B. 2 C. 3 D. 4 E. 5 F. 6 G. 7"}),
     # letters in text order only: an "A." after the "B." starts the chain, and no "B." follows it
     ("Q\nB. 乙\nA. 甲\nC. 丙", {"A": "甲 C. 丙"}),
     # wrapped lines join without a space only where the joined text ends and the next line begins in CJK
