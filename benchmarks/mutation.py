@@ -67,6 +67,9 @@ TARGETS = {
     "src/finloom/reward/trainer.py": "tests/test_reward.py",
     "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
     "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores or golden_mode or tie'",
+    # the stage on a scripted teacher that answers and judges (no tiny pipeline), near duplicates, the pair decision
+    "src/finloom/reward/prefs.py": ("tests/test_prefs.py -k 'near_dup or tokenizer or decide or scripted_teacher "
+                                    "or refuses or large_source or without_models'"),
     "src/finloom/align/grpo.py": ALIGN_TRAINERS,
     "src/finloom/align/ppo.py": ALIGN_TRAINERS,
 }

@@ -4,6 +4,7 @@ funnel and pairs, resume without asking twice, and the reward model training on 
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 
@@ -194,3 +195,240 @@ def test_prefs_by_checks_alone_needs_no_teacher_and_samples_max_prompts(tiny_dat
     rejects = [json.loads(line) for line in (run_dir / "prefs" / "rejects.jsonl").read_text().splitlines()]
     assert {"id": "open", "reason": "judge: checks, but no answer, expected or checks to verify"} in rejects
     assert read_manifest(run_dir, "prefs")["metrics"]["modes"] == {"verified": len(records) - 1}
+
+
+# Fast tests of the stage itself (no tiny pipeline: the teacher answers and judges, through one scripted server).
+
+def test_mixed_tokenizer_splits_chinese_into_characters_and_keeps_latin_words_and_numbers_whole():
+    from finloom.reward.prefs import MixedTokenizer
+
+    assert MixedTokenizer().tokenize("银行Bond, 2024年 ROE=12.5%") == ["银", "行", "bond", "2024", "年", "roe", "12", "5"]
+
+
+def test_near_duplicates_compare_with_kept_answers_only_and_reach_the_threshold_inclusively():
+    first, second, third = "a b c d e f g h i j", "a b c d e f g h x y", "c d e f g h x y z w"
+    # second repeats 8 of first's 10 words (F1 0.8); third repeats 8 of second's but only 6 of first's (0.6)
+    assert near_duplicates([first, second, third], 0.7) == [1]
+    assert near_duplicates([first, second, third], 0.8) == [1]  # at the threshold is a duplicate
+    assert near_duplicates([first, second, third], 0.81) == []
+    assert near_duplicates(["Same words.", "same WORDS"], 1.0) == [1]
+    assert near_duplicates(["only one"], 0.5) == [] and near_duplicates([], 0.5) == []
+
+
+def _decided(scores: list, sampled: int | None = None, min_spread: float = 0.25, mode: str = "absolute"):
+    from finloom.reward.prefs import _decide
+
+    candidates = [f"answer {k}" for k in range(len(scores))] if sampled is None or sampled >= 2 else ["answer 0"]
+    prompt = {"id": "p", "messages": [{"role": "user", "content": "q"}]}
+    answers = {"p": candidates + ["a duplicate"] * ((sampled or len(candidates)) - len(candidates))}
+    return _decide([prompt], answers, {"p": candidates}, {"p": {"scores": scores, "replies": [["r"]] * len(scores)}},
+                   {"p": mode}, min_spread)
+
+
+def test_decide_keeps_the_best_and_the_worst_answer_with_rounded_scores():
+    pairs, decisions = _decided([0.5, 0.1234567, None, 0.9876543, 0.1234567], mode="golden")
+    assert pairs == [{"id": "p", "prompt": [{"role": "user", "content": "q"}],
+                      "chosen": [{"role": "assistant", "content": "answer 3"}],
+                      "rejected": [{"role": "assistant", "content": "answer 1"}],  # the first of two equal worst
+                      "score_chosen": 0.987654, "score_rejected": 0.123457, "judge": "golden"}]
+    assert decisions == [{"id": "p", "mode": "golden", "answers": [f"answer {k}" for k in range(5)],
+                          "scores": [0.5, 0.1234567, None, 0.9876543, 0.1234567], "judge_replies": [["r"]] * 5,
+                          "sampled": 5, "kept": True, "reason": None}]
+    pairs, _ = _decided([0.75, 0.75, 0.25])  # of two equal best, the later one
+    assert (pairs[0]["chosen"][0]["content"], pairs[0]["rejected"][0]["content"]) == ("answer 1", "answer 2")
+
+
+@pytest.mark.parametrize("scores, sampled, reason", [
+    ([0.75, 0.5], None, None),  # a spread of exactly min_spread is enough
+    ([0.75, 0.5 + 1e-9], None, "answers score alike"),
+    ([0.5, 0.5, 0.5], None, "answers score alike"),
+    ([None, 1.0, None], None, "judge failed"),
+    ([1.0, 0.0], 1, "fewer than two answers sampled"),
+    ([0.0], 3, "near-duplicate answers"),
+    ([], 2, "near-duplicate answers"),
+    ([None, None], 2, "judge failed"),
+], ids=["spread-at-min", "spread-under-min", "all-alike", "one-parsed", "one-sampled", "one-distinct",
+        "no-scores", "none-parsed"])
+def test_decide_drops_a_prompt_with_its_reason(scores, sampled, reason):
+    pairs, (decision,) = _decided(scores, sampled)
+    assert decision["kept"] is (reason is None) and decision["reason"] == reason and len(pairs) == (reason is None)
+    assert decision["sampled"] == (sampled or len(scores))
+
+
+PREF_ANSWERS = {  # prompt -> the teacher's answers for sampling seeds 7, 8, 9 (the tiny recipe's seed is 7)
+    "Explain a bond.": ["bonds pay coupons [9]", "bonds are loans [2]", "bonds pay coupons [9]"],
+    "Explain a loan.": ["loans cost interest [4]", "a loan is borrowed money [10]", "loans [1]"],
+    "Explain equity.": ["equity is ownership [5]", "shares of a company [5]", "owners keep the rest [5]"],
+    "Explain margin.": ["margin is borrowed [3]"] * 3,
+    "Explain an audit.": ["an audit checks books [6]", "", "  "],
+    "Explain a premium.": ["premium is a price [7]", "broken reply", "broken again here"],
+    "Which is debt? A. bond B. stock": ["Answer: A", "Answer: B", "maybe"],
+    "What is a dividend?": ["it is a share of profit", "cash paid to holders [4]", "dividends [2]"],
+    "What is 2+2?": ["four, since two plus two [9]", "five [1]", "twenty-two [1]"],
+}
+
+
+def teacher_and_judge(prompt: str, body: dict) -> str:
+    """Sampling: the answer PREF_ANSWERS lists for the request's seed. Judging: an answer's score is the [N] it
+    ends with (10 if it states the reference shown); no JSON for 'broken' or where the judge is not shown one of
+    PREF_ANSWERS' questions; pairwise: the higher [N] wins."""
+    if prompt in PREF_ANSWERS:
+        return PREF_ANSWERS[prompt][body["seed"] - 7]
+    if not any(question in prompt for question in PREF_ANSWERS):  # the judge must be shown the question
+        return "which question?"
+    marker = lambda text: int(re.search(r"\[(\d+)\]", text).group(1))  # noqa: E731
+    if "Answer A:" in prompt:
+        a, b = (marker(re.search(rf"Answer {side}:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)) for side in "AB")
+        return json.dumps({"same_result": a == b, "better": "A" if a > b else "B" if b > a else "tie"})
+    answer = re.search(r"Response:\n<<<\n(.*?)\n>>>", prompt, re.S).group(1)
+    reference = re.search(r"Reference answer:\n<<<\n(.*?)\n>>>", prompt, re.S)
+    if reference and reference.group(1) in answer:
+        return json.dumps({"score": 10})
+    return "no idea" if "broken" in answer else json.dumps({"score": marker(answer)})
+
+
+def _prefs_on_a_scripted_teacher(tiny_data, tmp_path, server, name: str, records: list, **prefs):
+    (tiny_data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    settings = {"sources": [{"path": f"{name}.jsonl"}], "models": ["teacher"], "samples": 3, "temperature": 0.8,
+                "top_p": 0.9, "max_tokens": 20, "min_spread": 0.1, "retries": 1, "batch_size": 4} | prefs
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(prefs=settings, teacher={"base_url": server.url}),
+                                      f"{name}.yaml"))
+    return recipe, RunContext(tmp_path / "run", recipe, "prefs")
+
+
+def _jsonl(path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_prefs_stage_on_a_scripted_teacher_keeps_every_pair_and_drops_every_prompt_with_its_reason(tiny_data, tmp_path):
+    from finloom.reward.prefs import run as run_prefs
+
+    user = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    records = [{"id": i, "messages": ([{"role": "system", "content": "You advise bank clients."}] if i == "loan" else [])
+                + user(text)} for i, text in
+               [("bond", "Explain a bond."), ("loan", "Explain a loan."), ("equity", "Explain equity."),
+                ("margin", "Explain margin."), ("audit", "Explain an audit."), ("premium", "Explain a premium.")]]
+    records += [{"id": "mcq", "messages": user("Which is debt? A. bond B. stock"), "answer": "A"},
+                {"id": "dividend", "messages": user("What is a dividend?") + [
+                    {"role": "assistant", "content": "a share of profit"}]},
+                {"id": "sum", "messages": user("What is 2+2?"), "kind": "reasoning"},
+                {"id": "bad", "messages": [{"role": "assistant", "content": "no question"}]}]
+    bodies = []
+    with scripted_chat(lambda prompt, body: bodies.append(body) or teacher_and_judge(prompt, body)) as server:
+        recipe, ctx = _prefs_on_a_scripted_teacher(tiny_data, tmp_path, server, "scripted_prefs", records)
+        result = run_prefs(recipe.prefs, ctx)
+        asked = server.requests
+        again = run_prefs(recipe.prefs, RunContext(ctx.run_dir, recipe, "prefs", resume=True))
+        assert server.requests == asked  # the caches answer everything
+    assert result.outputs == {"pairs": "prefs/pairs.jsonl", "decisions": "prefs/decisions.jsonl"}
+    assert result.metrics == {
+        "read": 10, "rejected": 1, "not_sampled": 0, "prompts": 9, "pairs": 5,
+        "dropped": {"answers score alike": 1, "near-duplicate answers": 1, "fewer than two answers sampled": 1,
+                    "judge failed": 1},
+        "sampled_now": 9, "answers": 25, "near_duplicates": 3, "judge_failures": 2,
+        "modes": {"absolute": 6, "golden": 1, "pairwise": 1, "verified": 1}}
+    assert again.metrics == result.metrics | {"sampled_now": 0}
+    assert json.loads((ctx.stage_dir / "funnel.json").read_text()) == again.metrics
+    assert [r["id"] for r in _jsonl(ctx.stage_dir / "rejects.jsonl")] == ["bad"]
+    sampling = [b for b in bodies if b["messages"][-1]["content"] in PREF_ANSWERS]
+    assert len(sampling) == 27 and {b["seed"] for b in sampling} == {7, 8, 9}
+    assert {(b["temperature"], b["top_p"], b["max_tokens"]) for b in sampling} == {(0.8, 0.9, 20)}
+    # judged: bond 2, loan 3, equity 3, premium 3 + 2 retries of the broken ones, dividend 3, sum 3 * 2 orders
+    assert asked - len(sampling) == 2 + 3 + 3 + 5 + 3 + 6
+
+    pairs = {p["id"]: p for p in _jsonl(ctx.stage_dir / "pairs.jsonl")}
+    chosen = {i: (p["chosen"][0]["content"], p["rejected"][0]["content"], p["score_chosen"], p["score_rejected"],
+                  p["judge"]) for i, p in pairs.items()}
+    assert chosen == {"bond": ("bonds pay coupons [9]", "bonds are loans [2]", 0.888889, 0.111111, "absolute"),
+                      "loan": ("a loan is borrowed money [10]", "loans [1]", 1.0, 0.0, "absolute"),
+                      "mcq": ("Answer: A", "maybe", 1.0, 0.0, "verified"),
+                      "dividend": ("it is a share of profit", "dividends [2]", 1.0, 0.111111, "golden"),
+                      "sum": ("four, since two plus two [9]", "five [1]", 1.0, 0.25, "pairwise")}
+    assert pairs["dividend"]["prompt"] == user("What is a dividend?")  # the reference is not part of the prompt
+    decisions = {d["id"]: d for d in _jsonl(ctx.stage_dir / "decisions.jsonl")}
+    assert list(decisions) == ["bond", "loan", "equity", "margin", "audit", "premium", "mcq", "dividend", "sum"]
+    assert {i: d["reason"] for i, d in decisions.items() if not d["kept"]} == {
+        "equity": "answers score alike", "margin": "near-duplicate answers", "audit": "fewer than two answers sampled",
+        "premium": "judge failed"}
+    assert decisions["bond"]["answers"] == ["bonds pay coupons [9]", "bonds are loans [2]"]
+    assert decisions["bond"]["sampled"] == 3 and decisions["audit"]["sampled"] == 1
+    assert decisions["margin"]["scores"] == [] and decisions["margin"]["judge_replies"] == []
+    assert decisions["premium"]["scores"] == [pytest.approx(6 / 9), None, None]
+    assert [len(replies) for replies in decisions["premium"]["judge_replies"]] == [1, 2, 2]
+    assert decisions["mcq"]["scores"][1] < 1.0 and decisions["mcq"]["judge_replies"] == []
+    assert decisions["sum"]["scores"] == [1.0, 0.25, 0.25] and len(decisions["sum"]["judge_replies"]) == 6
+
+
+def test_prefs_stage_samples_max_prompts_rejects_unverifiable_ones_under_checks_and_refuses_bad_sources(tiny_data,
+                                                                                                        tmp_path):
+    from finloom.errors import BadInput
+    from finloom.reward.prefs import run as run_prefs
+
+    mcq = [{"id": f"mcq-{k}", "messages": [{"role": "user", "content": "Which is debt? A. bond B. stock"}],
+            "answer": "A"} for k in range(5)]
+    open_one = {"id": "open", "messages": [{"role": "user", "content": "Explain a bond."}]}
+    with scripted_chat(teacher_and_judge) as server:
+        recipe, ctx = _prefs_on_a_scripted_teacher(tiny_data, tmp_path, server, "prefs_checks_sample",
+                                                   [open_one, *mcq], judge="checks", max_prompts=2)
+        metrics = run_prefs(recipe.prefs, ctx).metrics
+        assert server.requests == 2 * 3  # sampling only: no judge for verified prompts
+        assert _jsonl(ctx.stage_dir / "rejects.jsonl") == [
+            {"id": "open", "reason": "judge: checks, but no answer, expected or checks to verify"}]
+        sampled = [d["id"] for d in _jsonl(ctx.stage_dir / "decisions.jsonl")]
+        assert sampled == [f"mcq-{k}" for k in sorted(random.Random(7).sample(range(5), 2))]
+        assert metrics | {"dropped": None} == {
+            "read": 6, "rejected": 1, "not_sampled": 3, "prompts": 2, "pairs": 2, "dropped": None, "sampled_now": 2,
+            "answers": 6, "near_duplicates": 0, "judge_failures": 0, "modes": {"verified": 2}} and not metrics["dropped"]
+
+        recipe, ctx = _prefs_on_a_scripted_teacher(tiny_data, tmp_path / "all", server, "prefs_all", mcq[:2],
+                                                   max_prompts=2)
+        assert run_prefs(recipe.prefs, ctx).metrics["not_sampled"] == 0
+
+        recipe, ctx = _prefs_on_a_scripted_teacher(tiny_data, tmp_path / "none", server, "prefs_none", [open_one],
+                                                   judge="checks")
+        with pytest.raises(BadInput, match=r"prefs.sources: no usable prompts \(1 rejected, see .*rejects.jsonl\)"):
+            run_prefs(recipe.prefs, ctx)
+        recipe, ctx = _prefs_on_a_scripted_teacher(tiny_data, tmp_path / "twice", server, "prefs_twice",
+                                                   [open_one, open_one])
+        with pytest.raises(BadInput, match="prefs.sources: prompt ids repeat"):
+            run_prefs(recipe.prefs, ctx)
+        asked = server.requests
+    settings = {"sources": [{"path": "prefs_judged.jsonl"}], "models": ["stage:sft"]}
+    (tiny_data / "prefs_judged.jsonl").write_text(json.dumps(open_one) + "\n" + json.dumps(mcq[0]) + "\n")
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(prefs=settings), "prefs_no_teacher.yaml"))
+    with pytest.raises(BadInput, match="teacher: 1 prefs prompts need a judge"):
+        run_prefs(recipe.prefs, RunContext(tmp_path / "no_teacher", recipe, "prefs"))
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(prefs=settings | {"models": ["teacher"], "judge": "checks"}),
+                                      "prefs_teacher_missing.yaml"))
+    with pytest.raises(BadInput, match="prefs.models: teacher named, but the recipe has no teacher section"):
+        run_prefs(recipe.prefs, RunContext(tmp_path / "teacher_missing", recipe, "prefs"))
+    assert server.requests == asked
+
+
+def test_prefs_stage_counts_every_prompt_needing_a_judge_of_a_large_source_without_a_teacher(tiny_data, tmp_path):
+    """Hundreds of distinct prompt ids are distinct (compared by value, not identity)."""
+    from finloom.errors import BadInput
+    from finloom.reward.prefs import run as run_prefs
+
+    (tiny_data / "prefs_many.jsonl").write_text("".join(
+        json.dumps({"id": f"open-{k}", "messages": [{"role": "user", "content": f"Explain bond {k}."}]}) + "\n"
+        for k in range(300)))
+    recipe = load_recipe(write_recipe(tiny_data, tiny_recipe(prefs={"sources": [{"path": "prefs_many.jsonl"}],
+                                                                    "models": ["stage:sft"]}), "prefs_many.yaml"))
+    with pytest.raises(BadInput, match="teacher: 300 prefs prompts need a judge"):
+        run_prefs(recipe.prefs, RunContext(tmp_path / "run", recipe, "prefs"))
+
+
+def test_prefs_stage_without_models_samples_the_model_it_follows(tiny_data, tmp_path, monkeypatch):
+    import finloom.reward.prefs as prefs
+    from test_wiring import Caught, catch
+
+    (tiny_data / "prefs_default.jsonl").write_text(json.dumps(
+        {"id": "mcq", "messages": [{"role": "user", "content": "Which is debt? A. bond B. stock"}], "answer": "A"}) + "\n")
+    recipe = {"name": "start-only", "seed": 7, "model": {"hf": "org/start-model"},
+              "prefs": {"sources": [{"path": "prefs_default.jsonl"}], "judge": "checks"}}
+    loaded = load_recipe(write_recipe(tiny_data, recipe, "prefs_default.yaml"))
+    seen = catch(monkeypatch, prefs, "ClientSection")
+    with pytest.raises(Caught):
+        prefs.run(loaded.prefs, RunContext(tmp_path / "run", loaded, "prefs"))
+    assert seen == {"local_model": "org/start-model"}  # no model stage before prefs: model.hf
