@@ -435,6 +435,7 @@ PHONE_LENGTHS = [
     ("+61 2 9876 5432", ""), ("+65 6123 4567", ""), ("+81 45 123 4567", ""), ("+81 3-1234-5678", ""),
     ("+86 10 1234 5678", ""), ("+86 138 1234 5678", ""), ("+91 98765 43210", ""), ("+852 2123 4567", ""),
     ("+853 2888 1234", ""), ("+886 7 123 4567", ""), ("+886 2 2345 6789", ""),
+    ("+81 90-1234-5678", ""),  # Japan: 9 national digits (above) or 10 (a mobile)
     ("+1 415-555-0132 2023", " 2023"),  # 10 national digits, then a year
     ("+49 30 12345", ""), ("+49 1512 3456 7890", ""),  # 7 and 12 national digits: the default's ends
     ("+49 1512 3456 78901", " 78901"),  # 13 is too many: the last group is dropped
@@ -446,6 +447,12 @@ PHONE_LENGTHS = [
 @pytest.mark.parametrize(("number", "rest"), PHONE_LENGTHS)
 def test_phone_national_number_lengths(number, rest):
     assert scrub(f"call {number} now") == f"call <PHONE>{rest} now"
+
+
+@pytest.mark.parametrize("text", ["+44 20 7946 0958 is the desk", "(415) 555-0132 is the desk"])
+def test_an_identifier_at_the_very_start_of_a_text(text):
+    """Its one-character seed ("+", "(") ends at index 1: the scan window still reaches the whole number."""
+    assert scrub(text) == "<PHONE> is the desk"
 
 
 def test_phone_lengths_one_short_are_kept():
