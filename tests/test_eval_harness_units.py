@@ -56,6 +56,9 @@ def test_cloze_prediction_is_per_character_and_letters_are_raw():
     # per character: A -6/13 = -0.4615, B -2.5/5 = -0.5, C -9/4 = -2.25 -> A; raw -> B
     assert harness._prediction(sample, "mcq_cloze", SINGLE) == ("A", True)
     assert harness._prediction(sample, "mcq_letters", SINGLE) == ("B", False)
+    # per character: A -20/13 = -1.54, B -10/5 = -2.0, C -20/4 = -5.0 -> A (raw and a length bonus would give B)
+    assert harness._prediction({"filtered_resps": loglikelihoods(-20.0, -10.0, -20.0)}, "mcq_cloze", SINGLE) == (
+        "A", True)
 
 
 def test_cloze_divides_by_at_least_one_character():

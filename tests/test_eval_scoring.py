@@ -123,3 +123,16 @@ def test_fewshot_examples_are_the_other_questions_of_the_file(tmp_path, num_fews
     for context in model.contexts:
         assert sum(stem in context for stem in stems) == 1 + num_fewshot
         assert context.count("Answer:") == 1 + num_fewshot
+
+
+def test_the_fewshot_examples_follow_the_seed(tmp_path):
+    questions = [{"task_name": "CFA", "question": f"Question {n}?\nA.yes {n}\nB.no {n}", "answer": "A"} for n in range(6)]
+    (tmp_path / "mcq.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
+    benchmark = harness.prepare("seeded", "mcq", "flame", [tmp_path / "mcq.jsonl"], "letters", tmp_path, None,
+                                num_fewshot=2)
+    contexts = {}
+    for seed in (1, 2, 1):
+        model = Recorder()
+        harness.evaluate(model, benchmark.subtasks, tmp_path, seed=seed)
+        assert contexts.setdefault(seed, model.contexts) == model.contexts  # the same seed, the same examples
+    assert contexts[1] != contexts[2]
