@@ -93,3 +93,46 @@ def test_mcq_by_generation_and_letters_follow_the_oracle(tmp_path, wrong, expect
                                 generated.subtasks)
     assert harness.summarize(rows, "mcq")["accuracy"] == expected
     assert all((r["extracted"] != r["answer"]) if wrong else (r["extracted"] == r["answer"]) for r in rows)
+
+
+class Recorder(Oracle):
+    """The oracle, keeping every log-likelihood request's context."""
+
+    def __init__(self):
+        super().__init__()
+        self.contexts = []
+
+    def loglikelihood(self, requests):
+        self.contexts += [request.arguments[0] for request in requests]
+        return super().loglikelihood(requests)
+
+
+@pytest.mark.parametrize("num_fewshot", [0, 1])
+def test_fewshot_examples_are_the_other_questions_of_the_file(tmp_path, num_fewshot):
+    single = QUESTIONS[:2]
+    (tmp_path / "mcq.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in single),
+                                        encoding="utf-8")
+    benchmark = harness.prepare("shots", "mcq", "flame", [tmp_path / "mcq.jsonl"], "letters", tmp_path, None,
+                                num_fewshot=num_fewshot)
+    model = Recorder()
+    rows = harness.per_question(benchmark, harness.evaluate(model, benchmark.subtasks, tmp_path), benchmark.subtasks)
+    assert harness.summarize(rows, "mcq")["accuracy"] == 1.0
+    stems = [item["question"] for item in benchmark.items]
+    # one context per option; each holds its own question and, with one shot, the other one answered
+    assert len(model.contexts) == 4 + 3
+    for context in model.contexts:
+        assert sum(stem in context for stem in stems) == 1 + num_fewshot
+        assert context.count("Answer:") == 1 + num_fewshot
+
+
+def test_the_fewshot_examples_follow_the_seed(tmp_path):
+    questions = [{"task_name": "CFA", "question": f"Question {n}?\nA.yes {n}\nB.no {n}", "answer": "A"} for n in range(6)]
+    (tmp_path / "mcq.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
+    benchmark = harness.prepare("seeded", "mcq", "flame", [tmp_path / "mcq.jsonl"], "letters", tmp_path, None,
+                                num_fewshot=2)
+    contexts = {}
+    for seed in (1, 2, 1):
+        model = Recorder()
+        harness.evaluate(model, benchmark.subtasks, tmp_path, seed=seed)
+        assert contexts.setdefault(seed, model.contexts) == model.contexts  # the same seed, the same examples
+    assert contexts[1] != contexts[2]

@@ -2,8 +2,8 @@
 
 finloom's lm-eval task templates (``finloom/eval/tasks``) read only canonical records, so a new
 public benchmark is a new converter here, not a new task. A record that cannot be converted (no
-options, an answer that is not among them, a missing field) is returned as a reject with its
-reason, never dropped silently.
+options, a gap in the option letters, an answer that is not among them, a missing field, a label or
+tolerance that is not a number) is returned as a reject with its reason, never dropped silently.
 
 Canonical MCQ: ``question`` (the stem), ``options`` (option texts in letter order), ``letters``,
 ``answer`` (sorted letters, "ABD" for multi-answer), ``multi``, ``answer_index`` (single answer:
@@ -75,8 +75,18 @@ def _flame(record: dict, index: int) -> dict:
                          record.get("task_name", ""), record.get("second_level", ""), record.get("id", index))
 
 
+def _lettered(options: dict) -> list:
+    """The option texts of a letter -> text mapping in letter order; a gap (an empty or missing B before a C) is
+    refused rather than closed up, which would give C's text the letter B and score the wrong option."""
+    present = sorted(letter for letter, text in options.items() if text not in (None, ""))
+    expected = list(LETTERS[: len(present)])
+    if present != expected:
+        raise Unconvertible(f"option letters {''.join(present)} are not {''.join(expected)}")
+    return [options[letter] for letter in present]
+
+
 def _columns(record: dict, index: int) -> dict:
-    options = [record[letter] for letter in LETTERS if record.get(letter) not in (None, "")]
+    options = _lettered({letter: record.get(letter) for letter in LETTERS})
     return canonical_mcq(_field(record, "question", "Question"), options, _field(record, "answer", "Answer"),
                          record.get("subject", record.get("task_name", "")), record.get("second_level", ""),
                          record.get("id", index))
@@ -91,15 +101,16 @@ def _cflue(record: dict, index: int) -> dict:
             raise Unconvertible(f"choices is not a dict literal: {error}") from None
     if not isinstance(choices, dict):
         raise Unconvertible("choices is not a mapping of letters to options")
-    letters = sorted(choices)
-    return canonical_mcq(_field(record, "question"), [choices[letter] for letter in letters], _field(record, "answer"),
+    return canonical_mcq(_field(record, "question"), _lettered(choices), _field(record, "answer"),
                          record.get("名称", ""), record.get("task", ""), record.get("id", index))
 
 
 def _mmlu(record: dict, index: int) -> dict:
     choices = _field(record, "choices")
     answer = record.get("answer")
-    letter = LETTERS[answer] if isinstance(answer, int) and 0 <= answer < len(choices) else str(answer)
+    if isinstance(answer, int) and not 0 <= answer < len(choices):
+        raise Unconvertible(f"answer index {answer} is not among the {len(choices)} choices")
+    letter = LETTERS[answer] if isinstance(answer, int) else str(answer)
     return canonical_mcq(_field(record, "question"), list(choices), letter, record.get("subject", ""), "",
                          record.get("id", index))
 
@@ -115,8 +126,10 @@ def _arc(record: dict, index: int) -> dict:
 
 
 def _hellaswag(record: dict, index: int) -> dict:
-    label = int(_field(record, "label"))
-    return canonical_mcq(_field(record, "ctx"), list(_field(record, "endings")), LETTERS[label],
+    label, endings = int(_field(record, "label")), list(_field(record, "endings"))
+    if not 0 <= label < len(endings):
+        raise Unconvertible(f"label {label} is not among the {len(endings)} endings")
+    return canonical_mcq(_field(record, "ctx"), endings, LETTERS[label],
                          record.get("activity_label", "hellaswag"), "", record.get("ind", index))
 
 
@@ -151,6 +164,6 @@ def convert(records: list[dict], layout: str) -> tuple[list[dict], list[tuple[in
     for index, record in enumerate(records):
         try:
             items.append(converter(record, index))
-        except (Unconvertible, KeyError, TypeError, IndexError) as error:
+        except (ValueError, KeyError, TypeError, IndexError) as error:  # ValueError: int("x"), float("1%")
             rejects.append((index, str(error) if isinstance(error, Unconvertible) else f"{type(error).__name__}: {error}"))
     return items, rejects
