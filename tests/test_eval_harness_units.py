@@ -317,7 +317,7 @@ def test_a_json_array_file_is_read_as_records(tmp_path):
     prepared = harness.prepare("cflue", "mcq", "cflue", [source], "generate", tmp_path / "w", None)
     assert [(item["task_name"], item["second_level"], item["answer"], item["multi"]) for item in prepared.items] == [
         ("注册会计师", "单项选择题", "D", False), ("证券从业资格", "多项选择题", "ABD", True)]
-    assert prepared.rejects == [{"file": str(source), "record": 3, "reason": "record is not an object"}]
+    assert prepared.rejects == [{"file": str(source), "line": 3, "reason": "record is not an object"}]
     indented = tmp_path / "indented.json"  # pretty-printed, with a byte order mark
     indented.write_text("\ufeff" + json.dumps(CFLUE, ensure_ascii=False, indent=2), encoding="utf-8")
     assert harness._records(indented, []) == CFLUE
@@ -331,4 +331,5 @@ def test_a_json_array_file_is_read_as_records(tmp_path):
     broken.write_text('[{"question": "q"},\n{"question": ', encoding="utf-8")
     rejects = []
     assert harness._records(broken, rejects) == []
-    assert rejects == [{"file": str(broken), "reason": "not a JSON array: Expecting value: line 2 column 14 (char 33)"}]
+    assert rejects == [{"file": str(broken), "line": 1,
+                        "reason": "not a JSON array: Expecting value: line 2 column 14 (char 33)"}]

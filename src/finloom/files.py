@@ -107,10 +107,11 @@ def looks_compressed(path: Path) -> bool:
 def read_records(
     path: Path, required: tuple[str, ...], rejects: list[dict] | None = None
 ) -> list[dict]:
-    """Read JSONL or Parquet records; a malformed record is appended to ``rejects`` with its reason.
+    """Read JSONL, Parquet or JSON-array records; a malformed record is appended to ``rejects`` with its reason.
 
-    Nothing is dropped silently: every line is either returned or rejected, so
-    ``len(returned) + len(rejects) == lines read``.
+    A ``.json`` file that starts with "[" is one JSON array (as CFLUE publishes its sets; ``line`` is then the
+    record's position in it); any other is read as JSON lines. Nothing is dropped silently: every line is either
+    returned or rejected, so ``len(returned) + len(rejects) == lines read``.
     """
     path = Path(path)
     rejects = rejects if rejects is not None else []
@@ -119,6 +120,11 @@ def read_records(
 
         rows = pq.read_table(path).to_pylist()
         raw = [(i + 1, row, None) for i, row in enumerate(rows)]
+    elif path.suffix == ".json" and _starts_json_array(path):
+        try:
+            raw = [(i + 1, record, None) for i, record in enumerate(json.loads(path.read_text(encoding="utf-8-sig")))]
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raw = [(1, None, f"not a JSON array: {error}")]
     else:
         raw = []
         with open_binary(path) as handle:
@@ -149,6 +155,11 @@ def read_records(
         else:
             records.append(_wide_ints_as_text(record))
     return records
+
+
+def _starts_json_array(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"[")
 
 
 def display_name(path: Path | str) -> str:

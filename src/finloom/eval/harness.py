@@ -67,11 +67,6 @@ def _files(path: Path) -> list[Path]:
                           and not any(folder in p.parents for folder in saved))
 
 
-def _is_json_array(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"[")
-
-
 def _records(path: Path, rejects: list[dict]) -> list[dict]:
     if _is_saved_dataset(path):
         from datasets import load_from_disk
@@ -82,15 +77,6 @@ def _records(path: Path, rejects: list[dict]) -> list[dict]:
 
         with open(path, encoding="utf-8-sig", newline="") as handle:
             return list(csv.DictReader(handle))
-    if path.suffix == ".json" and _is_json_array(path):  # as CFLUE publishes knowledge.json; else JSON lines
-        try:
-            array = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            rejects.append({"file": str(path), "reason": f"not a JSON array: {error}"})
-            return []
-        rejects += [{"file": str(path), "record": number, "reason": "record is not an object"}
-                    for number, record in enumerate(array, start=1) if not isinstance(record, dict)]
-        return [record for record in array if isinstance(record, dict)]
     return read_records(path, (), rejects)
 
 
