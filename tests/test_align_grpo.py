@@ -489,6 +489,9 @@ def test_gae_by_hand():
     expected = torch.tensor([[0.4, 0.4, 0.4], [0.55, -0.3, 0.0]])
     assert torch.allclose(advantages, expected, atol=1e-6)
     assert torch.allclose(returns, (expected + values) * mask, atol=1e-6)
+    # a batch of one-token answers (max_completion_length 1): A = r - V, nothing follows
+    advantages, returns = gae(torch.tensor([[1.0], [0.0]]), torch.tensor([[0.25], [0.5]]), torch.ones(2, 1), lam=0.5)
+    assert advantages.tolist() == [[0.75], [-0.5]] and returns.tolist() == [[1.0], [0.0]]
 
 
 def make_ppo(sft_model, tmp_path):
@@ -567,19 +570,23 @@ def test_whiten_by_hand(values, mask, expected):
 ROLLOUT_MASK = [[1, 1, 1, 1], [1, 1, 1, 0]]
 
 
-@pytest.mark.parametrize("value, target, completion_mask, error", [
-    (0.5, 1.0, ROLLOUT_MASK, 0.64),  # the clipped value 0.2 is further from the return: its error (0.8 ** 2) counts
-    (0.5, 0.0, ROLLOUT_MASK, 0.25),  # the unclipped value is further: 0.5 ** 2
-    (-0.5, -1.0, ROLLOUT_MASK, 0.64),  # clipped to -0.2 from below
-    (0.5, 1.0, [[1, 0, 0, 0], [0, 0, 0, 0]], 0.64),  # the mean over one token
-    (0.5, 1.0, [[0, 0, 0, 0], [0, 0, 0, 0]], 0.0),  # no tokens: 0, not NaN
-], ids=["clipped-error", "unclipped-error", "clipped-below", "one-token", "no-tokens"])
+@pytest.mark.parametrize("value, target, completion_mask, tool_mask, error", [
+    (0.5, 1.0, ROLLOUT_MASK, None, 0.64),  # the clipped value 0.2 is further from the return: its error (0.8 ** 2)
+    (0.5, 0.0, ROLLOUT_MASK, None, 0.25),  # the unclipped value is further: 0.5 ** 2
+    (-0.5, -1.0, ROLLOUT_MASK, None, 0.64),  # clipped to -0.2 from below
+    (0.5, 1.0, [[1, 0, 0, 0], [0, 0, 0, 0]], None, 0.64),  # the mean over one token
+    (0.5, 1.0, [[0, 0, 0, 0], [0, 0, 0, 0]], None, 0.0),  # no tokens: 0, not NaN
+    (0.5, 1.0, ROLLOUT_MASK, [[1, 0, 1, 1], [1, 1, 1, 1]], 0.64),  # a tool's output token is not scored either
+], ids=["clipped-error", "unclipped-error", "clipped-below", "one-token", "no-tokens", "tool-token"])
 def test_ppo_value_loss_by_hand_is_the_larger_of_the_clipped_and_unclipped_errors(sft_model, tmp_path, monkeypatch,
-                                                                                 value, target, completion_mask, error):
+                                                                                 value, target, completion_mask,
+                                                                                 tool_mask, error):
     trainer, policy = make_ppo(sft_model, tmp_path)  # value_clip at its default, 0.2
     policy.train()
     monkeypatch.setattr(FinloomGRPOTrainer, "auxiliary_loss", lambda self, model, inputs: 0.125)  # the SFT-KL term
     batch = rollout() | {"completion_mask": torch.tensor(completion_mask)}
+    if tool_mask is not None:
+        batch["tool_mask"] = torch.tensor(tool_mask)
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     hidden = policy.base_model(input_ids=ids).last_hidden_state
     trainer._keep_hidden(policy.base_model, (), (hidden, None))  # a backbone returning a tuple: the states first
@@ -587,9 +594,23 @@ def test_ppo_value_loss_by_hand_is_the_larger_of_the_clipped_and_unclipped_error
         trainer.value_head.bias.fill_(value)  # every value is the bias: the head's weight is zero
     returns = torch.full((2, 4), target)
     returns[1, 3] = 100.0  # past the second answer's end: not scored
+    returns[0, 1] = 100.0 if tool_mask is not None else target  # the tool's token
     loss = trainer.auxiliary_loss(policy, dict(batch, old_values=torch.zeros(2, 4), returns=returns))
     assert loss.item() == pytest.approx(0.5 * 0.5 * error + 0.125)  # value_coef x half the mean error, plus GRPO's
     assert trainer._metrics["train"]["value_loss"] == [pytest.approx(0.5 * error)]
+
+
+@pytest.mark.parametrize("tokens", [3, 4])
+def test_a_completion_tokens_value_is_read_from_the_state_before_it(sft_model, tmp_path, tokens):
+    """With a head that reads the first hidden feature, each value is the position of the state it was read from:
+    the state before each of the last ``tokens`` positions (odd and even counts)."""
+    trainer, _ = make_ppo(sft_model, tmp_path)
+    hidden = torch.zeros(1, 10, trainer.value_head.in_features)
+    hidden[0, :, 0] = torch.arange(10.0)
+    with torch.no_grad():
+        trainer.value_head.weight.zero_()
+        trainer.value_head.weight[0, 0] = 1.0
+    assert trainer.completion_values(hidden, tokens).tolist() == [[float(p) for p in range(9 - tokens, 9)]]
 
 
 def test_the_configs_defaults():
