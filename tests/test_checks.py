@@ -18,6 +18,7 @@ LIST = "要点：\n1. 核实身份\n2. 冻结账户\n"
     ({"type": "has_list"}, LIST, "一段话，没有分点。"),
     ({"type": "has_list"}, "- freeze the card\n- call the client", "- only one bullet"),
     ({"type": "language", "value": "zh"}, "账户存在被盗用的高风险，应立即冻结。", "The account looks compromised; freeze it now."),
+    ({"type": "language", "value": "en"}, "The account looks compromised; freeze it now.", "账户存在被盗用的高风险，应立即冻结。"),
     ({"type": "risk_disclaimer"}, "建议配置债券基金。投资有风险，入市需谨慎。", "建议全部买入股票基金。"),
     ({"type": "risk_disclaimer"}, "Past performance is no guide to future returns.", "Buy the fund today."),
     ({"type": "required_figures", "value": ["14,100.00", "10.25%"]}, "利息14100元，收益率10.25%。", "利息14,100元。"),
@@ -30,6 +31,43 @@ def test_each_rule_passes_and_fails_as_it_should(check, passing, failing):
     [bad] = check_response(failing, [check])
     assert good.passed, good.detail
     assert not bad.passed, bad.detail
+
+
+@pytest.mark.parametrize(("check", "at_the_limit", "past_it"), [
+    ({"type": "max_chars", "value": 6}, "不超过 六个字", "不超过七个字！"),  # spaces are not counted
+    ({"type": "min_chars", "value": 6}, "abc def", "abc de"),
+    ({"type": "max_words", "value": 3}, "three words here", "now four words here"),
+    ({"type": "required_figures", "value": ["1000"]}, "fee 1001 yuan", "fee 1001.5 yuan"),  # within 0.1% of it
+    ({"type": "required_figures", "value": ["0"]}, "余额为0元", "余额为0.001元"),  # a zero is matched exactly
+])
+def test_each_limit_is_inclusive(check, at_the_limit, past_it):
+    assert [r.passed for r in check_response(at_the_limit, [check])] == [True]
+    assert [r.passed for r in check_response(past_it, [check])] == [False]
+
+
+@pytest.mark.parametrize(("check", "response", "passed", "detail"), [
+    ({"type": "has_table"}, TABLE, True, "a Markdown table"),
+    ({"type": "has_table"}, "no table", False, "no Markdown table (header, |---| rule, rows)"),
+    ({"type": "has_list"}, "1. a\n2. b\n3. c", True, "3 list lines (at least 2)"),
+    ({"type": "risk_disclaimer"}, "投资有风险。", True, "risk warning: '投资有风险'"),
+    ({"type": "risk_disclaimer"}, "买入。", False, "no risk warning"),
+    # the recipe's own phrases replace the built-in ones; an empty list keeps them
+    ({"type": "risk_disclaimer", "value": ["本材料仅供参考"]}, "本材料仅供参考。", True, "risk warning: '本材料仅供参考'"),
+    ({"type": "risk_disclaimer", "value": ["本材料仅供参考"]}, "投资有风险。", False, "no risk warning"),
+    ({"type": "risk_disclaimer", "value": []}, "投资有风险。", True, "risk warning: '投资有风险'"),
+    ({"type": "forbidden_phrases", "value": ["稳赚"]}, "稳赚！", False, "contains ['稳赚']"),
+    ({"type": "forbidden_phrases", "value": ["稳赚"]}, "有风险。", True, "none of the forbidden phrases"),
+    # a figure that is no number must appear as written
+    ({"type": "required_figures", "value": ["AAA", "5%"]}, "评级AAA，利率5%", True, "all 2 figures present"),
+    ({"type": "required_figures", "value": ["AAA", "5%"]}, "评级AA+，利率5.5%", False, "missing ['AAA', '5%']"),
+    # codes as written, A-shares with or without their exchange, other markets' codes whole
+    ({"type": "allowed_tickers", "value": ["600519", "AAPL.O"]}, "600519.SH and AAPL.O", True, "2 codes, all given"),
+    ({"type": "allowed_tickers", "value": ["600519"]}, "600519 and 300750.SZ, TSLA.O", False,
+     "codes not in the given list: ['300750.SZ', 'TSLA.O']"),
+])
+def test_each_verdict_says_why(check, response, passed, detail):
+    [result] = check_response(response, [check])
+    assert (result.passed, result.detail) == (passed, detail)
 
 
 def test_results_name_what_failed_and_grade_a_reward():
