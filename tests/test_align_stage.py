@@ -17,7 +17,7 @@ import torch
 from finloom.align.stage import prompt_rows, split_heldout, vllm_sampling
 from finloom.errors import BadInput
 from finloom.recipe import ChatSource
-from finloom.stages import model_stage_before, read_manifest
+from finloom.stages import RunContext, model_stage_before, read_manifest
 from finloom.training import load_log_history
 from test_wiring import Caught, catch, copy_of_run
 
@@ -153,6 +153,22 @@ def test_both_models_grow_to_a_tokenizer_with_more_tokens_than_their_embeddings(
         runner.run(only="align", force=True)
     for model in (seen["model"], seen["ref_model"]):
         assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def test_a_resumed_grpo_run_keeps_the_rewards_logged_before_it_and_a_fresh_one_starts_anew(tiny_data, tiny_run,
+                                                                                            tmp_path, monkeypatch):
+    import finloom.align.stage as stage
+
+    recipe, run_dir, _ = copy_of_run(tiny_data, tiny_run, tmp_path, "align_rewards_log", **SHORT)
+    log = run_dir / "align" / "rewards.jsonl"
+    log.write_text('{"step": 1}\n', encoding="utf-8")
+    catch(monkeypatch, stage, "FinloomGRPOTrainer")
+    with pytest.raises(Caught):
+        stage.run(recipe.align, RunContext(run_dir, recipe, "align", resume=True))
+    assert log.read_text(encoding="utf-8") == '{"step": 1}\n'
+    with pytest.raises(Caught):
+        stage.run(recipe.align, RunContext(run_dir, recipe, "align"))
+    assert not log.exists()
 
 
 def test_data_that_cannot_train_names_the_field(tiny_data, tiny_run, tmp_path):
