@@ -53,9 +53,12 @@ def test_mix_search_command_end_to_end(tiny_run, tmp_path):
     assert "recommended finance share" in done.stderr
     result = json.loads((run_dir / "mix_search" / "results.json").read_text())
     assert set(result["curves"]) == {"0.2", "0.6"}
-    for curve in result["curves"].values():
+    for ratio, curve in result["curves"].items():
         assert len(curve["tokens"]) == 4 and np.all(np.diff(curve["tokens"]) > 0)
-        assert 0 <= curve["finance_mcq"] <= 1
+        # the finance MCQ accuracy of this ratio's own model, over the 6 items --mcq-items asked for
+        [rows] = [[json.loads(line) for line in path.read_text().splitlines()]
+                  for path in (run_dir / "mix_search" / f"ratio_{float(ratio):g}" / "eval").glob("*.jsonl")]
+        assert len(rows) == 6 and curve["finance_mcq"] == round(sum(r["correct"] for r in rows) / 6, 4)
     assert result["recommendation"]["ratio"] in (0.2, 0.6)
     assert result["metric_fit"]["points"] == 3  # start model + one per ratio
     report = finloom_cli("report", str(run_dir))
