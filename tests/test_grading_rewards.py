@@ -75,9 +75,23 @@ def test_rubric_through_a_judge_server_counts_unparsed_replies():
              "answer": "an answer"} for key in REPLIES]
     with scripted_chat(scripted_rubric) as server, LLMClient(ClientSection(base_url=server.url)) as client:
         results = rubric_rewards(client, rows, retries=2, max_tokens=64)
-    assert results[0]["rubric"] == pytest.approx((4.75 + 1) / 6) and results[0]["scores"]["compliance"] == 4
+    assert results[0]["rubric"] == 0.958333 and results[0]["scores"]["compliance"] == 4  # (4.75 + 1) / 6, 6 places
     assert results[1]["rubric"] == 0.0
     assert results[2]["rubric"] is None and len(results[2]["replies"]) == 3  # asked again twice, then counted
+
+
+def test_rubric_defaults_weigh_accuracy_alone_and_ask_twice_more_for_512_tokens():
+    """A scenario without weights is scored on accuracy alone; by default a reply that never parses is asked for
+    twice more, each time with up to 512 tokens."""
+    rows = [{"scenario": {"task": "advice", "prompt": f"[{key}] advise me"}, "answer": "an answer"}
+            for key in ("good", "broken")]
+    bodies = []
+    with scripted_chat(lambda prompt, body: bodies.append(body) or scripted_rubric(prompt, body)) as server, \
+            LLMClient(ClientSection(base_url=server.url)) as client:
+        results = rubric_rewards(client, rows)
+    assert results[0]["rubric"] == 1.0  # accuracy 5; compliance 4 has no weight
+    assert results[1]["rubric"] is None and len(results[1]["replies"]) == 3
+    assert [body["max_tokens"] for body in bodies] == [512] * 4
 
 
 def test_combine_weights_the_components_present():
