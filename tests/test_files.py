@@ -26,6 +26,26 @@ def test_read_records_rejects_with_reasons_and_counts_add_up(tmp_path):
     assert len(records) + len(rejects) == 6
 
 
+@pytest.mark.parametrize("name", ["records.jsonl", "records.json"])
+def test_a_byte_order_mark_starts_no_record(tmp_path, name):
+    """As Windows tools save UTF-8: a BOM before JSON lines or before a JSON array."""
+    path = tmp_path / name
+    rows = [{"text": "一"}, {"text": "two"}]
+    body = "\n".join(map(json.dumps, rows)) if name.endswith("l") else json.dumps(rows)
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    rejects: list[dict] = []
+    assert read_records(path, ("text",), rejects) == rows and rejects == []
+
+
+def test_a_json_array_file_holds_one_record_per_element(tmp_path):
+    path = tmp_path / "knowledge.json"
+    path.write_text(json.dumps([{"text": "ok"}, "not a record", {"text": ""}]), encoding="utf-8")
+    rejects: list[dict] = []
+    assert read_records(path, ("text",), rejects) == [{"text": "ok"}]
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, "record is not an object"),
+                                                           (3, "missing or empty field(s): text")]
+
+
 def test_atomic_dir_keeps_old_content_when_interrupted(tmp_path):
     target = tmp_path / "model"
     with atomic_dir(target) as tmp:

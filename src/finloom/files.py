@@ -129,8 +129,8 @@ def read_records(
         raw = []
         with open_binary(path) as handle:
             for number, line_bytes in enumerate(handle, start=1):
-                try:
-                    line = line_bytes.decode("utf-8")
+                try:  # a byte order mark (files saved by Windows tools) is not part of the first record
+                    line = line_bytes.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as error:
                     raw.append((number, None, f"not UTF-8: {error.reason}"))
                     continue
