@@ -49,9 +49,17 @@ def test_rejects_and_removed_keep_reasons(tiny_run):
 
 
 def test_clean_documents_are_tagged_by_domain(tiny_run):
-    finance = _lines(tiny_run / "data" / "clean" / "finance.jsonl")
-    assert {doc["metadata"]["domain"] for doc in finance} == {"finance"}
-    assert "f0-copy" not in {doc["id"] for doc in finance}
+    """Each document lands in its own domain's file: a file is named by the domain tag, so the tag alone shows
+    nothing; the ids show that no held-out text reaches training and no training text the held-out files."""
+    clean = {name: _lines(tiny_run / "data" / "clean" / f"{name}.jsonl")
+             for name in ("finance", "general", "finance_heldout", "general_heldout")}
+    for name, docs in clean.items():
+        assert {doc["metadata"]["domain"] for doc in docs} == {name}
+    ids = {name: sorted(doc["id"] for doc in docs) for name, docs in clean.items()}
+    assert ids["finance"] == sorted(f"f{i}" for i in range(40))  # less f0-copy (a duplicate) and 2 malformed lines
+    assert ids["general"] == sorted(f"g{i}" for i in range(40))  # less "short" (too short)
+    for name in ("finance_heldout", "general_heldout"):  # records with no id are named file:line
+        assert ids[name] == [f"{name}.jsonl:{line}" for line in range(1, 5)]
 
 
 def test_normalize_nfkc_and_whitespace():

@@ -122,10 +122,15 @@ def test_generation_equals_lm_eval_and_keeps_to_the_task_budget(tiny_lm):
 def test_stage_results_are_consistent_with_per_question_rows(tiny_run):
     results = json.loads((tiny_run / "eval" / "results.json").read_text())
     assert list(results) == ["base", "pretrain", "sft", "align"]
+    source = (tiny_run.parents[1] / "fin_mcq.jsonl").read_text(encoding="utf-8").splitlines()
+    answers = {str(number): json.loads(line)["answer"] for number, line in enumerate(source)}  # ids are line numbers
     for label, per_model in results.items():
         rows = [json.loads(line) for line in (tiny_run / "eval" / label / "finance_mcq.jsonl").read_text().splitlines()]
         summary = per_model["finance_mcq"]
         assert summary["items"] == len(rows) == 17
+        # each row is scored by its own prediction against the key (the summary alone is recomputed from "correct")
+        assert [r["answer"] for r in rows] == [answers[r["id"]] for r in rows]
+        assert all(r["correct"] == (r["prediction"] == r["answer"]) for r in rows)
         assert summary["accuracy"] == round(sum(r["correct"] for r in rows) / len(rows), 4)
         assert summary["chance"] == round(sum(1 / r["choices"] for r in rows) / len(rows), 4)
         assert set(summary["by_task"]) == {"Banking", "CPA"}
@@ -134,6 +139,7 @@ def test_stage_results_are_consistent_with_per_question_rows(tiny_run):
     assert "finance_mcq_gen" in results["sft"] and "finance_mcq_gen" not in results["base"]  # chat models generate
     generated = [json.loads(line) for line in (tiny_run / "eval" / "sft" / "finance_mcq_gen.jsonl").read_text().splitlines()]
     assert all(isinstance(r["prediction"], str) and "parsed" in r for r in generated)
+    assert all(r["correct"] == (r["extracted"] == r["answer"]) for r in generated)  # scored from what was read
 
 
 def test_endpoint_and_scenario_judge_against_a_real_server(tiny_data, tiny_run, served_sft, tmp_path):

@@ -30,9 +30,13 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
 
 
 def test_status_and_report_commands(tiny_run):
-    status = finloom_cli("status", str(tiny_run))
+    status = finloom_cli("status", str(tiny_run), env={"COLUMNS": "200"})  # wide enough for no row to wrap
     assert status.returncode == 0, status.stderr
-    assert "pretrain" in status.stderr + status.stdout
+    shown = status.stderr + status.stdout
+    for stage in ("data", "base", "pretrain", "sft", "reward", "align", "eval", "report"):  # each stage, and its state
+        assert re.search(rf"^\W {stage} +\W done +\W", shown, re.M), stage
+    # the data funnel by hand (tests/test_data_stage.py): 90 read, 40 + 40 + 4 + 4 kept, 2 malformed lines
+    assert "read=90 kept=88 rejected=2" in shown
     rebuilt = finloom_cli("report", str(tiny_run))
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert (tiny_run / "report.html").stat().st_size > 10_000

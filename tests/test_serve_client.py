@@ -123,7 +123,11 @@ def test_client_against_real_server(served_sft):
         direct = client.chat([{"role": "user", "content": "What is a bond?"}], max_tokens=5)
         many = client.chat_many([[{"role": "user", "content": "What is a bond?"}]] * 3, max_tokens=5)
         assert many == [direct] * 3
-        assert isinstance(client.complete("The bank", max_tokens=3), str)
+        completed = client.complete("The bank", max_tokens=3)
+    # the client's text is the server's own greedy completion of that prompt and length, three tokens long
+    body = {"prompt": "The bank", "max_tokens": 3, "temperature": 0}
+    served = httpx.post(f"{served_sft}/completions", json=body, timeout=60).json()
+    assert served["usage"]["completion_tokens"] == 3 and completed == served["choices"][0]["text"]
 
 
 def test_local_backend_gives_same_greedy_answer(served_sft, tiny_run):
