@@ -160,7 +160,8 @@ def test_bundled_pool_funnel_adds_up_and_planted_cases_are_found(bundled_run):
     assert metrics["tagging"]["agreement"]["ability"] >= 0.9 and metrics["teacher_requests"] == 0
 
 
-def test_sft_trains_on_the_set_the_prompts_stage_built(bundled_run):
+def test_the_prompts_stages_sft_set_loads_one_conversation_per_kept_prompt(bundled_run):
+    """The file the sft stage reads (tests/test_wiring.py: it does, where the prompt system is on)."""
     from finloom.llm.chat_data import load_conversations
     from finloom.recipe import ChatSource
 

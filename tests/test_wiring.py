@@ -247,6 +247,28 @@ def test_a_tracker_that_is_not_installed_is_named_at_validation(tiny_data):
         parse_recipe(tiny_recipe(**{"report_to": [missing]}), tiny_data)
 
 
+@pytest.mark.parametrize("prompts_on", [False, True])
+def test_sft_trains_on_the_prompt_systems_set_where_it_is_on(tiny_data, tiny_run, tmp_path, monkeypatch, prompts_on):
+    """With the prompt system on, its SFT set (prompts/sft.jsonl, written here) joins sft.datasets; off, it is not
+    read even where it exists."""
+    import finloom.sft.stage as stage
+
+    extra = {"prompts.enabled": True, "prompts.sources": [{"path": "sft.jsonl"}]} if prompts_on else {}
+    _, run_dir, runner = copy_of_run(tiny_data, tiny_run, tmp_path, "sft_prompts", **{"sft.packing": False}, **extra)
+    built = [{"messages": [{"role": "user", "content": f"built prompt {i}"},
+                           {"role": "assistant", "content": f"built answer {i}"}]} for i in range(2)]
+    (run_dir / "prompts").mkdir(exist_ok=True)
+    (run_dir / "prompts" / "sft.jsonl").write_text("".join(json.dumps(row) + "\n" for row in built), encoding="utf-8")
+    (run_dir / "prompts" / "manifest.json").write_text(json.dumps({"status": "done",
+                                                                  "outputs": {"sft": "prompts/sft.jsonl"}}))
+    seen = catch(monkeypatch, stage, "SFTTrainer")
+    with pytest.raises(Caught):
+        runner.run(only="sft", force=True)
+    texts = [seen["processing_class"].decode(row["input_ids"]) for row in seen["train_dataset"]]
+    assert len(texts) == 17 - 1 + 2 * prompts_on  # the tiny sft.jsonl's 16 conversations with an answer
+    assert sum("built answer" in text for text in texts) == 2 * prompts_on
+
+
 def test_sft_checkpointing_and_lora_settings_reach_training(tiny_data, tiny_run, tmp_path):
     """train.gradient_checkpointing {every_k_layers} is what training used (the manifest reports the k applied),
     and sft.lora trains adapters that are saved merged into a plain model that moved from its start."""
