@@ -329,9 +329,11 @@ def test_eval_with_pas_answers_augmented_scenarios_and_judges_the_original(pas_r
 def test_augment_only_the_chosen_categories(pas_run):
     run_dir, *_ = pas_run
     prompt = "Explain what a bond coupon is."
-    category = Augmenter(run_dir / "pas" / "model").category(prompt)
+    unfiltered = Augmenter(run_dir / "pas" / "model")
+    category = unfiltered.category(prompt)
     assert category is not None
-    assert Augmenter(run_dir / "pas" / "model", [category]).augment(prompt) is not None
+    # the chosen category's augmentation is the unfiltered one; another category's prompt is left alone
+    assert Augmenter(run_dir / "pas" / "model", [category]).augment(prompt) == unfiltered.augment(prompt)
     assert Augmenter(run_dir / "pas" / "model", ["no_such_category"]).augment(prompt) is None
 
 
