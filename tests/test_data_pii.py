@@ -436,6 +436,7 @@ PHONE_LENGTHS = [
     ("+86 10 1234 5678", ""), ("+86 138 1234 5678", ""), ("+91 98765 43210", ""), ("+852 2123 4567", ""),
     ("+853 2888 1234", ""), ("+886 7 123 4567", ""), ("+886 2 2345 6789", ""),
     ("+81 90-1234-5678", ""),  # Japan: 9 national digits (above) or 10 (a mobile)
+    ("+85221234567", ""),  # unspaced, with a three-digit calling code
     ("+1 415-555-0132 2023", " 2023"),  # 10 national digits, then a year
     ("+49 30 12345", ""), ("+49 1512 3456 7890", ""),  # 7 and 12 national digits: the default's ends
     ("+49 1512 3456 78901", " 78901"),  # 13 is too many: the last group is dropped
@@ -528,6 +529,14 @@ def test_step_adds_to_counts_already_in_metadata():
 def test_resolve_overlaps_keeps_spans_that_only_touch():
     spans = [Span(0, 13, "EMAIL"), Span(13, 24, "PHONE"), Span(24, 30, "IP")]  # longest first, then the later ones
     assert resolve_overlaps(spans) == spans
+    assert resolve_overlaps([Span(6, 19, "EMAIL"), Span(0, 6, "IP")]) == [Span(0, 6, "IP"), Span(6, 19, "EMAIL")]
+
+
+def test_identifiers_far_apart_are_all_found_when_later_ones_share_a_window():
+    """Three digit runs: the card's window alone, the two phones' windows merged. Merging must extend the last
+    window, not overwrite an earlier one."""
+    text = "Card 4539148803436467. " + "x" * 100 + " Call 13812345678 or 13987654321."
+    assert [(s.start, s.type) for s in detect(text)] == [(5, "BANK_CARD"), (129, "PHONE"), (144, "PHONE")]
     spans = [Span(0, 5, "IP"), Span(8, 21, "EMAIL"), Span(21, 32, "PHONE")]  # a shorter one before, apart or touching
     assert resolve_overlaps(spans) == spans
     # length before specificity: a card number that is the local part of an e-mail address goes with the address
