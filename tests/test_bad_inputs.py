@@ -129,8 +129,13 @@ def test_malformed_records_become_rejects_and_the_counts_add_up(tiny_data, tmp_p
     assert "records.jsonl:2" in seen  # an empty id falls back to file:line (relative to the source folder)
     assert "wide" in seen and "gz" in seen and "bad-name-\\xff.txt" in seen
     assert seen["wide"]["metadata"]["n"] == "123456789012345678901234567890"  # kept as text, not lost
-    inspected = finloom_cli("data", "inspect", str(run_dir))
+    inspected = finloom_cli("data", "inspect", str(run_dir), env={"COLUMNS": "200"})
     assert inspected.returncode == 0, inspected.stderr[-2000:]
+    # every removal reason and every kept domain of this run has its section, odd documents and all
+    sections = {f"removed: {path.stem}" for path in (run_dir / "data" / "removed").glob("*.jsonl")}
+    sections |= {f"kept: {path.stem}" for path in (run_dir / "data" / "clean").glob("*.jsonl")}
+    shown = inspected.stdout + inspected.stderr
+    assert len(sections) > 2 and all(section in shown for section in sections), shown[-3000:]
 
 
 def test_data_inspect_shows_a_document_a_step_emptied(tmp_path):
