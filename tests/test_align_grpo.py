@@ -331,8 +331,8 @@ def test_the_category_sampler_keeps_groups_and_follows_its_weights():
         assert block[:6] == block[6:] and all(block[i] == block[i - i % 3] for i in range(6))
     assert {categories[i] for i in drawn} == {"a"}
     assert Counter(drawn[::3]).most_common(1)[0][1] <= 4  # a's six prompts cycle rather than repeat one
-    sampler.set_weights({"a": 0.0, "b": 1.0})
-    assert {categories[i] for i in list(sampler)} == {"b"}
+    sampler.set_weights({"b": 1.0})  # a category the weights leave out is not drawn
+    assert sampler.weights == {"a": 0.0, "b": 1.0} and {categories[i] for i in list(sampler)} == {"b"}
 
 
 def test_reweighting_moves_share_toward_the_categories_below_target():
@@ -472,6 +472,22 @@ def test_a_resumed_run_keeps_the_category_evaluations_up_to_its_checkpoint_and_t
     fresh = CategoryEvaluation(trainer, {}, None, Reweighting(), {"mcq": 0.5, "calc": 0.5}, 4, tmp_path / "none.jsonl")
     fresh.on_train_begin(trainer.args, TrainerState(global_step=3, max_steps=6), TrainerControl())
     assert fresh.rows == [] and trainer.category_sampler.weights["mcq"] == pytest.approx(0.3)  # nothing to restore
+    # resumed at step 2, the step of an evaluation: that evaluation is kept, and its weights are the ones in force
+    trainer.category_sampler.set_weights({"mcq": 0.5, "calc": 0.5})
+    at_two = CategoryEvaluation(trainer, {}, None, Reweighting(), {"mcq": 0.5, "calc": 0.5}, 4, log)
+    at_two.on_train_begin(trainer.args, TrainerState(global_step=2, max_steps=6), TrainerControl())
+    assert [row["step"] for row in at_two.rows] == [0, 2] and trainer.category_sampler.weights["mcq"] == pytest.approx(0.3)
+
+
+def test_without_reweighting_the_sampler_keeps_its_weights(sft_model, tmp_path):
+    from finloom.align.categories import CategoryEvaluation
+
+    trainer, _, _ = make_trainer(sft_model, tmp_path, {"prompt_categories": ["mcq", "mcq", "calc", "calc"]})
+    trainer.get_train_dataloader()
+    evaluation = CategoryEvaluation(trainer, {}, None, Reweighting(enabled=False), {"mcq": 0.5, "calc": 0.5}, 4,
+                                    tmp_path / "categories.jsonl")
+    evaluation.apply({"mcq": 0.9, "calc": 0.1})
+    assert trainer.category_sampler.weights == {"calc": 0.5, "mcq": 0.5}
 
 
 # -- PPO: the GRPO loop plus a value head and GAE ----------------------------------------------------------------
