@@ -65,10 +65,12 @@ TARGETS = {
     "src/finloom/eval/tasks/utils.py": "tests/test_eval_units.py",
     "src/finloom/eval/mcq.py": "tests/test_eval_parts.py",
     "src/finloom/eval/layouts.py": "tests/test_eval_layouts.py tests/test_eval_parts.py",
-    "src/finloom/eval/harness.py": "tests/test_eval_harness_units.py tests/test_eval_parts.py tests/test_eval_scoring.py",
+    "src/finloom/eval/harness.py": ("tests/test_eval_harness_units.py tests/test_eval_parts.py "
+                                    "tests/test_eval_scoring.py"),
     "src/finloom/reward/trainer.py": "tests/test_reward.py",
     "src/finloom/reward/calibration.py": "tests/test_reward_calibration.py",
-    "src/finloom/reward/judging.py": "tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores or golden_mode or tie'",
+    "src/finloom/reward/judging.py": ("tests/test_prefs.py -k 'judge_modes or never_parse or mode_of or verified_scores "
+                                      "or golden_mode or tie'"),
     # the stage on a scripted teacher that answers and judges (no tiny pipeline), near duplicates, the pair decision
     "src/finloom/reward/prefs.py": ("tests/test_prefs.py -k 'near_dup or tokenizer or decide or scripted_teacher "
                                     "or refuses or large_source or without_models'"),
